@@ -1,0 +1,349 @@
+"""Find every cron job under a root and say, for each, whether cron will really run it and why not.
+
+The rules here are cron's own, not a linter's: Debian cron drops a whole file for one bad line, a missing
+final newline or an unknown user, while cronie skips only the bad line; both ignore cron.d files by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+from cronshift.discover.crontab_file import CrontabFile, Kind, Line, check_schedule, parse_file
+from cronshift.discover.schedule import Dialect
+from cronshift.discover.sources import (
+    Source,
+    System,
+    find_sources,
+    name_ignored,
+    read_system,
+    under,
+    writable_by_others,
+)
+from cronshift.discover.wrappers import peel
+from cronshift.model import CronJob, Format, Problem, ScanResult, SourceRef
+
+_SLUG_RE = re.compile(r"[^a-z0-9]+")
+_INLINE_COMMENT_RE = re.compile(r"\s#")
+
+
+class RootUnreadable(OSError):
+    """The root itself cannot be read: the scan could not do its job."""
+
+
+def scan(
+    root: Path,
+    *,
+    dialect: Dialect | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScanResult:
+    """Read every source under `root`; problems are collected, never raised (except for the root itself)."""
+    root = Path(root)
+    if not root.is_dir() or not os.access(root, os.R_OK | os.X_OK):
+        raise RootUnreadable(f"{root}: not a readable directory")
+    system = read_system(root, dialect)
+    sources = find_sources(root)
+    problems: list[Problem] = []
+    jobs: list[CronJob] = []
+    disabled: list[CronJob] = []
+    parsed: dict[str, CrontabFile] = {}
+    ignored: dict[str, str] = {}
+    scripts: list[Source] = []
+    for i, src in enumerate(sources):
+        if progress:
+            progress(i + 1, len(sources))
+        if src.format is Format.RUN_PARTS:
+            scripts.append(src)
+            continue
+        try:
+            data = under(root, src.path).read_bytes()
+        except OSError as e:
+            problems.append(Problem(src.path, None, f"cannot read: {e.strerror or e}"))
+            continue
+        f = parse_file(data, src.path, src.format, system.dialect)
+        parsed[src.path] = f
+        why_file = _file_ignored(root, src, f, system, problems)
+        if why_file:
+            ignored[src.path] = why_file
+        _jobs_of_file(f, src, system, why_file, jobs, disabled)
+    jobs.extend(_run_parts_jobs(root, scripts, parsed, ignored, system))
+    jobs = _unique_ids(jobs)
+    return ScanResult(
+        root=str(root),
+        jobs=tuple(jobs),
+        problems=tuple(problems),
+        files=tuple(s.path for s in sources),
+        disabled=tuple(_unique_ids(disabled)),
+        system_timezone=system.timezone,
+        dialect=str(system.dialect),
+    )
+
+
+def _file_ignored(
+    root: Path, src: Source, f: CrontabFile, system: System, problems: list[Problem]
+) -> str | None:
+    """Report each bad line; return why cron ignores the whole file, if it does."""
+    debian = system.dialect is Dialect.DEBIAN
+    why: str | None = None
+    for line in f.lines:
+        if line.kind is Kind.PROBLEM:
+            problems.append(Problem(f.path, line.number, line.message))
+            if debian and why is None:
+                why = f"line {line.number} has a syntax error, so Debian cron ignores the whole file"
+    last = f.lines[-1] if f.lines else None
+    if last and not last.raw.endswith(b"\n") and last.kind in (Kind.JOB, Kind.ENV):
+        if debian:
+            problems.append(
+                Problem(
+                    f.path,
+                    last.number,
+                    "no newline at the end of the file: Debian cron ignores the whole file",
+                )
+            )
+            why = (
+                why
+                or f"line {last.number} is the last line and has no newline, so Debian cron ignores the file"
+            )
+        else:
+            problems.append(Problem(f.path, last.number, "no newline at the end of the file", "warning"))
+    if src.format is Format.SYSTEM and system.users is not None:
+        for line in f.lines:
+            if line.kind is Kind.JOB and line.user not in system.users:
+                problems.append(
+                    Problem(f.path, line.number, f"user '{line.user}' does not exist in etc/passwd")
+                )
+                if debian and why is None:
+                    why = f"line {line.number} names unknown user '{line.user}': Debian cron ignores the file"
+    if src.path.startswith("etc/cron.d/"):
+        name = src.path.rsplit("/", 1)[1]
+        bad_name = name_ignored(name, system.dialect)
+        if bad_name:
+            problems.append(Problem(f.path, None, f"never read by cron: {bad_name}", "warning"))
+            return f"cron never reads this file: {bad_name}"
+        try:
+            st = os.lstat(under(root, src.path))
+        except OSError:
+            st = None
+        if st and writable_by_others(st.st_mode):
+            msg = f"mode {stat.S_IMODE(st.st_mode):o} is group- or world-writable, so cron refuses the file"
+            problems.append(Problem(f.path, None, msg))
+            return msg
+    if src.format is Format.USER and system.users is not None and src.owner not in system.users:
+        msg = f"user '{src.owner}' does not exist in etc/passwd, so cron never loads this spool file"
+        problems.append(Problem(f.path, None, msg))
+        return msg
+    return why
+
+
+def split_percent(command: str) -> tuple[str, str | None]:
+    """cron's `%` rule: the command ends at the first unescaped %, the rest is stdin with % as newlines;
+    `\\%` stands for a literal %. Returns (what the shell runs, stdin or None)."""
+    if "%" not in command:
+        return command, None
+    out: list[str] = []
+    i, n = 0, len(command)
+    while i < n:
+        c = command[i]
+        if c == "\\" and i + 1 < n and command[i + 1] == "%":
+            out.append("%")
+            i += 2
+            continue
+        if c == "%":
+            rest = command[i + 1 :]
+            stdin = re.sub(r"(?<!\\)%", "\n", rest).replace("\\%", "%")
+            return "".join(out), stdin + "\n" if stdin and not stdin.endswith("\n") else stdin
+        out.append(c)
+        i += 1
+    return "".join(out), None
+
+
+@lru_cache(maxsize=65536)
+def _warnings(schedule: str, command: str, has_stdin: bool, dialect: Dialect, tz: bool) -> tuple[str, ...]:
+    w: list[str] = []
+    if has_stdin:
+        w.append("unescaped % in the command: cron cuts the command there and feeds the rest as stdin")
+    if command.endswith("\r"):
+        w.append("CRLF line ending: the carriage return becomes part of the command")
+    if _INLINE_COMMENT_RE.search(command) and "'" not in command and '"' not in command:
+        w.append("inline '#' comment: cron has none, the shell sees the rest of the line as a comment")
+    fields = schedule.split()
+    if len(fields) == 5 and fields[0] == "*" and fields[1] != "*":
+        w.append(f"minute '*' with hour '{fields[1]}': fires every minute of those hours")
+    if tz and dialect is Dialect.DEBIAN:
+        w.append("CRON_TZ is passed to the job, but Debian cron schedules in the system time zone")
+    return tuple(w)
+
+
+def _jobs_of_file(
+    f: CrontabFile,
+    src: Source,
+    system: System,
+    why_file: str | None,
+    jobs: list[CronJob],
+    disabled: list[CronJob],
+) -> None:
+    env: list[tuple[str, str]] = []
+    digest = hashlib.sha256(f.data).hexdigest()
+    for line in f.lines:
+        if line.kind is Kind.ENV:
+            env.append((line.name, line.value))
+            continue
+        if line.kind not in (Kind.JOB, Kind.DISABLED, Kind.RETIRED):
+            continue
+        envd = dict(env) if env else {}
+        user = line.user if src.format is Format.SYSTEM else (src.owner or "root")
+        user = user or "root"
+        tz = envd.get("CRON_TZ") or None
+        shell_command, stdin = split_percent(line.command)
+        if src.format is Format.ANACRONTAB:
+            shell_command, stdin = line.command, None  # anacron gives % no meaning
+        wrappers, inner = peel(shell_command)
+        why: list[str] = []
+        if why_file:
+            why.append(why_file)
+        if line.kind is Kind.DISABLED:
+            why.append("commented out")
+        if line.kind is Kind.RETIRED:
+            why.append(f"retired by cronshift on {line.retired_date}")
+        if src.format is not Format.ANACRONTAB:
+            verdict = check_schedule(line.schedule, system.dialect)
+            if verdict is not None:
+                why.append(f"the schedule can never fire: {verdict[1]}")
+        random_delay = envd.get("RANDOM_DELAY")
+        job = CronJob(
+            id=line.retired_id or job_id_for(f.path, user, line.schedule, line.command, inner),
+            source=SourceRef(f.path, line.number),
+            format=src.format,
+            user=user,
+            schedule=line.schedule,
+            command=line.command,
+            env=tuple(env),
+            shell=envd.get("SHELL") or "/bin/sh",
+            timezone=tz if system.dialect is Dialect.CRONIE else None,
+            runs=not why,
+            why_not=tuple(why),
+            warnings=_warnings(line.schedule, line.command, stdin is not None, system.dialect, bool(tz)),
+            disabled=line.kind is Kind.DISABLED,
+            retired=line.kind is Kind.RETIRED,
+            stdin=stdin,
+            shell_command=shell_command,
+            wrappers=wrappers,
+            inner_command=inner,
+            job_id=line.job_id or None,
+            random_delay=int(random_delay) if random_delay and random_delay.isdigit() else None,
+            digest=digest,
+            no_log=line.no_log,
+            retired_id=line.retired_id or None,
+        )
+        (disabled if line.kind is Kind.DISABLED else jobs).append(job)
+
+
+_RUN_PARTS_RE = re.compile(r"run-parts\b[^;&|]*?/etc/(cron\.(?:hourly|daily|weekly|monthly|yearly))\b")
+
+
+def _run_parts_jobs(
+    root: Path,
+    scripts: list[Source],
+    parsed: dict[str, CrontabFile],
+    ignored: dict[str, str],
+    system: System,
+) -> list[CronJob]:
+    """Each script in a run-parts folder is a job; its schedule is that of the line that runs the folder."""
+    triggers: dict[str, list[tuple[str, Line]]] = {}
+    anacron: dict[str, Line] = {}
+    for path, f in parsed.items():
+        if path in ignored:
+            continue
+        for line in f.lines:
+            if line.kind is not Kind.JOB:
+                continue
+            for d in _RUN_PARTS_RE.findall(line.command):
+                if f.format is Format.ANACRONTAB:
+                    anacron.setdefault(d, line)
+                elif f.format is Format.SYSTEM:
+                    triggers.setdefault(d, []).append((path, line))
+    out: list[CronJob] = []
+    for src in scripts:
+        d = src.run_parts_dir or ""
+        p = under(root, src.path)
+        name = p.name
+        why: list[str] = []
+        bad = name_ignored(name, system.dialect)
+        if bad:
+            why.append(f"run-parts skips it: {bad}")
+        try:
+            st = os.stat(p)
+            if not st.st_mode & stat.S_IXUSR:
+                why.append("not executable: run-parts skips it")
+        except OSError as e:
+            why.append(f"cannot be read: {e.strerror}")
+        trig = triggers.get(d, [])
+        ana = anacron.get(d)
+        if trig:
+            _, tline = trig[0]
+            schedule, user = tline.schedule, tline.user or "root"
+        elif ana:
+            schedule, user = ana.schedule, "root"
+        else:
+            why.append(f"no crontab or anacrontab line runs etc/{d}")
+            schedule, user = "", "root"
+        notes: list[str] = []
+        if trig and ana and system.anacron_installed and "anacron" in trig[0][1].command:
+            notes.append(f"anacron runs etc/{d} (etc/anacrontab:{ana.number}); the crontab line defers to it")
+        job = CronJob(
+            id=job_id_for(src.path, user, schedule, "/" + src.path, "/" + src.path),
+            source=SourceRef(src.path, None),
+            format=Format.RUN_PARTS,
+            user=user,
+            schedule=schedule,
+            command="/" + src.path,
+            shell="/bin/sh",
+            runs=not why,
+            why_not=tuple(why),
+            warnings=tuple(notes),
+            shell_command="/" + src.path,
+            inner_command="/" + src.path,
+            triggers=tuple(f"{tp}:{tl.number}" for tp, tl in trig),
+            anacron=f"etc/anacrontab:{ana.number}" if ana else None,
+        )
+        out.append(job)
+    return out
+
+
+def job_id_for(path: str, user: str, schedule: str, command: str, inner: str) -> str:
+    """A short readable slug plus a hash of what makes the job itself: source path, user, schedule, command.
+
+    A retired line keeps the id it was retired under, so undo and the generated task still find it."""
+    key = "\0".join((path, user, schedule, command)).encode("utf-8", "surrogateescape")
+    return f"{_slug(inner)}-{hashlib.sha256(key).hexdigest()[:8]}"
+
+
+@lru_cache(maxsize=65536)
+def _slug(inner: str) -> str:
+    word = inner.strip().split(None, 1)[0] if inner.strip() else "job"
+    rp = _RUN_PARTS_RE.search(inner)
+    if rp:
+        word = "run-parts-" + rp.group(1)
+    if word in ("cd", "test", "[", "sh", "bash", "/bin/sh", "/bin/bash", "env", "sudo", "su") or "=" in word:
+        words = re.findall(r"[/\w.-]*[A-Za-z][\w.-]*", inner)
+        cand = [w for w in words if "/" in w and not w.startswith("/dev")]
+        word = cand[0] if cand else word
+    return _SLUG_RE.sub("-", os.path.basename(word.rstrip("/")).lower()).strip("-")[:24] or "job"
+
+
+def _unique_ids(jobs: list[CronJob]) -> list[CronJob]:
+    """Two identical lines in one file would share an id; number the later ones so each is addressable."""
+    from dataclasses import replace
+
+    seen: dict[str, int] = {}
+    out = []
+    for j in jobs:
+        n = seen.get(j.id, 0) + 1
+        seen[j.id] = n
+        out.append(j if n == 1 else replace(j, id=f"{j.id}-{n}"))
+    return out
