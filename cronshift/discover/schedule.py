@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import calendar
 import functools
+import itertools
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -161,7 +162,7 @@ class CronExpr:
 
 def parse(text: str, dialect: Dialect = Dialect.DEBIAN) -> CronExpr:
     """Parse the schedule part of a crontab line (five fields or one @macro) the way `dialect` does."""
-    result = _parse_cached(" ".join(t for t in text.replace("\t", " ").split(" ") if t), Dialect(dialect))
+    result = _parse_cached(text, Dialect(dialect))  # keyed on the raw text: repeats are verbatim
     if isinstance(result, str):
         raise ScheduleError(result)
     return result
@@ -171,7 +172,7 @@ def parse(text: str, dialect: Dialect = Dialect.DEBIAN) -> CronExpr:
 def _parse_cached(text: str, dialect: Dialect) -> CronExpr | str:
     # Errors are cached as their message: a big scan repeats the same bad line too.
     try:
-        return _parse(text, dialect)
+        return _parse(text.replace("\t", " "), dialect)
     except ScheduleError as e:
         return str(e)
 
@@ -189,7 +190,9 @@ def _parse(raw: str, dialect: Dialect) -> CronExpr:
         macro = tokens[0]
         if macro == "@reboot":
             empty: frozenset[int] = frozenset()
-            return CronExpr(text, macro, empty, empty, empty, empty, empty, False, False, True, dialect=dialect)
+            return CronExpr(
+                text, macro, empty, empty, empty, empty, empty, False, False, True, dialect=dialect
+            )
         if macro not in MACROS:
             hint = " (cron only knows lower-case macros)" if macro.lower() in MACROS else ""
             raise ScheduleError(f"unknown macro '{macro}'{hint}")
@@ -460,8 +463,10 @@ def _never_fires_reason(expr: CronExpr) -> str | None:
     if _valid_days(expr):
         return None
     days = sorted(expr.dom)
-    day_txt = f"day {days[0]} never occurs" if len(days) == 1 else (
-        "days " + ", ".join(map(str, days[:-1])) + f" and {days[-1]} never occur"
+    day_txt = (
+        f"day {days[0]} never occurs"
+        if len(days) == 1
+        else ("days " + ", ".join(map(str, days[:-1])) + f" and {days[-1]} never occur")
     )
     months = [_MONTH_TITLES[m] for m in sorted(expr.month)]
     return f"{day_txt} in {_join_or(months)}"
@@ -537,7 +542,7 @@ def _cronsim_expr(expr: CronExpr) -> str | None:
 
 def _zone(tz: str | None) -> tzinfo:
     if not tz or tz == "UTC":
-        return timezone.utc  # cronsim skips its DST logic only for datetime.timezone.utc
+        return UTC  # cronsim skips its DST logic only for this very object (datetime.timezone.utc)
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as e:
@@ -605,9 +610,9 @@ def _interval_seconds(expr: CronExpr) -> float | None:
     else:  # pragma: no cover - a schedule that can fire fires at least twice in 400 years
         return None
     gaps: Counter[int] = Counter()
-    for a, b in zip(times, times[1:], strict=False):
+    for a, b in itertools.pairwise(times):
         gaps[b - a] += len(days)
-    for a, b in zip(days, days[1:], strict=False):
+    for a, b in itertools.pairwise(days):
         gaps[(b - a).days * 86400 - times[-1] + times[0]] += 1
     total = sum(gaps.values())
     lo_idx, hi_idx = (total - 1) // 2, total // 2
