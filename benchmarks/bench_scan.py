@@ -54,8 +54,10 @@ def make_tree(base: Path) -> list[Path]:
                 out.append(b"\n")
             else:
                 user = b"root " if system else b""
+                # Paths unique to each file, so no cache of whole commands can stand in for parsing them.
+                cmd = rng.choice(COMMANDS).replace("/usr/local/bin/", f"/srv/app{i}/bin/")
                 out.append(
-                    f"{rng.choice(SCHEDULES)} ".encode() + user + rng.choice(COMMANDS).encode() + b"\n"
+                    f"{rng.choice(SCHEDULES)} ".encode() + user + cmd.encode() + b"\n"
                 )
         p = (cron_d / f"job{i}") if system else (spool / f"user{i}")
         p.write_bytes(b"".join(out))

