@@ -56,9 +56,7 @@ def make_tree(base: Path) -> list[Path]:
                 user = b"root " if system else b""
                 # Paths unique to each file, so no cache of whole commands can stand in for parsing them.
                 cmd = rng.choice(COMMANDS).replace("/usr/local/bin/", f"/srv/app{i}/bin/")
-                out.append(
-                    f"{rng.choice(SCHEDULES)} ".encode() + user + cmd.encode() + b"\n"
-                )
+                out.append(f"{rng.choice(SCHEDULES)} ".encode() + user + cmd.encode() + b"\n")
         p = (cron_d / f"job{i}") if system else (spool / f"user{i}")
         p.write_bytes(b"".join(out))
         paths.append(p)

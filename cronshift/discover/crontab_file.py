@@ -108,7 +108,7 @@ def parse_line(raw: bytes, number: int, fmt: Format, dialect: Dialect = Dialect.
         return Line(number, raw, Kind.BLANK, text)
     if stripped[0] == "#":
         return _comment(raw, number, text, stripped, fmt, dialect)
-    m = _ENV_RE.fullmatch(text)
+    m = _ENV_RE.fullmatch(text) if "=" in text else None
     if m:
         name = (
             m.group(1) if m.group(1) is not None else (m.group(2) if m.group(2) is not None else m.group(3))
@@ -169,7 +169,7 @@ def _job(raw: bytes, number: int, text: str, fmt: Format, dialect: Dialect) -> L
         if not m:
             return _problem(raw, number, text, "not a job, an environment setting or a comment")
         dash = m.group(1)
-        schedule = " ".join(m.group(i) for i in range(2, 7))
+        schedule = " ".join(m.group(2, 3, 4, 5, 6))
         rest = m.group(7) or ""
     if dash and dialect is not Dialect.CRONIE:
         return _problem(raw, number, text, "a leading '-' is cronie syntax; Debian cron rejects this line")

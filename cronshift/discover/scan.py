@@ -212,30 +212,35 @@ def _jobs_of_file(
     jobs: list[CronJob],
     disabled: list[CronJob],
 ) -> None:
-    env: list[tuple[str, str]] = []
+    env: tuple[tuple[str, str], ...] = ()
+    envd: dict[str, str] = {}
     digest = hashlib.sha256(f.data).hexdigest()
+    system_format = src.format is Format.SYSTEM
+    anacrontab = src.format is Format.ANACRONTAB
+    cronie = system.dialect is Dialect.CRONIE
     for line in f.lines:
-        if line.kind is Kind.ENV:
-            env.append((line.name, line.value))
+        kind = line.kind
+        if kind is Kind.ENV:
+            env = (*env, (line.name, line.value))
+            envd = dict(env)
             continue
-        if line.kind not in (Kind.JOB, Kind.DISABLED, Kind.RETIRED):
+        if kind is not Kind.JOB and kind is not Kind.DISABLED and kind is not Kind.RETIRED:
             continue
-        envd = dict(env) if env else {}
-        user = line.user if src.format is Format.SYSTEM else (src.owner or "root")
-        user = user or "root"
+        user = (line.user if system_format else src.owner) or "root"
         tz = envd.get("CRON_TZ") or None
-        shell_command, stdin = split_percent(line.command)
-        if src.format is Format.ANACRONTAB:
+        if anacrontab:
             shell_command, stdin = line.command, None  # anacron gives % no meaning
+        else:
+            shell_command, stdin = split_percent(line.command)
         wrappers, inner = peel(shell_command)
         why: list[str] = []
         if why_file:
             why.append(why_file)
-        if line.kind is Kind.DISABLED:
+        if kind is Kind.DISABLED:
             why.append("commented out")
-        if line.kind is Kind.RETIRED:
+        if kind is Kind.RETIRED:
             why.append(f"retired by cronshift on {line.retired_date}")
-        if src.format is not Format.ANACRONTAB:
+        if not anacrontab:
             verdict = check_schedule(line.schedule, system.dialect)
             if verdict is not None:
                 why.append(f"the schedule can never fire: {verdict[1]}")
@@ -247,14 +252,14 @@ def _jobs_of_file(
             user=user,
             schedule=line.schedule,
             command=line.command,
-            env=tuple(env),
+            env=env,
             shell=envd.get("SHELL") or "/bin/sh",
-            timezone=tz if system.dialect is Dialect.CRONIE else None,
+            timezone=tz if cronie else None,
             runs=not why,
             why_not=tuple(why),
             warnings=_warnings(line.schedule, line.command, stdin is not None, system.dialect, bool(tz)),
-            disabled=line.kind is Kind.DISABLED,
-            retired=line.kind is Kind.RETIRED,
+            disabled=kind is Kind.DISABLED,
+            retired=kind is Kind.RETIRED,
             stdin=stdin,
             shell_command=shell_command,
             wrappers=wrappers,
@@ -265,7 +270,7 @@ def _jobs_of_file(
             no_log=line.no_log,
             retired_id=line.retired_id or None,
         )
-        (disabled if line.kind is Kind.DISABLED else jobs).append(job)
+        (disabled if kind is Kind.DISABLED else jobs).append(job)
 
 
 _RUN_PARTS_RE = re.compile(r"run-parts\b[^;&|]*?/etc/(cron\.(?:hourly|daily|weekly|monthly|yearly))\b")

@@ -13,11 +13,14 @@ from functools import lru_cache
 
 from cronshift.model import Wrapper
 
-# A quick test before any tokenising: most commands carry none of these words.
+# A quick test before any tokenising: a wrapper stands at the start of the command (perhaps after a
+# `test -x X &&` guard), a ping at its end. Most commands have neither.
 _HINT = re.compile(
-    r"\b(?:flock|timeout|nice|ionice|chronic|run-one|cronitor|runitor|sentry-cli|cronshift|curl|wget|test)\b"
-    r"|\[ "
+    r"\s*(?:(?:test\s+-[xfe]|\[\s+-[xfe])\s+\S+(?:\s+\])?\s*&&\s*)?"
+    r"(?:\S*/)?(?:flock|timeout|nice|ionice|chronic|run-one|cronitor|runitor|sentry-cli|cronshift)\s"
+    r"|\s*(?:test|\[)\s"
 )
+_PING_HINT = re.compile(r"(?:&&|;)\s*(?:curl|wget)\b")
 _PING_RE = re.compile(r"\s*(?:&&|;)\s*((?:curl|wget)\b[^;&|]*)$")
 _PING_HOSTS = (
     "hc-ping.com",
@@ -33,45 +36,40 @@ _PING_HOSTS = (
     "sentry",
 )
 _GUARD_RE = re.compile(r"\s*(?:test\s+-[xfe]\s+(\S+)|\[\s+-[xfe]\s+(\S+)\s+\])\s*&&\s*")
+# One shell word: unquoted runs, '...' and "..." (with backslash escapes), and backslash-escaped characters.
+_WORD_RE = re.compile(r"""(?:[^\s'"\\;&|<>()#]+|'[^']*'|"(?:[^"\\]|\\.)*"|\\.|#)+""")
+_UNQUOTE_RE = re.compile(r"""'([^']*)'|"((?:[^"\\]|\\.)*)"|\\(.)""")
+
+
+def _unquote(word: str) -> str:
+    if not any(c in word for c in "'\"\\"):
+        return word
+    return _UNQUOTE_RE.sub(
+        lambda m: (
+            m.group(1)
+            if m.group(1) is not None
+            else re.sub(r"\\(.)", r"\1", m.group(2))
+            if m.group(2) is not None
+            else m.group(3)
+        ),
+        word,
+    )
 
 
 def _tokens(s: str) -> Iterator[tuple[str, int, int]]:
     """Shell words with their spans. shlex gives no offsets, and we must cut the original text, not rejoin
     words (rejoining changes quoting); stops at the first operator, since a wrapper only takes one command."""
-    i, n = 0, len(s)
-    while i < n:
-        while i < n and s[i] in " \t":
-            i += 1
-        if i >= n or s[i] in ";&|<>()\n#":
+    pos, n = 0, len(s)
+    while pos < n:
+        while pos < n and s[pos] in " \t":
+            pos += 1
+        if pos >= n or s[pos] in ";&|<>()\n#":
             return
-        start, word = i, []
-        while i < n and s[i] not in " \t;&|<>()\n":
-            c = s[i]
-            if c == "'":
-                j = s.find("'", i + 1)
-                if j < 0:
-                    return
-                word.append(s[i + 1 : j])
-                i = j + 1
-            elif c == '"':
-                j = i + 1
-                buf = []
-                while j < n and s[j] != '"':
-                    if s[j] == "\\" and j + 1 < n:
-                        j += 1
-                    buf.append(s[j])
-                    j += 1
-                if j >= n:
-                    return
-                word.append("".join(buf))
-                i = j + 1
-            elif c == "\\" and i + 1 < n:
-                word.append(s[i + 1])
-                i += 2
-            else:
-                word.append(c)
-                i += 1
-        yield "".join(word), start, i
+        m = _WORD_RE.match(s, pos)
+        if not m or m.end() == pos:
+            return
+        yield _unquote(m.group()), m.start(), m.end()
+        pos = m.end()
 
 
 def _duration_seconds(text: str) -> float | None:
@@ -186,7 +184,7 @@ def _peel_one(cmd: str) -> tuple[Wrapper, str] | None:
 @lru_cache(maxsize=65536)
 def peel(command: str) -> tuple[tuple[Wrapper, ...], str]:
     """All recognised wrappers, outermost first, and the command they run."""
-    if not _HINT.search(command):
+    if not _HINT.match(command) and not _PING_HINT.search(command):
         return (), command
     found: list[Wrapper] = []
     rest = command

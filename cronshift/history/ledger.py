@@ -1,0 +1,222 @@
+"""The run ledger: one interface over SQLite (one host) and Redis Streams (a fleet), plus the spool.
+
+Wrappers mostly append to the spool (see spool.py) and drain it into the store in batches, so readers here
+drain it first (or, when they may not write, read it beside the store): a reader always sees every run.
+Besides runs, later stages keep small JSON documents by (kind, key): edit records, observations, dead
+letters. Records read back carry their spool uid in `extra["uid"]`, so stages can dedupe across backends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cronshift.history import ledger_schema, spool
+from cronshift.history.ledger_resp import STREAM
+from cronshift.model import RunRecord
+
+DEFAULT_STORE = "var/lib/cronshift/ledger.db"
+DOC_PREFIX = "cronshift:doc:"
+_FIELDS = [c for c in ledger_schema.RUN_COLUMNS if c not in ("uid", "extra")]
+
+
+def record_to_doc(rec: RunRecord, uid: str | None = None) -> dict[str, Any]:
+    """The spool/stream JSON shape of a record (the one `cronshift record` writes)."""
+    extra = dict(rec.extra)
+    uid = uid or extra.pop("uid", None) or os.urandom(16).hex()
+    doc: dict[str, Any] = {"cronshift_run": 1, "uid": uid}
+    doc |= {f: getattr(rec, f) for f in _FIELDS}
+    doc["extra"] = extra
+    return doc
+
+
+def doc_to_record(doc: dict[str, Any]) -> RunRecord:
+    extra = doc.get("extra") or {}
+    if isinstance(extra, str):
+        extra = json.loads(extra)
+    extra = {str(k): str(v) for k, v in extra.items()}
+    if doc.get("uid"):
+        extra["uid"] = doc["uid"]
+    fields = {f: doc.get(f) for f in _FIELDS}
+    for text in ("host", "user", "command", "stdout_tail", "stderr_tail"):
+        fields[text] = fields[text] or ""
+    fields["source"] = fields["source"] or "record"
+    return RunRecord(**fields, extra=extra)
+
+
+def _in_window(r: RunRecord, job_id: str | None, since: float | None, until: float | None) -> bool:
+    return (
+        (job_id is None or r.job_id == job_id)
+        and (since is None or r.start >= since)
+        and (until is None or r.start < until)
+    )
+
+
+class Ledger:
+    """Run records and small documents, in SQLite (`store`, default under `root`) or Redis (`redis_url`)."""
+
+    def __init__(self, root: Path, store: str | None = None, redis_url: str | None = None) -> None:
+        self.root = str(root)
+        self.redis_url = redis_url
+        self.store = None if redis_url else os.path.abspath(store or os.path.join(self.root, DEFAULT_STORE))
+        self.key = spool.spool_key(redis_url or self.store or "")
+        self.busy_ms = 5000  # how long the app waits for a store many wrappers are writing to
+        self._db: Any = None
+        self._redis: Any = None
+        self._redis_errors: tuple[type[Exception], ...] = ()
+        if redis_url:
+            import redis  # the app's path may pay for redis-py; the wrapper never does
+
+            self._redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+            self._redis_errors = (redis.RedisError,)
+        else:
+            assert self.store is not None
+            os.makedirs(os.path.dirname(self.store), exist_ok=True)
+            self._db = ledger_schema.connect(self.store, busy_ms=self.busy_ms)
+
+    # -- runs -----------------------------------------------------------------------------------------
+    def add_run(self, rec: RunRecord) -> None:
+        doc = record_to_doc(rec)
+        if self._redis is not None:
+            self._redis.xadd(STREAM, {"record": json.dumps(doc, separators=(",", ":"))})
+            return
+        row = [doc[c] for c in ledger_schema.RUN_COLUMNS[:-1]] + [json.dumps(doc["extra"])]
+        self._db.execute(ledger_schema.INSERT_ROW, row)
+
+    def runs(
+        self, job_id: str | None = None, since: float | None = None, until: float | None = None
+    ) -> Iterator[RunRecord]:
+        """Runs in start order. Spooled runs are drained first, or read in place if the store refuses."""
+        try:
+            self.drain_spool()
+            waiting: list[RunRecord] = []
+        except (OSError, RuntimeError, sqlite3.Error, *self._redis_errors):
+            waiting = [r for r in self._spooled() if _in_window(r, job_id, since, until)]
+        if self._redis is not None:
+            found = {
+                r.extra.get("uid"): r for r in self._stream_runs() if _in_window(r, job_id, since, until)
+            }
+        else:
+            found = {r.extra.get("uid"): r for r in self._sqlite_runs(job_id, since, until)}
+        for r in waiting:
+            found.setdefault(r.extra.get("uid"), r)
+        yield from sorted(found.values(), key=lambda r: (r.start, r.extra.get("uid", "")))
+
+    def _sqlite_runs(self, job_id: str | None, since: float | None, until: float | None) -> list[RunRecord]:
+        where, args = [], []
+        for cond, value in (("job_id = ?", job_id), ("start >= ?", since), ("start < ?", until)):
+            if value is not None:
+                where.append(cond)
+                args.append(value)
+        cols = ", ".join(f'"{c}"' for c in ledger_schema.RUN_COLUMNS)
+        sql = f"SELECT {cols} FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._db.execute(sql + " ORDER BY start", args).fetchall()
+        return [doc_to_record(dict(zip(ledger_schema.RUN_COLUMNS, row, strict=True))) for row in rows]
+
+    def _stream_runs(self) -> Iterator[RunRecord]:
+        last = "-"
+        while True:
+            batch = self._redis.xrange(STREAM, min=last, max="+", count=1000)
+            for _entry_id, fields in batch:
+                raw = fields.get(b"record")
+                if raw is not None:
+                    try:
+                        yield doc_to_record(json.loads(raw))
+                    except (ValueError, TypeError):
+                        continue  # a foreign or damaged entry: skipped, never fatal
+            if len(batch) < 1000:
+                return
+            last = "(" + batch[-1][0].decode()
+
+    def _spooled(self) -> list[RunRecord]:
+        out = []
+        for path in spool.pending(self.root, self.key):
+            try:
+                data = Path(path).read_bytes()
+            except OSError:
+                continue
+            for line in spool.split_records(data):
+                try:
+                    out.append(doc_to_record(json.loads(line)))
+                except (ValueError, TypeError):
+                    continue
+        return out
+
+    def drain_spool(self) -> int:
+        """Move spooled records into the store; return how many were new. Raises if the store refuses."""
+        if self._redis is None:
+            from cronshift.record import drain_to_sqlite
+
+            assert self.store is not None
+            return drain_to_sqlite(self.root, self.store, busy_ms=self.busy_ms)
+        added = 0
+        for path in spool.pending(self.root, self.key):
+            got = spool.claim(path)
+            if got is None:
+                continue
+            claimed, data = got
+            pipe = self._redis.pipeline(transaction=False)
+            for line in spool.split_records(data):
+                try:
+                    json.loads(line)
+                except ValueError:
+                    continue  # a fragment cut short by a full disk
+                pipe.xadd(STREAM, {"record": line})  # a re-sent record is deduped by uid on reading
+                added += 1
+            pipe.execute()
+            spool.release(claimed)
+        return added
+
+    # -- documents ------------------------------------------------------------------------------------
+    def put(self, kind: str, key: str, doc: dict[str, Any]) -> None:
+        text = json.dumps(doc, sort_keys=True)
+        if self._redis is not None:
+            self._redis.hset(DOC_PREFIX + kind, key, text)
+            return
+        self._db.execute(
+            "INSERT INTO docs (kind, key, doc, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc, updated = excluded.updated",
+            (kind, key, text, time.time()),
+        )
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        if self._redis is not None:
+            raw = self._redis.hget(DOC_PREFIX + kind, key)
+        else:
+            row = self._db.execute("SELECT doc FROM docs WHERE kind = ? AND key = ?", (kind, key)).fetchone()
+            raw = row and row[0]
+        return None if raw is None else json.loads(raw)
+
+    def list(self, kind: str, prefix: str = "") -> list[dict[str, Any]]:
+        """Documents of `kind` whose key starts with `prefix`, in key order."""
+        if self._redis is not None:
+            items = sorted((k.decode(), v) for k, v in self._redis.hgetall(DOC_PREFIX + kind).items())
+            return [json.loads(v) for k, v in items if k.startswith(prefix)]
+        rows = self._db.execute(
+            "SELECT doc FROM docs WHERE kind = ? AND substr(key, 1, ?) = ? ORDER BY key",
+            (kind, len(prefix), prefix),
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_ledger(root: Path, store: str | None = None, redis_url: str | None = None) -> Ledger:
+    return Ledger(root, store=store, redis_url=redis_url)

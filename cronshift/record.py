@@ -1,0 +1,605 @@
+"""`cronshift record [OPTIONS] -- CMD ARGS...`: run a cron job exactly as it runs bare, and leave a record.
+
+It runs on every cron run of every wrapped job, so it must be invisible and cheap:
+- invisible: the job gets the wrapper's original environment (read back from /proc/self/environ, because
+  Python itself may have added LC_CTYPE at start-up - PEP 538 - when cron's C locale is in force), the same
+  stdin (inherited), its output copied through unchanged as it arrives, the same exit status, and if it died
+  of a signal the wrapper kills itself with that signal so cron sees the same wait status. CRONSHIFT_STORE
+  and CRONSHIFT_REDIS_URL configure the wrapper but are the user's variables: they reach the job unchanged.
+- never breaks a job: everything after the spawn is best effort; the record goes to a spool if the store
+  will not take it, and complaints go to syslog (<root>/dev/log), never to the job's output.
+- cheap: standard library only, and mostly C modules (`_signal` not `signal`, `_socket` not `socket`: their
+  Python wrappers import enum, ~4-7 ms each); sqlite3 is imported only when the spool is drained.
+
+Signals: TERM, INT, HUP, QUIT, USR1 and USR2 sent to the wrapper are forwarded to the job's pid. The job
+stays in the wrapper's process group, so kills aimed at the group (timeout(1), a terminal, kill -- -PGID)
+reach it straight from the kernel exactly as they would bare. The cost: a signal sent to the whole group
+reaches the job twice (once directly, once forwarded), except INT/QUIT/HUP from a controlling terminal,
+which are not forwarded when the wrapper is in the terminal's foreground group.
+"""
+
+import _signal  # signal.py only wraps this in IntEnums; importing it costs ~4 ms
+import os
+import time
+
+USAGE = (
+    "usage: cronshift record [--job ID] [--store PATH] [--redis URL] [--root DIR]\n"
+    "                        [--scheduled-for ISO|EPOCH] [--drain-at BYTES] -- CMD [ARGS...]\n"
+)
+TAIL = 4096
+TIMEOUT = 0.2  # the longest the wrapper waits on a store (SQLite lock, Redis round trip), in seconds
+DRAIN_AT = 64 * 1024  # drain the spool into SQLite once it holds this many bytes (0: on every run)
+FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+TTY_SIGNALS = ("SIGINT", "SIGQUIT", "SIGHUP")
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_")
+
+
+class Options:
+    __slots__ = ("drain_at", "job", "redis", "root", "scheduled_for", "store", "warnings")
+
+    def __init__(self) -> None:
+        self.job: str | None = None
+        self.store: str | None = os.environ.get("CRONSHIFT_STORE") or None
+        self.redis: str | None = os.environ.get("CRONSHIFT_REDIS_URL") or None
+        self.root = "/"
+        self.scheduled_for: str | None = None
+        self.drain_at = DRAIN_AT
+        self.warnings: list[str] = []
+
+
+def parse(argv: list[str]) -> tuple[Options, list[str]]:
+    """Options up to `--` (or the first non-option word, as env(1) and nice(1) do), then the command.
+
+    A bad option is a syslog complaint, not a failure: a typo in a crontab must not stop the job.
+    Raises ValueError only when there is no command to run.
+    """
+    o = Options()
+    names = {"--job": "job", "--store": "store", "--redis": "redis", "--root": "root"}
+    names |= {"--scheduled-for": "scheduled_for", "--drain-at": "drain_at"}
+    dashes = argv.index("--") if "--" in argv else -1
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if i == dashes:
+            i += 1
+            break
+        if (not a.startswith("-") or a == "-") and dashes < 0:
+            break
+        name, eq, value = a.partition("=")
+        if name in names:
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise ValueError(f"option {name} needs a value")
+                i += 1
+                value = argv[i]
+            if name == "--drain-at":
+                try:
+                    o.drain_at = int(value)
+                except ValueError:
+                    o.warnings.append(f"--drain-at {value!r} is not a number of bytes; using {DRAIN_AT}")
+            else:
+                setattr(o, names[name], value)
+        elif a in ("-h", "--help"):
+            raise ValueError("help")
+        else:
+            o.warnings.append(f"unknown {'option' if a.startswith('-') else 'argument'} {a!r} ignored")
+        i += 1
+    cmd = argv[i:]
+    if not cmd:
+        raise ValueError("no command given")
+    return o, cmd
+
+
+def _environ() -> dict[bytes, bytes]:
+    """The environment this process was started with, in its order, before Python touched it."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+    env: dict[bytes, bytes] = {}
+    for item in raw.split(b"\0"):
+        k, eq, v = item.partition(b"=")
+        if eq and k and k not in env:  # getenv(3) sees the first of duplicates
+            env[k] = v
+    return env
+
+
+def _quote(a: str) -> str:
+    if a and all(c in _SAFE for c in a):
+        return a
+    return "'" + a.replace("'", "'\"'\"'") + "'"
+
+
+class Stream:
+    """One captured output stream: copied through at once, counted, hashed, its tail kept."""
+
+    __slots__ = ("closed_early", "digest", "fd", "n", "out", "tail")
+
+    def __init__(self, fd: int, out: int) -> None:
+        self.fd = fd  # our read end
+        self.out = out  # where the bytes go: the wrapper's own stdout or stderr
+        self.n = 0
+        self.digest = None
+        self.tail = b""
+        self.closed_early = False
+
+    def feed(self, data: bytes) -> None:
+        self.n += len(data)
+        if self.digest is None:  # lazily: most cron jobs print nothing
+            self.digest = _hasher(big=len(data) >= 4096)
+        self.digest.update(data)
+        self.tail = (self.tail + data)[-TAIL:]
+        if self.out >= 0:
+            _write_all(self, data)
+
+    def sha256(self) -> str:
+        if self.digest is None:
+            return "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        return self.digest.hexdigest()
+
+    def tail_text(self) -> str:
+        t = self.tail
+        if len(t) == TAIL:  # the cut may have split a UTF-8 character: start at the next one
+            for _ in range(3):
+                if t[:1] and 0x80 <= t[0] < 0xC0:
+                    t = t[1:]
+        return t.decode("utf-8", "replace")
+
+
+def _hasher(big: bool):  # -> a hashlib-like sha256 object
+    """The builtin _sha256 costs ~0.6 ms to import but hashes at ~270 MB/s; OpenSSL's (hashlib) costs
+    ~2.5 ms but runs at ~1.7 GB/s. A first read of 4 KiB or more suggests a lot of output: take OpenSSL's."""
+    if not big:
+        try:
+            from _sha256 import sha256
+
+            return sha256()
+        except ImportError:  # renamed _sha2 in 3.12
+            pass
+    from hashlib import sha256
+
+    return sha256()
+
+
+def _write_all(s: Stream, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(s.out, view) :]
+        except BlockingIOError:  # our stdout was handed to us non-blocking: wait until it drains
+            import select
+
+            select.select([], [s.out], [])
+        except BrokenPipeError:
+            # The reader went away. Bare, the job's next write would fail with EPIPE/SIGPIPE: close our
+            # read end so that it does.
+            s.out = -1
+            s.closed_early = True
+            return
+        except OSError:
+            s.out = -1
+            return
+
+
+class Run:
+    """State shared with the signal handlers."""
+
+    pid = 0
+    pending: list[int] = []  # noqa: RUF012 - signals that arrived before the job existed
+
+    @classmethod
+    def forward(cls, signum: int, frame: object) -> None:
+        if cls.pid:
+            try:  # noqa: SIM105 - contextlib costs an import on the wrapper's path
+                os.kill(cls.pid, signum)
+            except ProcessLookupError:
+                pass
+        else:
+            cls.pending.append(signum)
+
+
+def _install_forwarders() -> list[tuple[int, object]]:
+    tty_fg = False
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+                tty_fg = True
+        except OSError:
+            pass
+    saved = []
+    for name in FORWARDED:
+        if tty_fg and name in TTY_SIGNALS:
+            continue
+        sig = getattr(_signal, name)
+        old = _signal.getsignal(sig)
+        if old == _signal.SIG_IGN:  # ignored by whoever started us: the job inherits that, as bare
+            continue
+        _signal.signal(sig, Run.forward)
+        saved.append((sig, old))
+    return saved
+
+
+def _spawn(cmd: list[str], env: dict[bytes, bytes], actions: list) -> int:
+    # Python ignores SIGPIPE and SIGXFSZ at start-up; the job must get them back at their defaults.
+    kw = {"file_actions": actions, "setsigdef": (_signal.SIGPIPE, _signal.SIGXFSZ)}
+    try:
+        return os.posix_spawnp(cmd[0], cmd, env, **kw)
+    except OSError as e:
+        if e.errno != 8:  # ENOEXEC: a script without #!, which execvp(3) and every shell run with sh
+            raise
+        path = cmd[0]
+        if "/" not in path:
+            import shutil
+
+            path = shutil.which(path) or path
+        return os.posix_spawn("/bin/sh", ["/bin/sh", path, *cmd[1:]], env, **kw)
+
+
+def _copy(streams: list[Stream], pidfd: int | None) -> bool:
+    """Copy output until the job has exited and its output is drained; return True when some descendant
+    still holds the output open after the job exited."""
+    import select
+
+    p = select.poll()
+    by_fd = {s.fd: s for s in streams}
+    for fd in by_fd:
+        p.register(fd, select.POLLIN)
+    if pidfd is not None:
+        p.register(pidfd, select.POLLIN)
+    exited = False
+    while by_fd and not exited:
+        for fd, _ in p.poll():
+            if fd == pidfd:
+                exited = True
+                continue
+            s = by_fd.get(fd)
+            if s is None:
+                continue
+            data = os.read(fd, 65536)
+            if data:
+                s.feed(data)
+            if not data or s.closed_early:
+                p.unregister(fd)
+                del by_fd[fd]
+                if s.closed_early:
+                    os.close(fd)
+                    s.fd = -1
+    # The job has gone: everything it wrote is already in the pipes.
+    for fd, s in list(by_fd.items()):
+        os.set_blocking(fd, False)
+        try:
+            while data := os.read(fd, 65536):
+                s.feed(data)
+            del by_fd[fd]  # EOF: nobody else holds it
+        except BlockingIOError:
+            pass  # a background child of the job still has it open
+    return bool(by_fd)
+
+
+def _linger(streams: list[Stream]) -> None:
+    """A background process of the job still holds its output. Bare, it would write straight to cron's
+    pipe for as long as it lives; keep copying from a detached process so it still can, while the wrapper
+    exits when the job did."""
+    if os.fork() != 0:
+        return
+    try:
+        for name in FORWARDED:
+            _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
+        import select
+
+        live = [s for s in streams if s.fd >= 0]
+        for s in live:
+            os.set_blocking(s.fd, True)
+        while live:
+            ready, _, _ = select.select([s.fd for s in live], [], [])
+            for s in [s for s in live if s.fd in ready]:
+                data = os.read(s.fd, 65536)
+                if data and s.out >= 0:
+                    _write_all(s, data)
+                if not data or s.closed_early:
+                    live.remove(s)
+                    os.close(s.fd)
+    finally:
+        os._exit(0)
+
+
+def complain(root: str, message: str) -> None:
+    """One line to syslog (<root>/dev/log); dropped silently if there is no syslog to hear it."""
+    try:
+        import _socket
+
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        try:
+            s.setblocking(False)
+            s.connect(os.path.join(root, "dev/log"))
+            stamp = time.strftime("%b %d %H:%M:%S")
+            s.send(f"<12>{stamp} cronshift[{os.getpid()}]: {message}".encode("utf-8", "backslashreplace"))
+        finally:
+            s.close()
+    except OSError:
+        pass
+
+
+def _scheduled(value: str | None, start: float) -> float:
+    if value is None:
+        return start - start % 60
+    try:
+        return float(value)
+    except ValueError:
+        from datetime import datetime
+
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _dumps(d: dict) -> bytes:
+    """One JSON line. json.dumps would cost ~7 ms to import; values here are str, int, float, None, dict."""
+    from _json import encode_basestring_ascii as q
+
+    parts = []
+    for k, v in d.items():
+        if v is None:
+            js = "null"
+        elif isinstance(v, str):
+            js = q(v)
+        elif isinstance(v, dict):
+            js = "{" + ",".join(f"{q(a)}:{q(str(b))}" for a, b in v.items()) + "}"
+        else:
+            js = repr(v)
+        parts.append(f"{q(k)}:{js}")
+    return ("{" + ",".join(parts) + "}\n").encode("ascii")
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.geteuid())
+
+
+def record_run(o: Options, rec: dict) -> None:
+    """Deliver the record: Redis stream, or spool then (past the threshold) SQLite. Raises on failure."""
+    from cronshift.history import spool
+
+    root = o.root
+    line = _dumps(rec)
+    if o.redis:
+        target = o.redis
+        key = spool.spool_key(target)
+        waiting = spool.pending(root, key)
+        try:
+            from cronshift.history.ledger_resp import xadd_all
+
+            xadd_all(target, [line.rstrip(b"\n")], TIMEOUT)
+        except (OSError, RuntimeError, ValueError) as e:
+            path = _spool(root, spool, key, line)
+            complain(root, f"{_safe_url(target)}: {e}; run spooled to {path}")
+            return
+        if waiting:
+            _drain_to_redis(o, spool, key, waiting)
+        return
+    store = o.store or os.path.join(root, "var/lib/cronshift/ledger.db")
+    key = spool.spool_key(os.path.abspath(store))
+    path = _spool(root, spool, key, line)
+    if os.stat(path).st_size >= o.drain_at:
+        try:
+            drain_to_sqlite(root, store, busy_ms=int(TIMEOUT * 1000))
+        except Exception as e:  # sqlite3.Error, OSError, a newer schema: the runs wait in the spool
+            complain(root, f"{store}: {e}; runs wait in the spool ({path})")
+
+
+def _spool(root: str, spool, key: str, line: bytes) -> str:
+    try:
+        path, _, refused = spool.append(root, key, line)
+    except OSError as e:
+        raise OSError(e.errno, f"no spool would take the run record: {e}") from None
+    for e in refused:
+        complain(root, f"{e.filename}: {e.strerror}; run spooled to {path} instead")
+    return path
+
+
+def _safe_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    _, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if at else url
+
+
+def _drain_to_redis(o: Options, spool, key: str, paths: list[str]) -> None:
+    from cronshift.history.ledger_resp import xadd_all
+
+    for path in paths:
+        got = spool.claim(path)
+        if got is None:
+            continue
+        claimed, data = got
+        lines = spool.split_records(data)
+        try:
+            for i in range(0, len(lines), 500):
+                xadd_all(o.redis, lines[i : i + 500], TIMEOUT)
+        except (OSError, RuntimeError) as e:
+            complain(o.root, f"{_safe_url(o.redis)}: {e}; spool {claimed} left for the next run")
+            return  # a stream consumer dedupes by uid, so a partly sent file may be sent again
+        spool.release(claimed)
+
+
+def drain_to_sqlite(root: str, store: str, busy_ms: int) -> int:
+    """Move every spooled record for `store` into it; return how many were new. Raises on store failure,
+    leaving unstored records in claimed spool files that the next drain adopts."""
+    from cronshift.history import spool
+    from cronshift.history.ledger_schema import connect, insert_lines
+
+    key = spool.spool_key(os.path.abspath(store))
+    paths = spool.pending(root, key)
+    if not paths:
+        return 0
+    conn = connect(store, busy_ms)
+    added = 0
+    try:
+        for path in paths:
+            got = spool.claim(path)
+            if got is None:
+                continue
+            claimed, data = got
+            added += insert_lines(conn, spool.split_records(data))
+            spool.release(claimed)
+    finally:
+        conn.close()
+    return added
+
+
+def main(argv: list[str]) -> int:
+    try:
+        o, cmd = parse(argv)
+    except ValueError as e:
+        if str(e) == "help":
+            os.write(1, USAGE.encode())
+            return 0
+        os.write(2, f"cronshift record: {e}\n{USAGE}".encode())
+        return 2
+
+    # Fill closed 0/1/2 with close-on-exec placeholders so our pipes cannot land there (the job then
+    # sees them closed, as it would bare).
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+            os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    # One pipe when stdout and stderr are the same file (cron hands jobs one pipe for both): that keeps
+    # the order of the job's writes across the two streams, which two pipes cannot.
+    merged = False
+    if not closed & {1, 2}:
+        a, b = os.fstat(1), os.fstat(2)
+        merged = (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    streams: list[Stream] = []
+    actions = []
+    write_ends = []
+    for fd in (1,) if merged else (1, 2):
+        if fd in closed:
+            continue
+        r, w = os.pipe()
+        streams.append(Stream(r, fd))
+        actions.append((os.POSIX_SPAWN_DUP2, w, fd))
+        if merged:
+            actions.append((os.POSIX_SPAWN_DUP2, w, 2))
+        actions.append((os.POSIX_SPAWN_CLOSE, w))
+        write_ends.append(w)
+
+    env = _environ()
+    saved = _install_forwarders()
+    start = time.time()
+    t0 = time.monotonic()
+    pid = None
+    spawn_error = None
+    try:
+        pid = Run.pid = _spawn(cmd, env, actions)
+    except OSError as e:
+        spawn_error = e
+    for w in write_ends:
+        os.close(w)
+    for sig in Run.pending:
+        Run.forward(sig, None)
+
+    status = None
+    lingering = False
+    if pid is None:
+        assert spawn_error is not None
+        code = 127 if spawn_error.errno == 2 else 126  # as sh reports a missing or unrunnable command
+        os.write(2, f"{cmd[0]}: {spawn_error.strerror}\n".encode("utf-8", "surrogateescape"))
+        for s in streams:
+            os.close(s.fd)
+        exit_status, signum, core = code, None, False
+    else:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            pidfd = None  # no pidfd: copy to EOF, then reap
+        lingering = _copy(streams, pidfd)
+        if lingering:
+            _linger(streams)
+        for s in streams:
+            if s.fd >= 0:
+                os.close(s.fd)
+        _, status = os.waitpid(pid, 0)
+        Run.pid = 0
+        if pidfd is not None:
+            os.close(pidfd)
+        exit_status = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        core = bool(signum and os.WCOREDUMP(status))
+    elapsed = time.monotonic() - t0
+
+    try:
+        try:
+            scheduled = _scheduled(o.scheduled_for, start)
+        except ValueError:
+            o.warnings.append(f"--scheduled-for {o.scheduled_for!r} is not ISO 8601 or epoch seconds")
+            scheduled = _scheduled(None, start)
+        for w in o.warnings:
+            complain(o.root, f"record: {w}")
+        extra: dict[str, str] = {}
+        if merged:
+            extra["output"] = "merged"  # stdout and stderr were one file: stdout_* cover both
+        if core:
+            extra["core_dumped"] = "1"
+        if lingering:
+            extra["output_open_after_exit"] = "1"  # counts cover what arrived before the job exited
+        for s, name in zip(streams, ("stdout", "stderr"), strict=False):
+            if s.closed_early:
+                extra[f"{name}_reader_closed"] = "1"
+        out = streams[0] if streams and 1 not in closed else None
+        err = None if merged or 2 in closed else streams[-1]
+        rec = {
+            "cronshift_run": 1,
+            "uid": os.urandom(16).hex(),
+            "job_id": o.job,
+            "source": "record",
+            "host": os.uname().nodename,
+            "user": _user(),
+            "pid": pid,
+            "command": " ".join(_quote(a) for a in cmd),
+            "scheduled_for": scheduled,
+            "start": start,
+            "end": start + elapsed,
+            "exit_status": exit_status,
+            "signal": signum,
+            "stdout_bytes": out.n if out else None,
+            "stderr_bytes": err.n if err else None,
+            "stdout_sha256": out.sha256() if out else None,
+            "stderr_sha256": err.sha256() if err else None,
+            "stdout_tail": out.tail_text() if out else "",
+            "stderr_tail": err.tail_text() if err else "",
+            "extra": extra,
+        }
+        record_run(o, rec)
+    except BaseException as e:  # never let the wrapper's own trouble change the job's outcome
+        complain(o.root, f"record: {type(e).__name__}: {e}")
+
+    for sig, old in saved:
+        _signal.signal(sig, old)
+    if signum is not None:
+        _die_like(signum)
+    return exit_status if exit_status is not None else 1
+
+
+def _die_like(signum: int) -> None:
+    """End with the job's signal so our parent's wait status matches. No core of the wrapper itself: it
+    would be useless and, in the job's working directory, could overwrite the job's own core file."""
+    try:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        _signal.signal(signum, _signal.SIG_DFL)
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, [signum])
+    except (OSError, ValueError):
+        pass
+    os.kill(os.getpid(), signum)
+    # Still alive: a signal whose default is not to terminate. Report it the way shells do.
+    os._exit(128 + signum)

@@ -1,0 +1,401 @@
+"""`cronshift record` is invisible to the job and never breaks it: each property checked against bare."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shlex
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from cronshift.history.ledger import open_ledger
+from tests.support.redis_server import RedisServer, free_port, redis_server, start_redis
+
+PROJECT = Path(__file__).resolve().parent.parent
+CONSOLE_SCRIPT = PROJECT / ".venv" / "bin" / "cronshift"
+__all__ = ["redis_server"]
+
+
+def wrapper_argv() -> list[str]:
+    """The real entry point once installed; until then the same function through `python -c`."""
+    if CONSOLE_SCRIPT.exists():
+        return [str(CONSOLE_SCRIPT), "record"]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from cronshift.record import main; sys.exit(main(sys.argv[1:]))",
+    ]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "r"
+    (r / "dev").mkdir(parents=True)
+    (tmp_path / "tmp").mkdir()
+    return r
+
+
+def cron_env(root: Path) -> dict[str, str]:
+    """Like cron's: minimal, and no LANG, so Python's C-locale coercion (PEP 538) would show if it leaked."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(root),
+        "SHELL": "/bin/sh",
+        "LOGNAME": "root",
+        "PYTHONPATH": str(PROJECT),
+        "TMPDIR": str(root.parent / "tmp"),
+    }
+
+
+def run(
+    cmd: list[str], root: Path, *opts: str, bare: bool = False, **kw
+) -> subprocess.CompletedProcess[bytes]:
+    argv = cmd if bare else [*wrapper_argv(), "--root", str(root), *opts, "--", *cmd]
+    kw.setdefault("env", cron_env(root))
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run(argv, cwd=root, timeout=60, **kw)
+
+
+def both(cmd: list[str], root: Path, *opts: str, **kw):
+    return run(cmd, root, bare=True, **kw), run(cmd, root, *opts, **kw)
+
+
+def stored(root: Path, store: Path | None = None) -> list:
+    with open_ledger(root, store=str(store) if store else None) as led:
+        return list(led.runs())
+
+
+def spooled(root: Path) -> list[dict]:
+    out = []
+    for d in (root / "var/lib/cronshift/spool", root.parent / "tmp" / f"cronshift-spool-{os.geteuid()}"):
+        for f in sorted(d.glob("runs-*")) if d.is_dir() else []:
+            out += [json.loads(line) for line in f.read_bytes().splitlines() if line]
+    return out
+
+
+@contextlib.contextmanager
+def syslog(root: Path) -> Iterator[list[str]]:
+    """A stand-in for /dev/log under the root, collecting what the wrapper says."""
+    path = root / "dev" / "log"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(path))
+    s.setblocking(False)
+    lines: list[str] = []
+    try:
+        yield lines
+    finally:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                lines.append(s.recv(65536).decode())
+        s.close()
+        path.unlink()
+
+
+PY_OUT = "import sys,os; os.write(1, b'out'); os.write(2, b'err'); sys.exit(int(sys.argv[1]))"
+
+
+# -- transparency --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [0, 1, 42, 255])
+def test_exit_status_is_the_jobs(root: Path, code: int) -> None:
+    bare, wrapped = both(["sh", "-c", f"echo hi; exit {code}"], root, "--job", "j")
+    assert wrapped.returncode == bare.returncode == code
+    assert wrapped.stdout == bare.stdout == b"hi\n"
+    (rec,) = spooled(root)
+    assert (rec["exit_status"], rec["signal"], rec["job_id"]) == (code, None, "j")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV])
+def test_signal_death_is_the_jobs(root: Path, sig: signal.Signals) -> None:
+    bare, wrapped = both(["sh", "-c", f"kill -{sig.name[3:]} $$"], root)
+    assert bare.returncode == wrapped.returncode == -sig
+    (rec,) = spooled(root)
+    assert rec["signal"] == sig and rec["exit_status"] is None
+
+
+def test_output_bytes_pass_through_unchanged(root: Path) -> None:
+    script = root / "noisy.py"
+    script.write_text(
+        "import os, random\n"
+        "r = random.Random(7)\n"
+        "os.write(1, bytes(range(256)))\n"
+        "for i in range(600):\n"
+        "    os.write(1 if i % 3 else 2, r.randbytes(r.randrange(1, 9000)))\n"
+        "os.write(2, b'no newline at the end')\n"
+    )
+    bare, wrapped = both([sys.executable, str(script)], root)
+    assert len(bare.stdout) > 1 << 20
+    assert wrapped.stdout == bare.stdout and wrapped.stderr == bare.stderr
+    (rec,) = spooled(root)
+    assert rec["stdout_bytes"] == len(bare.stdout)
+    assert rec["stdout_sha256"] == hashlib.sha256(bare.stdout).hexdigest()
+    assert rec["stderr_sha256"] == hashlib.sha256(bare.stderr).hexdigest()
+    assert rec["stderr_tail"].endswith("no newline at the end")
+    assert len(rec["stdout_tail"].encode()) <= 4096 * 3  # replacement characters may widen binary bytes
+
+
+def test_order_across_stdout_and_stderr_kept_when_they_share_a_pipe(root: Path) -> None:
+    """Cron gives a job one pipe for both streams; a wrapper with two pipes would shuffle the lines."""
+    code = "import os\nfor i in range(3000): os.write(1 if i % 2 else 2, b'%d\\n' % i)"
+    bare, wrapped = both([sys.executable, "-c", code], root, stderr=subprocess.STDOUT)
+    assert wrapped.stdout == bare.stdout
+    (rec,) = spooled(root)
+    assert rec["extra"] == {"output": "merged"} and rec["stdout_bytes"] == len(bare.stdout)
+
+
+def test_stdin_is_the_jobs(root: Path) -> None:
+    data = os.urandom(300_000)
+    bare, wrapped = both(["sh", "-c", "head -c 1000 >/dev/null; cat"], root, input=data, stdin=None)
+    assert wrapped.stdout == bare.stdout == data[1000:]
+
+
+def test_environment_is_unchanged(root: Path) -> None:
+    env = cron_env(root) | {"CRONSHIFT_STORE": str(root / "store.db"), "ODD": "a=b\nc"}
+    bare, wrapped = both(["env", "-0"], root, env=env)
+    assert wrapped.stdout == bare.stdout
+    assert b"LC_CTYPE" not in wrapped.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signals_to_the_wrapper_reach_the_job(root: Path, sig: signal.Signals) -> None:
+    job = [
+        "sh",
+        "-c",
+        f"trap 'echo got {sig.name}; exit 7' {sig.name[3:]}; echo ready; while :; do sleep 0.02; done",
+    ]
+    results = []
+    for argv in (job, [*wrapper_argv(), "--root", str(root), "--", *job]):
+        p = subprocess.Popen(argv, env=cron_env(root), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert p.stdout is not None
+        assert p.stdout.readline() == b"ready\n"
+        p.send_signal(sig)
+        results.append((p.stdout.read(), p.wait(timeout=30)))
+    assert results[0] == results[1] == (f"got {sig.name}\n".encode(), 7)
+
+
+def test_reader_going_away_gives_the_job_sigpipe(root: Path) -> None:
+    wrapped = shlex.join([*wrapper_argv(), "--root", str(root), "--"])
+    script = "yes | head -c 10 >/dev/null; a=${PIPESTATUS[0]}; {W} yes | head -c 10 >/dev/null"
+    script += "; echo $a ${PIPESTATUS[0]}"
+    out = subprocess.run(
+        ["bash", "-c", script.replace("{W}", wrapped)], env=cron_env(root), capture_output=True
+    )
+    assert out.stdout == b"141 141\n"
+
+
+def test_wrapper_exits_with_the_job_even_if_a_background_child_keeps_the_output(root: Path) -> None:
+    flag = root / "flag"
+    job = ["sh", "-c", f"(while [ ! -e {flag} ]; do sleep 0.02; done; echo late) & echo early"]
+    p = subprocess.Popen(
+        [*wrapper_argv(), "--root", str(root), "--", *job], env=cron_env(root), stdout=subprocess.PIPE
+    )
+    assert p.wait(timeout=30) == 0  # a wrapper that waited for EOF would hang here until the flag
+    flag.touch()
+    assert p.stdout is not None and p.stdout.read() == b"early\nlate\n"
+    (rec,) = spooled(root)
+    assert rec["extra"]["output_open_after_exit"] == "1"
+
+
+def test_missing_command_fails_as_the_shell_would(root: Path) -> None:
+    bare = run(["sh", "-c", "no-such-command-xyz"], root, bare=True)
+    wrapped = run(["no-such-command-xyz"], root)
+    assert wrapped.returncode == bare.returncode == 127
+    assert b"no-such-command-xyz" in wrapped.stderr
+    (rec,) = spooled(root)
+    assert rec["exit_status"] == 127
+
+
+# -- failure isolation ---------------------------------------------------------------------------------
+
+
+def _assert_job_unaffected(root: Path, *opts: str, job: str = "bad") -> None:
+    cmd = [sys.executable, "-c", PY_OUT, "3"]
+    bare, wrapped = both(cmd, root, "--drain-at", "0", "--job", job, *opts)
+    assert (wrapped.returncode, wrapped.stdout, wrapped.stderr) == (bare.returncode, b"out", b"err")
+    assert bare.returncode == 3
+
+
+def _good_run_drains(root: Path, store: Path, *opts: str) -> None:
+    good = run(["true"], root, "--drain-at", "0", "--job", "good", "--store", str(store), *opts)
+    assert good.returncode == 0
+    assert spooled(root) == []
+    conn = sqlite3.connect(store)
+    assert sorted(r[0] for r in conn.execute("SELECT job_id FROM runs")) == ["bad", "good"]
+    conn.close()
+
+
+def test_store_missing(root: Path) -> None:
+    (root / "notadir").write_text("")
+    store = root / "notadir" / "ledger.db"
+    with syslog(root) as said:
+        _assert_job_unaffected(root, "--store", str(store))
+    assert [r["job_id"] for r in spooled(root)] == ["bad"]
+    assert any("notadir" in line for line in said)
+    (root / "notadir").unlink()
+    (root / "notadir").mkdir()
+    _good_run_drains(root, store)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_store_unwritable(root: Path) -> None:
+    with tmpfs(root.parent / "ro", "1m") as ro:
+        store = ro / "ledger.db"
+        open_ledger(root, store=str(store)).close()
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        with syslog(root) as said:
+            _assert_job_unaffected(root, "--store", str(store))
+        assert [r["job_id"] for r in spooled(root)] == ["bad"]
+        assert any("ledger.db" in line or "read-only" in line for line in said), said
+        subprocess.run(["mount", "-o", "remount,rw", str(ro)], check=True)
+        _good_run_drains(root, store)
+
+
+def test_store_full(root: Path) -> None:
+    """The store and the primary spool on one full filesystem: the record falls back to $TMPDIR."""
+    with tmpfs(root / "var", "256k") as var:
+        store = var / "lib/cronshift/ledger.db"
+        open_ledger(root).close()
+        (var / "lib/cronshift/spool").mkdir()
+        fd = os.open(var / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"x" * 4096)
+        os.close(fd)
+        with syslog(root) as said:
+            _assert_job_unaffected(root)
+        fallback = root.parent / "tmp" / f"cronshift-spool-{os.geteuid()}"
+        assert [r["job_id"] for r in spooled(root)] == ["bad"] and any(fallback.iterdir())
+        assert said  # both the store and the primary spool refused
+        (var / "filler").unlink()
+        _good_run_drains(root, store)
+
+
+def test_store_locked(root: Path) -> None:
+    store = root / "ledger.db"
+    open_ledger(root, store=str(store)).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sqlite3,sys; c=sqlite3.connect({str(store)!r}, isolation_level=None);"
+         " c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        with syslog(root) as said:
+            start = time.monotonic()
+            _assert_job_unaffected(root, "--store", str(store))
+            assert time.monotonic() - start < 10  # generous: it gave up on the lock, it did not wait for it
+        assert [r["job_id"] for r in spooled(root)] == ["bad"]
+        assert any("locked" in line for line in said), said
+    finally:
+        holder.communicate(b"")
+    _good_run_drains(root, store)
+
+
+def test_store_corrupt(root: Path) -> None:
+    store = root / "ledger.db"
+    store.write_bytes(os.urandom(8192))
+    with syslog(root) as said:
+        _assert_job_unaffected(root, "--store", str(store))
+    assert [r["job_id"] for r in spooled(root)] == ["bad"]
+    assert any("not a database" in line for line in said), said
+    store.unlink()
+    _good_run_drains(root, store)
+
+
+def test_bad_options_and_nowhere_to_write_still_run_the_job(root: Path) -> None:
+    (root / "var").write_text("")  # the primary spool and default store cannot exist
+    env = cron_env(root) | {"TMPDIR": str(root / "var")}  # nor the fallback
+    with syslog(root) as said:
+        bare = run([sys.executable, "-c", PY_OUT, "5"], root, bare=True, env=env)
+        wrapped = run(
+            [sys.executable, "-c", PY_OUT, "5"], root, "--jbo", "x", "--scheduled-for", "soon", env=env
+        )
+    assert (wrapped.returncode, wrapped.stdout, wrapped.stderr) == (bare.returncode, bare.stdout, bare.stderr)
+    assert any("--jbo" in line for line in said) and any("soon" in line for line in said)
+    assert any("var" in line for line in said)  # the record itself was lost, and syslog says so
+
+
+# -- Redis ---------------------------------------------------------------------------------------------
+
+
+def test_redis_refused_spools_without_delay(root: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with syslog(root) as said:
+        start = time.monotonic()
+        _assert_job_unaffected(root, "--redis", url)
+        assert time.monotonic() - start < 10
+    assert [r["job_id"] for r in spooled(root)] == ["bad"]
+    assert any("127.0.0.1" in line for line in said)
+
+
+def test_redis_hanging_spools_then_drains(root: Path) -> None:
+    server = start_redis(root.parent / "redis")
+    try:
+        server.pause()
+        start = time.monotonic()
+        wrapped = run([sys.executable, "-c", PY_OUT, "3"], root, "--redis", server.url, "--job", "bad")
+        took = time.monotonic() - start
+        assert (wrapped.returncode, wrapped.stdout, wrapped.stderr) == (3, b"out", b"err")
+        assert took < 2.0, took  # no retry loop: one short timeout
+        assert [r["job_id"] for r in spooled(root)] == ["bad"]
+        server.resume()
+        assert run(["true"], root, "--redis", server.url, "--job", "good").returncode == 0
+        assert spooled(root) == []
+        with open_ledger(root, redis_url=server.url) as led:
+            assert sorted(r.job_id for r in led.runs()) == ["bad", "good"]
+    finally:
+        server.stop()
+
+
+def test_redis_stream_backend(root: Path, redis_server: RedisServer) -> None:
+    job = f"stream-{os.getpid()}-{time.time_ns()}"
+    env = cron_env(root) | {"CRONSHIFT_REDIS_URL": redis_server.url}
+    assert run(["sh", "-c", "echo hello; exit 4"], root, "--job", job, env=env).returncode == 4
+    assert spooled(root) == []
+    with open_ledger(root, redis_url=redis_server.url) as led:
+        (rec,) = led.runs(job_id=job)
+    assert (rec.exit_status, rec.stdout_tail, rec.source) == (4, "hello\n", "record")
+    assert rec.stdout_sha256 == hashlib.sha256(b"hello\n").hexdigest()
+
+
+# -- concurrency ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("drain_at", ["0", "65536"])
+def test_fifty_concurrent_wrappers_lose_nothing(root: Path, drain_at: str) -> None:
+    def one(i: int) -> int:
+        return run(
+            ["sh", "-c", f"echo {i}; exit {i % 7}"], root, "--job", f"j{i}", "--drain-at", drain_at
+        ).returncode
+
+    with ThreadPoolExecutor(50) as pool:
+        codes = list(pool.map(one, range(50)))
+    assert codes == [i % 7 for i in range(50)]
+    runs = stored(root)
+    assert sorted(r.job_id for r in runs) == sorted(f"j{i}" for i in range(50))
+    assert len({r.extra["uid"] for r in runs}) == 50
+    assert spooled(root) == []
