@@ -187,8 +187,25 @@ def split_percent(command: str) -> tuple[str, str | None]:
     return "".join(out), None
 
 
-@lru_cache(maxsize=65536)
 def _warnings(schedule: str, command: str, has_stdin: bool, dialect: Dialect, tz: bool) -> tuple[str, ...]:
+    w = _schedule_warnings(schedule, dialect, tz)
+    if not has_stdin and "#" not in command and not command.endswith("\r"):
+        return w
+    return _command_warnings(command, has_stdin) + w
+
+
+@lru_cache(maxsize=4096)
+def _schedule_warnings(schedule: str, dialect: Dialect, tz: bool) -> tuple[str, ...]:
+    w: list[str] = []
+    fields = schedule.split()
+    if len(fields) == 5 and fields[0] == "*" and fields[1] != "*":
+        w.append(f"minute '*' with hour '{fields[1]}': fires every minute of those hours")
+    if tz and dialect is Dialect.DEBIAN:
+        w.append("CRON_TZ is passed to the job, but Debian cron schedules in the system time zone")
+    return tuple(w)
+
+
+def _command_warnings(command: str, has_stdin: bool) -> tuple[str, ...]:
     w: list[str] = []
     if has_stdin:
         w.append("unescaped % in the command: cron cuts the command there and feeds the rest as stdin")
@@ -196,11 +213,6 @@ def _warnings(schedule: str, command: str, has_stdin: bool, dialect: Dialect, tz
         w.append("CRLF line ending: the carriage return becomes part of the command")
     if _INLINE_COMMENT_RE.search(command) and "'" not in command and '"' not in command:
         w.append("inline '#' comment: cron has none, the shell sees the rest of the line as a comment")
-    fields = schedule.split()
-    if len(fields) == 5 and fields[0] == "*" and fields[1] != "*":
-        w.append(f"minute '*' with hour '{fields[1]}': fires every minute of those hours")
-    if tz and dialect is Dialect.DEBIAN:
-        w.append("CRON_TZ is passed to the job, but Debian cron schedules in the system time zone")
     return tuple(w)
 
 
@@ -353,16 +365,28 @@ def job_id_for(path: str, user: str, schedule: str, command: str, inner: str) ->
     return f"{_slug(inner)}-{hashlib.sha256(key).hexdigest()[:8]}"
 
 
-@lru_cache(maxsize=65536)
 def _slug(inner: str) -> str:
-    word = inner.strip().split(None, 1)[0] if inner.strip() else "job"
+    parts = inner.split(None, 1)
+    word = parts[0] if parts else "job"
+    if "run-parts" not in inner and word not in _SHELL_WORDS and "=" not in word:
+        return _word_slug(word)
     rp = _RUN_PARTS_RE.search(inner)
     if rp:
         word = "run-parts-" + rp.group(1)
-    if word in ("cd", "test", "[", "sh", "bash", "/bin/sh", "/bin/bash", "env", "sudo", "su") or "=" in word:
+    if word in _SHELL_WORDS or "=" in word:
         words = re.findall(r"[/\w.-]*[A-Za-z][\w.-]*", inner)
         cand = [w for w in words if "/" in w and not w.startswith("/dev")]
         word = cand[0] if cand else word
+    return _word_slug(word)
+
+
+_SHELL_WORDS = frozenset(
+    ("cd", "test", "[", "sh", "bash", "/bin/sh", "/bin/bash", "env", "sudo", "su", "nice")
+)
+
+
+@lru_cache(maxsize=16384)
+def _word_slug(word: str) -> str:
     return _SLUG_RE.sub("-", os.path.basename(word.rstrip("/")).lower()).strip("-")[:24] or "job"
 
 

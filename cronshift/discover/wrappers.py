@@ -181,11 +181,15 @@ def _peel_one(cmd: str) -> tuple[Wrapper, str] | None:
     return None
 
 
-@lru_cache(maxsize=65536)
 def peel(command: str) -> tuple[tuple[Wrapper, ...], str]:
     """All recognised wrappers, outermost first, and the command they run."""
     if not _HINT.match(command) and not _PING_HINT.search(command):
         return (), command
+    return _peel(command)
+
+
+@lru_cache(maxsize=16384)
+def _peel(command: str) -> tuple[tuple[Wrapper, ...], str]:
     found: list[Wrapper] = []
     rest = command
     ping = _PING_RE.search(rest)
