@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cronshift.model import CronJob, Problem
+from cronshift.model import CronJob, Problem, Score
 
 SCHEMA_VERSION = 1
 
@@ -98,7 +98,14 @@ def progress_bar(env: Env, label: str) -> Iterator[Any]:
         yield update
 
 
-def job_to_dict(job: CronJob, description: str, upcoming: list[datetime]) -> dict[str, Any]:
+def job_to_dict(
+    job: CronJob,
+    description: str,
+    upcoming: list[datetime],
+    score: Score | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One job for --json; `score`/`reasons`/`unknown`/`metrics` are null or empty when nothing was ranked."""
     return {
         "id": job.id,
         "source": {"path": job.source.path, "line": job.source.line},
@@ -129,6 +136,10 @@ def job_to_dict(job: CronJob, description: str, upcoming: list[datetime]) -> dic
         "random_delay": job.random_delay,
         "no_log": job.no_log,
         "file_sha256": job.digest or None,
-        "score": None,
-        "reasons": [],
+        "score": None if score is None else score.value,
+        "reasons": []
+        if score is None
+        else [{"text": text(r.text), "points": r.points, "evidence": r.evidence} for r in score.reasons],
+        "unknown": [] if score is None else list(score.unknown),
+        "metrics": metrics,
     }

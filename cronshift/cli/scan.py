@@ -1,14 +1,162 @@
-"""`cronshift scan`: every cron job under a root, ranked, each with why it may not run."""
+"""`cronshift scan`: every cron job under a root, ranked by the pain its history shows, each with why."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Annotated, Any
 
+import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
-from cronshift.cli.output import Env, emit_json, job_to_dict, say_problem, text
+from cronshift.cli.output import (
+    Env,
+    ExitStatus,
+    emit_json,
+    fail,
+    job_to_dict,
+    progress_bar,
+    say_problem,
+    text,
+)
 from cronshift.discover.timing import describe_schedule, upcoming
+from cronshift.history.evidence import Evidence, env_redis_url, gather
+from cronshift.model import ScanResult
+from cronshift.rank import rank
+
+SinceOpt = Annotated[
+    str | None,
+    typer.Option("--since", help="Only history from this time on (ISO time, or 7d / 12h / 30m before now)."),
+]
+UntilOpt = Annotated[
+    str | None, typer.Option("--until", help="Only history before this time (ISO time, or 7d / 12h / 30m).")
+]
+LogOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--log", help="Another cron log to read (syslog, cron, journalctl -o json); repeatable."),
+]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="Run ledger (SQLite) to read; default var/lib/cronshift/ledger.db."),
+]
+RedisOpt = Annotated[
+    str | None, typer.Option("--redis", help="Read the run ledger from Redis (or CRONSHIFT_REDIS_URL).")
+]
+NoHistoryOpt = Annotated[
+    bool, typer.Option("--no-history", help="Do not read logs: rank from the crontabs and the ledger only.")
+]
+
+# Column widths that keep the table within 160 columns (5 for the score, 19 for borders and padding).
+WIDTHS = (("id", 24), ("schedule", 13), ("command", 28), ("source", 26), ("top reason", 45))
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_when(value: str | None, now: datetime, option: str) -> float | None:
+    """An ISO time (naive: in the server's zone) or an age like `7d`, as unix seconds."""
+    if value is None:
+        return None
+    m = _RELATIVE.match(value.strip())
+    if m:
+        return (now - timedelta(seconds=float(m[1]) * _UNIT[m[2]])).timestamp()
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO time or an age like 7d: {value!r}", param_hint=option) from None
+    return (t if t.tzinfo else t.replace(tzinfo=now.tzinfo)).timestamp()
+
+
+def load_evidence(
+    env: Env,
+    result: ScanResult,
+    now: datetime,
+    since: str | None,
+    until: str | None,
+    log: list[Path] | None,
+    store: str | None,
+    redis: str | None,
+    no_history: bool,
+) -> Evidence:
+    """The history behind the ranking; shared by `scan` and `show`."""
+    lo, hi = parse_when(since, now, "--since"), parse_when(until, now, "--until")
+    if lo is not None and hi is not None and hi <= lo:
+        fail(env, "--until must be later than --since", ExitStatus.USAGE)
+    for p in log or ():
+        if not p.is_file():
+            fail(env, f"{p}: no such log file", ExitStatus.USAGE)
+    with progress_bar(env, "reading logs") as update:
+        return gather(
+            Path(result.root),
+            result.jobs,
+            now,
+            since=lo,
+            until=hi,
+            extra_logs=log or (),
+            store=store,
+            redis_url=redis or env_redis_url(),
+            logs=not no_history,
+            progress=update,
+        )
+
+
+def _iso(ts: float | None, now: datetime) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).astimezone(now.tzinfo).isoformat()
+
+
+def history_to_dict(ev: Evidence, now: datetime) -> dict[str, Any]:
+    """The top-level `history` object of --json: what the ranking was made from."""
+    h = ev.history
+    w = ev.window
+    unmatched = [] if h is None else sorted(h.unmatched.values(), key=lambda u: (-u.count, u.user, u.command))
+    return {
+        "window": None if w is None else {"from": _iso(w[0], now), "until": _iso(w[1], now)},
+        "since": _iso(ev.since, now),
+        "until": _iso(ev.until, now),
+        "evidence": ev.kinds,
+        "logs": [
+            {
+                "path": s.path,
+                "dialect": s.dialect,
+                "lines": s.lines,
+                "cron_lines": s.cron_lines,
+                "malformed": s.malformed,
+            }
+            for s in (h.sources if h else [])
+        ],
+        "lines_read": h.lines_read if h else 0,
+        "cron_lines": h.cron_lines if h else 0,
+        "malformed": h.malformed if h else 0,
+        "unmatched": [
+            {
+                "user": u.user,
+                "command": text(u.command),
+                "count": u.count,
+                "first_seen": _iso(u.first_seen, now),
+                "last_seen": _iso(u.last_seen, now),
+            }
+            for u in unmatched
+        ],
+        "ambiguous": [
+            {"user": k[0], "command": text(k[1]), "candidates": list(v)}
+            for k, v in (h.ambiguous.items() if h else [])
+        ],
+        "ambiguous_runs": h.ambiguous_runs if h else 0,
+        "ledger": {
+            "where": ev.ledger_where,
+            "runs": sum(len(v) for v in ev.ledger_runs.values()),
+            "unmatched_runs": ev.ledger_unmatched,
+        },
+        "notes": list(ev.notes),
+    }
+
+
+def short(s: str, n: int) -> str:
+    """One line of at most `n` characters, an ellipsis where it was cut (the full text is in `show`)."""
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 1] + "…"
 
 
 def scan(
@@ -16,22 +164,21 @@ def scan(
     json: JsonOpt = False,
     dialect: DialectOpt = None,
     now: NowOpt = None,
-    all_jobs: bool = False,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    log: LogOpt = None,
+    store: StoreOpt = None,
+    redis: RedisOpt = None,
+    no_history: NoHistoryOpt = False,
 ) -> None:
-    """Find every cron job (crontab, cron.d, user spools, run-parts folders, anacrontab)."""
+    """Find every cron job and rank them by operational pain, most painful first, with the evidence."""
     env = Env()
     result = do_scan(env, root, dialect)
     t = clock(now, result.system_timezone)
     for p in result.problems:
         say_problem(env, p)
-    rows = [
-        (
-            j,
-            describe_schedule(j.schedule, result.dialect),
-            upcoming(j, t, result.system_timezone, 3, result.dialect),
-        )
-        for j in result.jobs
-    ]
+    ev = load_evidence(env, result, t, since, until, log, store, redis, no_history)
+    ranked = rank(result.jobs, ev, result.system_timezone, result.dialect)
     if json:
         emit_json(
             env,
@@ -39,7 +186,18 @@ def scan(
                 "root": result.root,
                 "dialect": result.dialect,
                 "timezone": result.system_timezone,
-                "jobs": [job_to_dict(j, d, u) for j, d, u in rows],
+                "now": t.isoformat(),
+                "history": history_to_dict(ev, t),
+                "jobs": [
+                    job_to_dict(
+                        j,
+                        describe_schedule(j.schedule, result.dialect),
+                        upcoming(j, t, result.system_timezone, 3, result.dialect),
+                        score=s,
+                        metrics=m.to_dict(),
+                    )
+                    for j, m, s in ranked
+                ],
                 "disabled": [
                     job_to_dict(j, describe_schedule(j.schedule, result.dialect), []) for j in result.disabled
                 ],
@@ -51,22 +209,25 @@ def scan(
             },
         )
         return
-    table = Table(title=f"cron jobs under {result.root}", show_lines=False, expand=False)
-    for col in ("id", "user", "schedule", "command", "source", "status"):
-        table.add_column(col, overflow="fold" if col == "command" else "ellipsis")
-    for j, d, _ in rows:
-        status = "runs" if j.runs else "[red]never: " + "; ".join(j.why_not) + "[/red]"
-        if j.runs and j.warnings:
-            status = "[yellow]runs, but " + j.warnings[0] + "[/yellow]"
-        cmd = text(j.inner_command or j.command) or ""
-        guards = ", ".join(w.kind for w in j.wrappers)
+    _table(env, result, ranked, ev, t)
+
+
+def _table(env: Env, result: ScanResult, ranked: list, ev: Evidence, t: datetime) -> None:
+    table = Table(title=f"cron jobs under {result.root}, most painful first", expand=False)
+    table.add_column("score", justify="right", no_wrap=True, min_width=5)
+    for col, width in WIDTHS:
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=width)
+    for j, _m, s in ranked:
+        if s.reasons:
+            top = f"+{s.reasons[0].points:g} " + s.reasons[0].text.rpartition(": +")[0]
+        else:
+            top = s.unknown[0] if s.unknown else "no pain found"
+        style = "red" if s.value >= 50 else "yellow" if s.value >= 20 else ""
+        score = f"{s.value:.0f}" + ("?" if s.unknown else "")
+        cells = (j.id, j.schedule, text(j.inner_command or j.command) or "", str(j.source), top)
         table.add_row(
-            j.id,
-            j.user,
-            f"{j.schedule}\n[dim]{d}[/dim]",
-            (cmd[:90] + "…" if len(cmd) > 90 else cmd) + (f"\n[dim]guards: {guards}[/dim]" if guards else ""),
-            str(j.source),
-            status,
+            f"[{style}]{score}[/{style}]" if style else score,
+            *(escape(short(v, w)) for v, (_, w) in zip(cells, WIDTHS, strict=True)),
         )
     env.out.print(table)
     never = sum(1 for j in result.jobs if not j.runs)
@@ -74,3 +235,19 @@ def scan(
         f"{len(result.jobs)} jobs ({never} never run), {len(result.disabled)} commented out, "
         f"{len(result.problems)} problems in {len(result.files)} files"
     )
+    w = ev.window
+    if w is not None and ev.history is not None:
+        h = ev.history
+        led = f", {sum(len(v) for v in ev.ledger_runs.values())} ledger runs" if ev.ledger_where else ""
+        env.out.print(
+            f"history {_iso(w[0], t)} .. {_iso(w[1], t)}: "
+            f"{h.cron_lines} cron lines in {len(h.sources)} log(s){led}"
+        )
+        if h.unmatched:
+            n = sum(u.count for u in h.unmatched.values())
+            env.out.print(
+                f"{n} runs of {len(h.unmatched)} commands match no job (gone from the crontabs?): see --json"
+            )
+    for note in ev.notes:
+        env.out.print(f"[dim]{escape(note)}[/dim]")
+    env.out.print("[dim]'?' after a score: some evidence was missing (see `cronshift show JOB`)[/dim]")

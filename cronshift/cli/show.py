@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
 from cronshift.cli.output import Env, emit_json, fail, job_to_dict, text
+from cronshift.cli.scan import (
+    LogOpt,
+    NoHistoryOpt,
+    RedisOpt,
+    SinceOpt,
+    StoreOpt,
+    UntilOpt,
+    history_to_dict,
+    load_evidence,
+)
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.discover.timing import describe_schedule, upcoming
+from cronshift.history.evidence import last_runs
+from cronshift.model import RunRecord
+from cronshift.rank import Metrics, metrics, score
+
+LastOpt = Annotated[int, typer.Option("--last", help="How many of the last runs to list.")]
 
 
 def show(
@@ -20,8 +37,15 @@ def show(
     json: JsonOpt = False,
     dialect: DialectOpt = None,
     now: NowOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    log: LogOpt = None,
+    store: StoreOpt = None,
+    redis: RedisOpt = None,
+    no_history: NoHistoryOpt = False,
+    last: LastOpt = 20,
 ) -> None:
-    """Print everything known about one job."""
+    """Print everything known about one job: its line, its score with the evidence, and its last runs."""
     env = Env()
     result = do_scan(env, root, dialect)
     try:
@@ -31,8 +55,21 @@ def show(
     t = clock(now, result.system_timezone)
     d = describe_schedule(j.schedule, result.dialect)
     nxt = upcoming(j, t, result.system_timezone, 5, result.dialect)
+    ev = load_evidence(env, result, t, since, until, log, store, redis, no_history)
+    m, unknown = metrics(j, ev.for_job(j.id), ev, result.system_timezone, result.dialect)
+    sc = score(j, m, unknown, ev.window[1] if ev.window else ev.end)
+    runs = last_runs(Path(result.root), result.jobs, j.id, t, ev, extra_logs=log or (), n=last)
     if json:
-        emit_json(env, {"root": result.root, "job": job_to_dict(j, d, nxt)})
+        emit_json(
+            env,
+            {
+                "root": result.root,
+                "now": t.isoformat(),
+                "history": history_to_dict(ev, t),
+                "job": job_to_dict(j, d, nxt, score=sc, metrics=m.to_dict()),
+                "runs": [_run_dict(r, t) for r in runs],
+            },
+        )
         return
     tab = Table(show_header=False, title=f"job {j.id}", title_justify="left")
     tab.add_column("field", style="bold")
@@ -58,3 +95,121 @@ def show(
     for w in j.warnings:
         tab.add_row("warning", w)
     env.out.print(tab)
+    _breakdown(env, sc.value, sc.reasons, sc.unknown)
+    _metrics(env, m, t)
+    _runs(env, runs, t)
+
+
+def _when(ts: float | None, now: datetime) -> str:
+    return "—" if ts is None else datetime.fromtimestamp(ts, UTC).astimezone(now.tzinfo).isoformat(sep=" ")
+
+
+def _iso(ts: float, now: datetime) -> str:
+    return datetime.fromtimestamp(ts, UTC).astimezone(now.tzinfo).isoformat()
+
+
+def _secs(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.0f} s" if x < 120 else f"{x / 60:.1f} min" if x < 7200 else f"{x / 3600:.1f} h"
+
+
+def _breakdown(env: Env, value: float, reasons: Any, unknown: Any) -> None:
+    tab = Table(title=f"pain score {value:g} / 100", title_justify="left")
+    tab.add_column("points", justify="right")
+    tab.add_column("reason (evidence)", overflow="fold")
+    for r in reasons:
+        tab.add_row(
+            f"+{r.points:g}", escape(r.text.rpartition(": +")[0] or r.text) + f" [dim]({r.evidence})[/dim]"
+        )
+    if not reasons:
+        tab.add_row("0", "no pain found in the evidence")
+    for u in unknown:
+        tab.add_row("?", f"[yellow]{escape(u)}[/yellow]")
+    env.out.print(tab)
+
+
+def _metrics(env: Env, m: Metrics, now: datetime) -> None:
+    tab = Table(show_header=False, title="metrics", title_justify="left")
+    tab.add_column("metric", style="bold")
+    tab.add_column("value", overflow="fold")
+    w = m.window
+    tab.add_row("evidence window", "—" if w is None else f"{_when(w[0], now)} .. {_when(w[1], now)}")
+    tab.add_row("sources", ", ".join(m.sources) or "none")
+    seen = "unknown" if m.runs_seen is None else str(m.runs_seen)
+    exp = "" if m.runs_expected is None else f" of {m.runs_expected} expected ({m.missed} missed)"
+    tab.add_row("runs seen", seen + exp)
+    if m.failures is None:
+        tab.add_row("failures", "unknown (no exit statuses)")
+    else:
+        rate = f" ({100 * (m.failure_rate or 0):.1f}%)" if m.status_known else ""
+        how = ", ".join(
+            [f"exit {k} x{v}" for k, v in sorted(m.exit_statuses.items())]
+            + [f"signal {k} x{v}" for k, v in sorted(m.signals.items())]
+        )
+        tab.add_row(
+            "failures",
+            f"{m.failures} of {m.status_known} with a known status{rate}" + (f": {how}" if how else ""),
+        )
+    tab.add_row(
+        "duration p50 / p95 / max",
+        " / ".join(_secs(x) for x in (m.duration_p50, m.duration_p95, m.duration_max)),
+    )
+    if m.interval:
+        ratio = "" if m.p95_over_interval is None else f" (p95 is {100 * m.p95_over_interval:.0f}%)"
+        tab.add_row("interval", _secs(m.interval) + ratio)
+    if m.overlaps is not None:
+        tab.add_row("overlapping runs", f"{m.overlaps} ({m.overlap_basis})")
+    if m.since_last_success is not None:
+        tab.add_row("last success", f"{_when(m.last_success, now)} ({_secs(m.since_last_success)} ago)")
+    out = []
+    if m.output_bytes is not None:
+        out.append(f"{m.output_bytes} bytes (ledger)")
+    if m.output_lines:
+        out.append(f"{m.output_lines} CMDOUT lines")
+    if m.output_discarded:
+        out.append(f"discarded {m.output_discarded}x (No MTA)")
+    if m.mail_failures:
+        out.append(f"mail failed {m.mail_failures}x")
+    tab.add_row("output", "; ".join(out) or "—")
+    tab.add_row("silent-failure risk", escape(m.silent_risk or "no"))
+    tab.add_row("polling", "yes: fires every 15 min or more often" if m.polls else "no")
+    tab.add_row("DST exposure", m.dst or "no")
+    env.out.print(tab)
+
+
+def _status(r: RunRecord) -> str:
+    if r.signal is not None:
+        return f"[red]signal {r.signal}[/red]"
+    if r.exit_status is None:
+        return "[dim]unknown[/dim]"
+    return "ok" if r.exit_status == 0 else f"[red]exit {r.exit_status}[/red]"
+
+
+def _runs(env: Env, runs: list[RunRecord], now: datetime) -> None:
+    tab = Table(title=f"last {len(runs)} runs", title_justify="left")
+    for col in ("start", "duration", "status", "output", "source"):
+        tab.add_column(col)
+    for r in runs:
+        size = "" if r.stdout_bytes is None else f"{r.stdout_bytes}+{r.stderr_bytes or 0} B"
+        src = r.source + (" (paired by guess)" if r.extra.get("guessed") else "")
+        tab.add_row(_when(r.start, now), _secs(r.duration), _status(r), size, src)
+    if not runs:
+        tab.add_row("no runs in the evidence", "", "", "", "")
+    env.out.print(tab)
+
+
+def _run_dict(r: RunRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "start": _iso(r.start, now),
+        "end": None if r.end is None else _iso(r.end, now),
+        "duration": r.duration,
+        "exit_status": r.exit_status,
+        "signal": r.signal,
+        "failed": r.failed,
+        "source": r.source,
+        "pid": r.pid,
+        "stdout_bytes": r.stdout_bytes,
+        "stderr_bytes": r.stderr_bytes,
+        "guessed_pairing": bool(r.extra.get("guessed")),
+    }

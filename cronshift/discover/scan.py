@@ -27,7 +27,7 @@ from cronshift.discover.sources import (
     writable_by_others,
 )
 from cronshift.discover.wrappers import peel
-from cronshift.model import CronJob, Format, Problem, ScanResult, SourceRef
+from cronshift.model import CronJob, Format, Problem, ScanResult, SourceRef, Wrapper
 
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 _INLINE_COMMENT_RE = re.compile(r"\s#")
@@ -258,7 +258,9 @@ def _jobs_of_file(
                 why.append(f"the schedule can never fire: {verdict[1]}")
         random_delay = envd.get("RANDOM_DELAY")
         job = CronJob(
-            id=line.retired_id or job_id_for(f.path, user, line.schedule, line.command, inner),
+            id=line.retired_id
+            or _recorded_id(wrappers)
+            or job_id_for(f.path, user, line.schedule, line.command, inner),
             source=SourceRef(f.path, line.number),
             format=src.format,
             user=user,
@@ -355,6 +357,16 @@ def _run_parts_jobs(
         )
         out.append(job)
     return out
+
+
+def _recorded_id(wrappers: tuple[Wrapper, ...]) -> str | None:
+    """A job wrapped by `cronshift wrap` carries its id in `record --job`: wrapping must not rename it."""
+    for w in wrappers:
+        if w.kind == "cronshift-record":
+            job = dict(w.args).get("job")
+            if job:
+                return job
+    return None
 
 
 def job_id_for(path: str, user: str, schedule: str, command: str, inner: str) -> str:

@@ -147,6 +147,8 @@ def find_sources(root: Path) -> list[Source]:
     if (root / "etc/crontab").exists():
         found.append(Source("etc/crontab", Format.SYSTEM))
     for p in _files(root / "etc/cron.d"):
+        if p.name == ".placeholder":  # shipped by Debian's cron package so the folder is owned; not a crontab
+            continue
         found.append(Source(f"etc/cron.d/{p.name}", Format.SYSTEM))
     for p in _files(root / "var/spool/cron/crontabs"):  # Debian
         found.append(Source(f"var/spool/cron/crontabs/{p.name}", Format.USER, owner=p.name))
