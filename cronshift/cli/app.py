@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from cronshift.cli import retire as retire_cmd
 from cronshift.cli import scan as scan_cmd
 from cronshift.cli import show as show_cmd
+from cronshift.cli import wrap as wrap_cmd
 
 app = typer.Typer(
     name="cronshift",
@@ -16,6 +18,9 @@ app = typer.Typer(
 )
 app.command("scan")(scan_cmd.scan)
 app.command("show")(show_cmd.show)
+app.command("retire")(retire_cmd.retire)
+app.command("wrap")(wrap_cmd.wrap)
+app.command("unwrap")(wrap_cmd.unwrap)
 
 
 @app.command(

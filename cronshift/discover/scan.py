@@ -28,6 +28,7 @@ from cronshift.discover.sources import (
 )
 from cronshift.discover.wrappers import peel
 from cronshift.model import CronJob, Format, Problem, ScanResult, SourceRef, Wrapper
+from cronshift.retire import retired_scripts
 
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 _INLINE_COMMENT_RE = re.compile(r"\s#")
@@ -312,6 +313,7 @@ def _run_parts_jobs(
                 elif f.format is Format.SYSTEM:
                     triggers.setdefault(d, []).append((path, line))
     out: list[CronJob] = []
+    retired = retired_scripts(root)
     for src in scripts:
         d = src.run_parts_dir or ""
         p = under(root, src.path)
@@ -339,8 +341,15 @@ def _run_parts_jobs(
         notes: list[str] = []
         if trig and ana and system.anacron_installed and "anacron" in trig[0][1].command:
             notes.append(f"anacron runs etc/{d} (etc/anacrontab:{ana.number}); the crontab line defers to it")
+        gone = retired.get(src.path)
+        if gone is not None and "not executable: run-parts skips it" in why:
+            why[why.index("not executable: run-parts skips it")] = f"retired by cronshift on {gone.date}"
+        else:
+            gone = None
         job = CronJob(
-            id=job_id_for(src.path, user, schedule, "/" + src.path, "/" + src.path),
+            id=gone.job_id if gone else job_id_for(src.path, user, schedule, "/" + src.path, "/" + src.path),
+            retired=gone is not None,
+            retired_id=gone.job_id if gone else None,
             source=SourceRef(src.path, None),
             format=Format.RUN_PARTS,
             user=user,
@@ -387,13 +396,36 @@ def _slug(inner: str) -> str:
         word = "run-parts-" + rp.group(1)
     if word in _SHELL_WORDS or "=" in word:
         words = re.findall(r"[/\w.-]*[A-Za-z][\w.-]*", inner)
-        cand = [w for w in words if "/" in w and not w.startswith("/dev")]
+        cand = [w for w in words if "/" in w and not w.startswith("/dev") and w.strip("/") not in ("", ".")]
+        cand += [w for w in words if w not in _SHELL_WORDS and not w.startswith("-") and "/" not in w]
         word = cand[0] if cand else word
     return _word_slug(word)
 
 
 _SHELL_WORDS = frozenset(
-    ("cd", "test", "[", "sh", "bash", "/bin/sh", "/bin/bash", "env", "sudo", "su", "nice")
+    (
+        "cd",
+        "test",
+        "[",
+        "sh",
+        "bash",
+        "/bin/sh",
+        "/bin/bash",
+        "env",
+        "sudo",
+        "su",
+        "nice",
+        "command",
+        "if",
+        "then",
+        "exec",
+        "nohup",
+        "time",
+        "true",
+        "!",
+        "{",
+        "(",
+    )
 )
 
 
@@ -403,13 +435,24 @@ def _word_slug(word: str) -> str:
 
 
 def _unique_ids(jobs: list[CronJob]) -> list[CronJob]:
-    """Two identical lines in one file would share an id; number the later ones so each is addressable."""
+    """Two identical lines in one file would share an id; number the later ones so each is addressable.
+
+    An id written in the file (a retire marker, `cronshift record --job`) is kept and reserved first, so
+    retiring or wrapping one of several identical lines leaves the others' numbers where they were."""
     from dataclasses import replace
 
+    explicit = [j.retired_id or _recorded_id(j.wrappers) for j in jobs]
+    taken = {e for e in explicit if e}
     seen: dict[str, int] = {}
     out = []
-    for j in jobs:
+    for j, e in zip(jobs, explicit, strict=True):
         n = seen.get(j.id, 0) + 1
+        cand = j.id if n == 1 else f"{j.id}-{n}"
+        if not e:
+            while cand in taken:
+                n += 1
+                cand = f"{j.id}-{n}"
+            taken.add(cand)
         seen[j.id] = n
-        out.append(j if n == 1 else replace(j, id=f"{j.id}-{n}"))
+        out.append(j if cand == j.id or e else replace(j, id=cand))
     return out

@@ -1,0 +1,590 @@
+"""`retire`: take a job out of cron once the shadow run proved the new path equivalent, and put it back.
+
+A crontab, cron.d, spool or anacrontab line is commented out behind `#cronshift:retired id=ID date=DATE `
+followed by the original bytes, through crontab_edit (backup, lock, atomic rename, verify, journal), so scan
+still sees the job under its id and undo gives back the exact line. A run-parts script is retired by clearing
+its execute bits: both Debian's run-parts (C) and RHEL's (a shell script testing `-x`) skip a file that is not
+executable, the script's bytes stay untouched (a package upgrade sees no local change), and a chmod on the
+open inode is atomic, so the temp-file-and-rename path of crontab_edit has nothing to add; the old and new
+modes are journaled before and verified after, and undo puts the recorded mode back.
+
+The shadow-run gate reads a verdict document that `cronshift shadow-run` writes (see `shadow_gate`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import stat
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cronshift import crontab_edit as ce
+from cronshift.crontab_edit import EditJournal, EditRecord, EditRefused, LineEdit
+from cronshift.discover.crontab_file import RETIRED_MARKER
+from cronshift.model import CronJob, Format
+
+VERDICT_KIND = "shadow-verdict"
+SHADOW_DIR = (*ce.STATE_DIR, "shadow")
+RETIRE_JOURNAL = "retire.jsonl"
+_MARKER_RE = re.compile(rb"#cronshift:retired id=(\S+) date=(\S+) (.*)", re.DOTALL)
+_RD = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+# Ids go into a marker, a file name and the wrapper's `--job`: letters, digits, '.', '_', '-' only.
+SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_EXEC = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+
+
+class RetireRefused(EditRefused):
+    """Nothing was changed: the job cannot be retired (or restored) this way; the message says why."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The gate
+
+
+@dataclass(frozen=True)
+class GateResult:
+    ok: bool
+    missing: list[str] = field(default_factory=list)
+    source: str = ""  # where the verdict was read, when one was found
+
+
+def verdict_path(root: Path, job_id: str) -> Path:
+    return Path(root).joinpath(*SHADOW_DIR, f"{job_id}.json")
+
+
+def read_verdict(
+    root: Path, job_id: str, *, store: str | None = None, redis_url: str | None = None
+) -> tuple[dict[str, Any] | None, str]:
+    """The shadow-run verdict for `job_id`, and where it came from.
+
+    The ledger is asked first, but only if it already exists (a gate must not create a store); then the file
+    var/lib/cronshift/shadow/<job-id>.json under the root.
+    """
+    try:
+        from cronshift.history import ledger
+    except ImportError:  # the ledger is optional: the file is enough
+        ledger = None  # type: ignore[assignment]
+    if ledger is not None:
+        db = store or os.path.join(str(root), ledger.DEFAULT_STORE)
+        if redis_url or os.path.exists(db):
+            with ledger.open_ledger(root, store=store, redis_url=redis_url) as led:
+                doc = led.get(VERDICT_KIND, job_id)
+            if doc is not None:
+                return doc, f"ledger {redis_url or db} ({VERDICT_KIND}/{job_id})"
+    if not SAFE_ID.fullmatch(job_id):
+        return None, ""
+    path = verdict_path(root, job_id)
+    rel = "/".join((*SHADOW_DIR, f"{job_id}.json"))
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, ""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return {"verdict": None, "_unreadable": f"{rel} is not JSON"}, rel
+    return (
+        doc if isinstance(doc, dict) else {"verdict": None, "_unreadable": f"{rel} is not an object"}
+    ), rel
+
+
+def shadow_gate(
+    root: Path, job: CronJob, *, store: str | None = None, redis_url: str | None = None
+) -> GateResult:
+    """May this job be retired? Only with a shadow-run verdict of parity for this very job and command.
+
+    The verdict document (ledger kind "shadow-verdict", key = job id; or the file
+    var/lib/cronshift/shadow/<job-id>.json), as `cronshift shadow-run` writes it:
+
+        {"verdict": "parity" | "differences" | "inconclusive",   required
+         "job": "<job id>",                  optional; must equal the key
+         "command": "<job.command>",         optional; a verdict for another command is stale
+         "runs_compared": 12,                optional; must be >= 1 when given
+         "differences": ["..."],             optional; shown when the verdict is not parity
+         "first": "<ISO time>", "last": "<ISO time>", "written_by": "cronshift shadow-run"}
+    """
+    doc, where = read_verdict(root, job.id, store=store, redis_url=redis_url)
+    if doc is None:
+        return GateResult(
+            False,
+            [
+                f"no shadow-run verdict for {job.id}: run `cronshift shadow-run {job.id}` until it reports "
+                f"parity (looked for ledger document {VERDICT_KIND}/{job.id} and "
+                f"{'/'.join(SHADOW_DIR)}/{job.id}.json)"
+            ],
+        )
+    missing: list[str] = []
+    if doc.get("_unreadable"):
+        missing.append(str(doc["_unreadable"]))
+    elif doc.get("verdict") != "parity":
+        diffs = doc.get("differences") or []
+        extra = f" ({len(diffs)} differences, first: {diffs[0]})" if isinstance(diffs, list) and diffs else ""
+        missing.append(f"shadow-run verdict is {doc.get('verdict')!r}, not 'parity'{extra}")
+    if doc.get("job") not in (None, job.id):
+        missing.append(f"the verdict in {where} is for job {doc.get('job')!r}, not {job.id}")
+    if doc.get("command") is not None and doc.get("command") != job.command:
+        missing.append(
+            "the verdict was reached for a different command: the job changed since; shadow-run again"
+        )
+    runs = doc.get("runs_compared")
+    if runs is not None and (not isinstance(runs, int) or runs < 1):
+        missing.append(f"the verdict compared {runs!r} runs; at least one is needed")
+    return GateResult(not missing, missing, where)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Planning (reads only)
+
+
+@dataclass(frozen=True)
+class RetirePlan:
+    """What retire will change; `diff` is what the user sees first."""
+
+    job_id: str
+    kind: str  # "line": a marker in front of the line; "mode": a run-parts script's execute bits cleared
+    path: str  # relative to the root
+    line: int | None
+    before: bytes
+    after: bytes
+    expected_sha256: str  # the file as read: any change since refuses the edit
+    mode_before: int | None
+    mode_after: int | None
+    date: str
+    diff: str
+
+
+def marker_line(job_id: str, date: str, original: bytes) -> bytes:
+    return RETIRED_MARKER + f"id={job_id} date={date} ".encode("ascii") + original
+
+
+def _show(b: bytes) -> str:
+    s = b.decode("utf-8", "surrogateescape")
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def unified_diff(path: str, old: bytes, new: bytes) -> str:
+    """A unified diff of two versions of a crontab (undecodable bytes shown as \\xNN, CR as \\r)."""
+    a = [_show(x).replace("\r", "\\r") for x in ce.split_lines(old)]
+    b = [_show(x).replace("\r", "\\r") for x in ce.split_lines(new)]
+    a = [x if x.endswith("\n") else x + "\n\\ No newline at end of file\n" for x in a]
+    b = [x if x.endswith("\n") else x + "\n\\ No newline at end of file\n" for x in b]
+    return "".join(difflib.unified_diff(a, b, f"a/{path}", f"b/{path}"))
+
+
+def _check_job(job: CronJob) -> None:
+    where = job.source.path
+    if job.retired:
+        raise RetireRefused(where, job.source.line, f"{job.id} is already retired")
+    if job.disabled:
+        raise RetireRefused(where, job.source.line, f"{job.id} is commented out already; nothing to retire")
+    if not SAFE_ID.fullmatch(job.id):
+        raise RetireRefused(
+            where, job.source.line, f"job id {job.id!r} is not a plain id; refusing to use it"
+        )
+
+
+def plan_retire(root: Path, job: CronJob, *, now: datetime) -> RetirePlan:
+    """Build the change without writing anything; refuses if the file no longer matches the scan."""
+    _check_job(job)
+    date = now.strftime("%Y-%m-%d")
+    path = job.source.path
+    try:
+        data = Path(root, path).read_bytes()
+    except OSError as exc:
+        raise RetireRefused(path, job.source.line, f"cannot read it: {exc.strerror}") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if job.format is Format.RUN_PARTS:
+        mode = stat.S_IMODE(os.lstat(Path(root, path)).st_mode)
+        if not mode & _EXEC:
+            raise RetireRefused(
+                path, None, "is not executable: run-parts already skips it; nothing to retire"
+            )
+        after = mode & ~_EXEC
+        diff = f"--- a/{path}\n+++ b/{path}\nmode {mode:04o} -> {after:04o} (run-parts skips it)\n"
+        return RetirePlan(job.id, "mode", path, None, b"", b"", digest, mode, after, date, diff)
+    if job.source.line is None:
+        raise RetireRefused(path, None, "the job has no line to retire")
+    if job.digest and digest != job.digest:
+        raise RetireRefused(path, job.source.line, "the file changed since it was scanned; scan again")
+    lines = ce.split_lines(data)
+    if not 1 <= job.source.line <= len(lines):
+        raise RetireRefused(path, job.source.line, f"no such line (the file has {len(lines)})")
+    before = lines[job.source.line - 1]
+    after = marker_line(job.id, date, before)
+    new = b"".join(lines[: job.source.line - 1]) + after + b"".join(lines[job.source.line :])
+    return RetirePlan(
+        job.id,
+        "line",
+        path,
+        job.source.line,
+        before,
+        after,
+        digest,
+        None,
+        None,
+        date,
+        unified_diff(path, data, new),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The retire journal: run-parts mode changes (intent/done/abort/undo) and notes on line retires
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """One job retired now (not undone): what `retire --list` shows and `retire --undo` reverses."""
+
+    job_id: str
+    kind: str
+    path: str
+    line: int | None
+    date: str
+    reason: str
+    time: float
+    edit_id: str  # crontab_edit's record id (line), or this journal's (mode)
+    backup_path: str | None  # line retires: the backup crontab_edit made
+    mode_before: int | None = None
+    mode_after: int | None = None
+    to: str | None = None  # where the job went (the generated task), as the user said
+    present: bool = True  # whether the file still shows the retirement
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job": self.job_id,
+            "kind": self.kind,
+            "path": self.path,
+            "line": self.line,
+            "date": self.date,
+            "reason": self.reason,
+            "time": self.time,
+            "edit_id": self.edit_id,
+            "backup": self.backup_path,
+            "mode_before": None if self.mode_before is None else f"{self.mode_before:04o}",
+            "mode_after": None if self.mode_after is None else f"{self.mode_after:04o}",
+            "to": self.to,
+            "present": self.present,
+        }
+
+
+def _append(root: Path, event: dict[str, Any]) -> None:
+    dir_fd = ce.open_state_dir(Path(root))
+    try:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(RETIRE_JOURNAL, flags, 0o600, dir_fd=dir_fd)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, json.dumps(event, sort_keys=True).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _events(root: Path) -> list[dict[str, Any]]:
+    path = Path(root).joinpath(*ce.STATE_DIR, RETIRE_JOURNAL)
+    if not path.is_file() or path.is_symlink():
+        return []
+    return [json.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
+
+
+def _notes(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {e["edit_id"]: e for e in events if e.get("event") == "note"}
+
+
+def _mode_retirement(i: dict[str, Any], present: bool = True) -> Retirement:
+    return Retirement(
+        i["job"], "mode", i["path"], None, i["date"], i["reason"], i["time"], i["edit_id"], None,
+        i["mode_before"], i["mode_after"], i.get("to"), present,
+    )  # fmt: skip
+
+
+def _mode_retirements(events: list[dict[str, Any]], root: Path | None = None) -> dict[str, Retirement]:
+    """Run-parts retirements in force, by job id.
+
+    An intent with neither done nor abort is a retire killed half-way: it counts (given `root`) when the
+    script has the mode retire was setting, so the change is never in force without a record."""
+    intents: dict[str, dict[str, Any]] = {}
+    active: dict[str, Retirement] = {}
+    for e in events:
+        kind = e.get("event")
+        if kind == "intent":
+            intents[e["edit_id"]] = e
+        elif kind == "abort":
+            intents.pop(e["edit_id"], None)
+        elif kind == "done" and e["edit_id"] in intents:
+            i = intents.pop(e["edit_id"])
+            active[i["job"]] = _mode_retirement(i)
+        elif kind == "undo":
+            active.pop(e["job"], None)
+    for i in intents.values() if root is not None else ():
+        try:
+            mode = stat.S_IMODE(os.lstat(Path(root, i["path"])).st_mode)
+        except OSError:
+            continue
+        if mode == i["mode_after"] and i["job"] not in active:
+            active[i["job"]] = _mode_retirement(i)
+    return active
+
+
+def _line_retirements(
+    root: Path, journal: EditJournal, notes: dict[str, dict[str, Any]]
+) -> dict[str, Retirement]:
+    """Line retirements in force, by job id, read from crontab_edit's journal (the record of every edit).
+
+    A pending record (a retire killed between its journal intent and done) counts when its marker line is in
+    the file: crontab_edit guarantees the file holds either the old or the new content."""
+    active: dict[str, tuple[EditRecord, str, str]] = {}
+    undone: set[str] = set()
+    pending = {rec.id for rec in journal.pending()}
+    for rec in [*journal.all(), *journal.pending()]:
+        if rec.reason.startswith("undo of "):
+            undone.add(rec.reason[len("undo of ") :].split(":", 1)[0])
+            continue
+        m = _MARKER_RE.fullmatch(rec.after)
+        if m and m.group(3) == rec.before:
+            job_id, date = (g.decode("ascii", "replace") for g in m.group(1, 2))
+            active[rec.id] = (rec, job_id, date)
+    out: dict[str, Retirement] = {}
+    for edit_id, (rec, job_id, date) in active.items():
+        if edit_id in undone:
+            continue
+        try:
+            present = rec.after in Path(root, rec.path).read_bytes()
+        except OSError:
+            present = False
+        if edit_id in pending and not present:
+            continue
+        note = notes.get(edit_id, {})
+        out[job_id] = Retirement(
+            job_id, "line", rec.path, rec.line, date, rec.reason, rec.time, rec.id, rec.backup_path,
+            to=note.get("to"), present=present,
+        )  # fmt: skip
+    return out
+
+
+def list_retired(root: Path, *, journal: EditJournal | None = None) -> list[Retirement]:
+    """Every retirement in force, oldest first."""
+    events = _events(root)
+    found = _line_retirements(root, journal or EditJournal(Path(root)), _notes(events))
+    found |= _mode_retirements(events, root)
+    return sorted(found.values(), key=lambda r: (r.time, r.job_id))
+
+
+def retirement(root: Path, job_id: str) -> Retirement | None:
+    """Where a retired job went (for `show`): None when it is not retired."""
+    return next((r for r in list_retired(root) if r.job_id == job_id), None)
+
+
+def retired_scripts(root: Path) -> dict[str, Retirement]:
+    """Run-parts scripts retired by mode, by path: scan uses this to show them retired under their id."""
+    return {r.path: r for r in _mode_retirements(_events(root), root).values()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Doing it
+
+
+def _record_reason(job_id: str, reason: str | None, forced: bool) -> str:
+    if forced:
+        return f"retire {job_id}: forced without shadow-run parity: {reason}"
+    return f"retire {job_id}: shadow-run parity" + (f": {reason}" if reason else "")
+
+
+def apply_retire(
+    root: Path,
+    plan: RetirePlan,
+    *,
+    now: datetime,
+    reason: str | None = None,
+    forced: bool = False,
+    to: str | None = None,
+    journal: EditJournal | None = None,
+    lock_timeout: float = 10.0,
+) -> Retirement:
+    """Make the planned change (the caller has passed the gate or forced it); raises EditRefused otherwise."""
+    if forced and not (reason or "").strip():
+        raise RetireRefused(plan.path, plan.line, "--force needs --reason: say why the gate is overruled")
+    why = _record_reason(plan.job_id, reason, forced)
+    if plan.kind == "mode":
+        return _retire_mode(root, plan, now=now, reason=why, to=to, lock_timeout=lock_timeout)
+    assert plan.line is not None
+    edit = LineEdit(plan.path, plan.line, plan.before, plan.after, plan.expected_sha256, why)
+    rec = ce.apply_edit(Path(root), edit, now=now.timestamp(), journal=journal, lock_timeout=lock_timeout)
+    if to:
+        _append(root, {"event": "note", "edit_id": rec.id, "job": plan.job_id, "to": to})
+    return Retirement(
+        plan.job_id, "line", rec.path, rec.line, plan.date, why, rec.time, rec.id, rec.backup_path, to=to
+    )
+
+
+def undo_retire(
+    root: Path,
+    job_id: str,
+    *,
+    now: datetime,
+    journal: EditJournal | None = None,
+    lock_timeout: float = 10.0,
+) -> Retirement:
+    """Put a retired job back exactly as it was; other changes made to the file since are kept."""
+    journal = journal or EditJournal(Path(root))
+    events = _events(root)
+    line = _line_retirements(root, journal, _notes(events)).get(job_id)
+    mode = _mode_retirements(events, root).get(job_id)
+    if line is None and mode is None:
+        raise RetireRefused(
+            job_id, None, "no retirement of this job in the journal (see `cronshift retire --list`)"
+        )
+    if mode is not None and (line is None or mode.time >= line.time):
+        _restore_mode(root, mode, now=now, lock_timeout=lock_timeout)
+        return mode
+    assert line is not None
+    rec = journal.get(line.edit_id)
+    assert rec is not None
+    ce.undo_edit(
+        Path(root),
+        rec,
+        now=now.timestamp(),
+        journal=journal,
+        lock_timeout=lock_timeout,
+        reason=f"undo of {rec.id}",
+    )
+    return line
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Run-parts scripts: the execute bits, on the open inode, journaled and verified
+
+
+def _open_script(root: Path, path: str, lock_timeout: float) -> tuple[ce.Target, int, int]:
+    """(target, lock fd, file fd): the script pinned and the edit lock held."""
+    target = ce.resolve_target(Path(root), path)
+    try:
+        state_fd = ce.open_state_dir(Path(root))
+        try:
+            lock_fd = ce.acquire_lock(state_fd, path, time.monotonic() + lock_timeout, lock_timeout)
+        finally:
+            os.close(state_fd)
+        try:
+            fd = os.open(target.name, _RD, dir_fd=target.dir_fd)
+        except OSError as exc:
+            os.close(lock_fd)
+            raise RetireRefused(path, None, f"cannot open it: {exc.strerror}") from exc
+    except BaseException:
+        os.close(target.dir_fd)
+        raise
+    return target, lock_fd, fd
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _set_mode(target: ce.Target, fd: int, mode: int) -> None:
+    """chmod the pinned inode, flush it, and check the path still names that inode with that mode."""
+    os.fchmod(fd, mode)
+    os.fsync(fd)
+    st, now = os.fstat(fd), os.lstat(target.name, dir_fd=target.dir_fd)
+    if (st.st_dev, st.st_ino) != (now.st_dev, now.st_ino) or stat.S_IMODE(now.st_mode) != mode:
+        raise ce.EditFailed(target.path, None, "verify: the mode on disk is not the intended one")
+
+
+def _retire_mode(
+    root: Path, plan: RetirePlan, *, now: datetime, reason: str, to: str | None, lock_timeout: float
+) -> Retirement:
+    assert plan.mode_before is not None and plan.mode_after is not None
+    target, lock_fd, fd = _open_script(root, plan.path, lock_timeout)
+    edit_id = uuid.uuid4().hex[:12]
+    changed = False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise RetireRefused(plan.path, None, "is not a regular file")
+        if stat.S_IMODE(st.st_mode) != plan.mode_before:
+            raise RetireRefused(plan.path, None, "its mode changed since it was read; nothing was changed")
+        if hashlib.sha256(_read_all(fd)).hexdigest() != plan.expected_sha256:
+            raise RetireRefused(plan.path, None, "it changed since it was read; nothing was changed")
+        event = {
+            "job": plan.job_id,
+            "path": plan.path,
+            "date": plan.date,
+            "reason": reason,
+            "to": to,
+            "time": now.timestamp(),
+            "edit_id": edit_id,
+            "mode_before": plan.mode_before,
+            "mode_after": plan.mode_after,
+            "sha256": plan.expected_sha256,
+            "owner": st.st_uid,
+            "group": st.st_gid,
+        }
+        _append(root, {"event": "intent", **event})
+        changed = True
+        _set_mode(target, fd, plan.mode_after)
+        _append(root, {"event": "done", "edit_id": edit_id})
+    except BaseException as exc:
+        if changed:
+            try:
+                os.fchmod(fd, plan.mode_before)
+                os.fsync(fd)
+            finally:
+                _append(root, {"event": "abort", "edit_id": edit_id})
+        if isinstance(exc, EditRefused) or not isinstance(exc, OSError):
+            raise
+        raise ce.EditFailed(plan.path, None, f"{exc.strerror}; the mode was left as it was") from exc
+    finally:
+        os.close(fd)
+        os.close(lock_fd)
+        os.close(target.dir_fd)
+    return Retirement(
+        plan.job_id,
+        "mode",
+        plan.path,
+        None,
+        plan.date,
+        reason,
+        now.timestamp(),
+        edit_id,
+        None,
+        plan.mode_before,
+        plan.mode_after,
+        to,
+    )
+
+
+def _restore_mode(root: Path, r: Retirement, *, now: datetime, lock_timeout: float) -> None:
+    assert r.mode_before is not None and r.mode_after is not None
+    target, lock_fd, fd = _open_script(root, r.path, lock_timeout)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode != r.mode_after:
+            raise RetireRefused(
+                r.path,
+                None,
+                f"its mode is {mode:04o}, not the {r.mode_after:04o} retire left: it was changed "
+                "since; refusing to undo",
+            )
+        _set_mode(target, fd, r.mode_before)
+        _append(root, {"event": "undo", "job": r.job_id, "edit_id": r.edit_id, "time": now.timestamp()})
+    except OSError as exc:
+        raise ce.EditFailed(r.path, None, f"{exc.strerror}") from exc
+    finally:
+        os.close(fd)
+        os.close(lock_fd)
+        os.close(target.dir_fd)

@@ -1,0 +1,179 @@
+"""`cronshift wrap` / `unwrap` on real files: only the wrapper words change; unwrap gives the line back."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from cronshift import crontab_edit as ce
+from cronshift.discover.scan import scan
+from cronshift.model import CronJob, Format
+from cronshift.wrap import WrapRefused, apply_plan, not_simple, plan_unwrap, plan_wrap
+
+from .test_retire import NOW, changed_lines, cli, snapshot
+
+SYNC = "etc/cron.d/shop-sync:8"
+
+
+def job_at(root: Path, path: str, line: int) -> CronJob:
+    (j,) = [j for j in scan(root).jobs if j.source.path == path and j.source.line == line]
+    return j
+
+
+def test_wrap_inserts_the_wrapper_in_front_of_the_command_and_unwrap_takes_it_off(debian_root: Path) -> None:
+    before = snapshot(debian_root)
+    path = debian_root / "etc/cron.d/shop-sync"
+    old = path.read_bytes()
+    job = job_at(debian_root, "etc/cron.d/shop-sync", 8)
+    code, out, _ = cli("wrap", SYNC, "--root", str(debian_root))
+    assert code == 0 and "+*/5 * * * *\twww-data\tcronshift record --job" in out
+    new = path.read_bytes()
+    assert changed_lines(old, new) == [8]
+    line = ce.split_lines(new)[7]
+    assert line == ce.split_lines(old)[7].replace(
+        b"www-data\tflock", b"www-data\tcronshift record --job " + job.id.encode() + b" -- flock"
+    )
+    wrapped = job_at(debian_root, "etc/cron.d/shop-sync", 8)
+    assert [w.kind for w in wrapped.wrappers][:2] == ["cronshift-record", "flock"]
+    assert dict(wrapped.wrappers[0].args)["job"] == job.id  # runs are recorded under the id it had
+    assert wrapped.inner_command == job.inner_command and wrapped.schedule == job.schedule
+    code, _, err = cli("wrap", wrapped.id, "--root", str(debian_root))
+    assert code == 4 and "already wrapped" in err
+    assert path.read_bytes() == new
+    assert cli("unwrap", wrapped.id, "--root", str(debian_root))[0] == 0
+    assert snapshot(debian_root) == before
+    code, _, err = cli("unwrap", job.id, "--root", str(debian_root))
+    assert code == 4 and "not wrapped" in err
+
+
+def test_a_wrapped_job_keeps_its_id(debian_root: Path) -> None:
+    job = job_at(debian_root, "etc/cron.d/shop-sync", 8)
+    assert cli("wrap", SYNC, "--root", str(debian_root))[0] == 0
+    wrapped = job_at(debian_root, "etc/cron.d/shop-sync", 8)
+    assert wrapped.id == job.id
+    assert cli("unwrap", job.id, "--root", str(debian_root))[0] == 0  # found by the same id
+    assert job_at(debian_root, "etc/cron.d/shop-sync", 8).id == job.id
+
+
+def test_wrap_dry_run_and_store_option(debian_root: Path) -> None:
+    before = snapshot(debian_root)
+    code, out, _ = cli(
+        "wrap", SYNC, "--root", str(debian_root), "--dry-run", "--store", "/var/lib/my ledger.db"
+    )
+    assert code == 0 and "--store '/var/lib/my ledger.db' -- flock" in out
+    assert snapshot(debian_root) == before
+    code, _, err = cli("wrap", SYNC, "--root", str(debian_root), "--redis", "redis://h/0?x=%41")
+    assert code == 4 and "'%'" in err
+    assert snapshot(debian_root) == before
+
+
+def test_wrap_keeps_percent_stdin_and_escapes(debian_root: Path) -> None:
+    before = snapshot(debian_root)
+    spool = "var/spool/cron/crontabs/deploy"
+    for n in (12, 14):  # mail with a %-stdin body; a log name with \%
+        job = job_at(debian_root, spool, n)
+        assert cli("wrap", f"{spool}:{n}", "--root", str(debian_root))[0] == 0
+        wrapped = job_at(debian_root, spool, n)
+        assert wrapped.stdin == job.stdin
+        assert wrapped.shell_command == f"cronshift record --job {job.id} -- {job.shell_command}"
+        assert cli("unwrap", f"{spool}:{n}", "--root", str(debian_root))[0] == 0
+    assert snapshot(debian_root) == before
+
+
+def test_wrap_refuses_what_the_wrapper_cannot_run(debian_root: Path) -> None:
+    before = snapshot(debian_root)
+    code, _, err = cli("wrap", "etc/crontab:18", "--root", str(debian_root))
+    assert code == 4 and "`cd`" in err and "script" in err
+    script = next(j for j in scan(debian_root).jobs if j.format is Format.RUN_PARTS)
+    code, _, err = cli("wrap", script.id, "--root", str(debian_root))
+    assert code == 4 and "run-parts" in err
+    assert snapshot(debian_root) == before
+
+
+def test_an_anacrontab_line_can_be_wrapped(debian_root: Path) -> None:
+    before = snapshot(debian_root)
+    job = next(j for j in scan(debian_root).jobs if j.format is Format.ANACRONTAB)
+    assert cli("wrap", job.id, "--root", str(debian_root))[0] == 0
+    wrapped = job_at(debian_root, job.source.path, job.source.line or 0)
+    assert wrapped.job_id == job.job_id and wrapped.schedule == job.schedule
+    assert wrapped.command.startswith(f"cronshift record --job {job.id} -- run-parts")
+    assert cli("unwrap", f"{job.source}", "--root", str(debian_root))[0] == 0
+    assert snapshot(debian_root) == before
+
+
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [
+        ("/usr/bin/x --a 'b; c' >> /log 2>&1", None),
+        ('/x "$(date +%s; echo)" | tee', "pipeline"),
+        ("/x $(a | b) > /dev/null # note; with & and |", None),
+        ("/x && /y", "`&`"),
+        ("/x; /y", "`;`"),
+        ("(cd /tmp; ls)", "subshell"),
+        ("cd / && run-parts /etc/cron.daily", "`cd`"),
+        ("FOO=bar /x", "assignment"),
+        ("/x &> /log", "background"),
+        ("/x `a; b`", None),
+    ],
+)
+def test_simple_commands_only(command: str, why: str | None) -> None:
+    got = not_simple(command)
+    assert (got is None) if why is None else (got is not None and why in got)
+
+
+_schedule = st.sampled_from([b"*/5 * * * *", b"@daily", b"\t0\t1 * *  mon", b"-0 3 * * *"])
+_cmd = st.one_of(
+    st.sampled_from(
+        [b"/bin/true", b"/x a%b%c", b"/x >/dev/null 2>&1", b"caf\xe9 \xff\xfe", b"  /x  y", b"/x \\%Y"]
+    ),
+    st.text("abc/ -_.=\\%'\"", min_size=1, max_size=30).map(lambda t: b"/usr/bin/x " + t.encode()),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.sampled_from([b"SHELL=/bin/sh", b"# c", b"", b"0 1 * * * /bin/other"]), max_size=5),
+    _schedule,
+    _cmd,
+    st.sampled_from([b"\n", b"\r\n"]),
+    st.booleans(),
+    st.sampled_from([Format.USER, Format.SYSTEM]),
+)
+def test_wrap_then_unwrap_is_the_identity(
+    tmp_path: Path, others: list[bytes], sched: bytes, cmd: bytes, nl: bytes, final: bool, fmt: Format
+) -> None:
+    line = sched + (b"\troot  " if fmt is Format.SYSTEM else b" ") + cmd
+    content = nl.join([*others, line]) + (nl if final else b"")
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
+    rel = "etc/crontab" if fmt is Format.SYSTEM else "var/spool/cron/crontabs/alice"
+    (root / rel).parent.mkdir(parents=True)
+    (root / rel).write_bytes(content)
+    if sched.startswith(b"-"):  # cronie syntax: make the root a cronie one
+        (root / "etc").mkdir(exist_ok=True)
+        (root / "etc/redhat-release").write_bytes(b"Rocky Linux release 9.4\n")
+    n = len(others) + 1
+    jobs = [j for j in scan(root).jobs if j.source.path == rel and j.source.line == n]
+    event(f"job parsed: {bool(jobs)}")
+    if not jobs:
+        return
+    (job,) = jobs
+    try:
+        plan = plan_wrap(root, job)
+    except WrapRefused as exc:
+        event("refused")
+        assert not_simple(job.shell_command) is not None, exc
+        return
+    apply_plan(root, plan, now=NOW)
+    wrapped = (root / rel).read_bytes()
+    assert changed_lines(content, wrapped) == [n]
+    assert ce.split_lines(wrapped)[n - 1].endswith(ce.split_lines(content)[n - 1][-2:])  # CR/LF kept
+    again = job_at(root, rel, n)
+    assert again.wrappers[0].kind == "cronshift-record" and dict(again.wrappers[0].args)["job"] == job.id
+    assert again.id == job.id
+    assert again.stdin == job.stdin and again.schedule == job.schedule and again.user == job.user
+    apply_plan(root, plan_unwrap(root, again), now=NOW)
+    assert (root / rel).read_bytes() == content
