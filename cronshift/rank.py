@@ -415,6 +415,9 @@ def _pts(x: float) -> float:
 
 def score(job: CronJob, m: Metrics, unknown: Sequence[str] = (), evidence_end: float | None = None) -> Score:
     """The documented formula (module docstring): one Reason per component that found pain."""
+    if job.retired:
+        # Moved off cron on purpose: whatever it did under cron is no longer pain to rank.
+        return Score(0.0, (Reason("retired by cronshift: no longer run by cron", 0.0, "scan"),), ())
     reasons: list[Reason] = []
 
     def add(points: float, text: str, evidence: str) -> None:

@@ -27,6 +27,7 @@ from cronshift.discover.timing import describe_schedule, upcoming
 from cronshift.history.evidence import last_runs
 from cronshift.model import RunRecord
 from cronshift.rank import Metrics, metrics, score
+from cronshift.retire import retirement
 
 LastOpt = Annotated[int, typer.Option("--last", help="How many of the last runs to list.")]
 
@@ -59,6 +60,7 @@ def show(
     m, unknown = metrics(j, ev.for_job(j.id), ev, result.system_timezone, result.dialect)
     sc = score(j, m, unknown, ev.window[1] if ev.window else ev.end)
     runs = last_runs(Path(result.root), result.jobs, j.id, t, ev, extra_logs=log or (), n=last)
+    gone = retirement(Path(result.root), j.id) if j.retired else None
     if json:
         emit_json(
             env,
@@ -68,6 +70,7 @@ def show(
                 "history": history_to_dict(ev, t),
                 "job": job_to_dict(j, d, nxt, score=sc, metrics=m.to_dict()),
                 "runs": [_run_dict(r, t) for r in runs],
+                "retirement": gone.to_dict() if gone else None,
             },
         )
         return
@@ -92,6 +95,10 @@ def show(
     if j.triggers or j.anacron:
         tab.add_row("run by", "\n".join([*j.triggers, *([j.anacron] if j.anacron else [])]))
     tab.add_row("runs", "yes" if j.runs else "NO: " + "; ".join(j.why_not))
+    if gone:
+        where = f", to {gone.to}" if gone.to else ""
+        backup = f", backup {gone.backup_path}" if gone.backup_path else ""
+        tab.add_row("retired", f"{gone.date}{where}{backup}; undo: cronshift retire --undo {j.id}")
     for w in j.warnings:
         tab.add_row("warning", w)
     env.out.print(tab)

@@ -33,8 +33,13 @@ def describe_schedule(schedule: str, dialect: str = "debian") -> str:
 def upcoming(
     job: CronJob, now: datetime, tz: str | None, n: int = 3, dialect: str = "debian"
 ) -> list[datetime]:
-    """The next `n` fire times of a cron schedule; [] for @reboot, anacron periods and jobs that never run."""
-    if not job.schedule or is_anacron_schedule(job.schedule) or job.format is Format.ANACRONTAB:
+    """The next `n` fire times; [] for @reboot, anacron periods and jobs cron never runs."""
+    if (
+        not job.runs
+        or not job.schedule
+        or is_anacron_schedule(job.schedule)
+        or job.format is Format.ANACRONTAB
+    ):
         return []
     try:
         expr = parse(job.schedule, Dialect(dialect))
