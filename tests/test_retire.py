@@ -518,3 +518,23 @@ def test_retire_json_output(debian_root: Path) -> None:
     assert doc["gate"]["ok"] is False and doc["gate"]["missing"]
     assert doc["retirement"]["to"] == "t.x" and doc["retirement"]["backup"].startswith(STATE)
     assert doc["diff"].startswith("--- a/etc/cron.d/shop-sync")
+
+
+def test_a_retired_job_is_not_ranked_as_pain(debian_root: Path) -> None:
+    """A job moved off cron on purpose scores 0 and shows no next runs, though it keeps its id."""
+    exe = Path(sys.executable).parent / "cronshift"
+
+    def scan_json() -> dict:
+        out = subprocess.run([exe, "scan", "--root", debian_root, "--json"], capture_output=True, check=True)
+        return json.loads(out.stdout)
+
+    top = scan_json()["jobs"][0]
+    assert top["score"] > 0 and top["next"]
+    subprocess.run(
+        [exe, "retire", top["id"], "--root", debian_root, "--force", "--reason", "test"],
+        capture_output=True,
+        check=True,
+    )
+    (gone,) = [j for j in scan_json()["jobs"] if j["id"] == top["id"]]
+    assert gone["retired"] and not gone["runs"]
+    assert gone["score"] == 0 and gone["next"] == []
