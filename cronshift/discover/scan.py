@@ -60,20 +60,19 @@ def scan(
     gc.disable()  # a scan builds many small objects and no cycles; collections only cost time here
     try:
         _scan_files(root, sources, system, progress, problems, jobs, disabled, parsed, ignored, scripts)
+        jobs.extend(_run_parts_jobs(root, scripts, parsed, ignored, system))
+        return ScanResult(
+            root=str(root),
+            jobs=tuple(_unique_ids(jobs)),
+            problems=tuple(problems),
+            files=tuple(s.path for s in sources),
+            disabled=tuple(_unique_ids(disabled)),
+            system_timezone=system.timezone,
+            dialect=str(system.dialect),
+        )
     finally:
         if gc_was_enabled:
             gc.enable()
-    jobs.extend(_run_parts_jobs(root, scripts, parsed, ignored, system))
-    jobs = _unique_ids(jobs)
-    return ScanResult(
-        root=str(root),
-        jobs=tuple(jobs),
-        problems=tuple(problems),
-        files=tuple(s.path for s in sources),
-        disabled=tuple(_unique_ids(disabled)),
-        system_timezone=system.timezone,
-        dialect=str(system.dialect),
-    )
 
 
 def _scan_files(
@@ -166,26 +165,47 @@ def _file_ignored(
     return why
 
 
+_PERCENT_RE = re.compile(r"\\(.)|%", re.DOTALL)
+
+
 def split_percent(command: str) -> tuple[str, str | None]:
-    """cron's `%` rule: the command ends at the first unescaped %, the rest is stdin with % as newlines;
-    `\\%` stands for a literal %. Returns (what the shell runs, stdin or None)."""
-    if "%" not in command:
+    """Debian cron's `%` rule (do_command.c): the command ends at the first unescaped %, and in it `\\%`
+    and `\\\\` lose their backslash; the rest is stdin, where % is a newline, `\\%` a literal %, and a
+    newline is added when the text does not end in one. Returns (what the shell runs, stdin or None)."""
+    if "%" not in command and "\\\\" not in command:
         return command, None
     out: list[str] = []
-    i, n = 0, len(command)
-    while i < n:
-        c = command[i]
-        if c == "\\" and i + 1 < n and command[i + 1] == "%":
-            out.append("%")
-            i += 2
-            continue
-        if c == "%":
-            rest = command[i + 1 :]
-            stdin = re.sub(r"(?<!\\)%", "\n", rest).replace("\\%", "%")
-            return "".join(out), stdin + "\n" if stdin and not stdin.endswith("\n") else stdin
-        out.append(c)
-        i += 1
+    pos = 0
+    for m in _PERCENT_RE.finditer(command):
+        c = m.group(1)
+        if c is None:  # an unescaped %: the command ends here
+            out.append(command[pos : m.start()])
+            return "".join(out), _stdin_text(command[m.end() :])
+        if c in "%\\":
+            out.append(command[pos : m.start()])
+            out.append(c)
+            pos = m.end()
+    out.append(command[pos:])
     return "".join(out), None
+
+
+def _stdin_text(data: str) -> str:
+    """The input cron writes to the job's stdin, translated exactly as do_command.c does."""
+    out: list[str] = []
+    escaped = False
+    for ch in data:
+        if escaped:
+            if ch != "%":
+                out.append("\\")
+        elif ch == "%":
+            ch = "\n"
+        escaped = ch == "\\"
+        if not escaped:
+            out.append(ch)
+    if escaped:
+        out.append("\\")
+    text = "".join(out)
+    return text + "\n" if text and not text.endswith("\n") else text
 
 
 def _warnings(schedule: str, command: str, has_stdin: bool, dialect: Dialect, tz: bool) -> tuple[str, ...]:
@@ -439,9 +459,7 @@ def _unique_ids(jobs: list[CronJob]) -> list[CronJob]:
 
     An id written in the file (a retire marker, `cronshift record --job`) is kept and reserved first, so
     retiring or wrapping one of several identical lines leaves the others' numbers where they were."""
-    from dataclasses import replace
-
-    explicit = [j.retired_id or _recorded_id(j.wrappers) for j in jobs]
+    explicit = [j.retired_id or (_recorded_id(j.wrappers) if j.wrappers else None) for j in jobs]
     taken = {e for e in explicit if e}
     seen: dict[str, int] = {}
     out = []
@@ -454,5 +472,7 @@ def _unique_ids(jobs: list[CronJob]) -> list[CronJob]:
                 cand = f"{j.id}-{n}"
             taken.add(cand)
         seen[j.id] = n
-        out.append(j if cand == j.id or e else replace(j, id=cand))
+        if cand != j.id and not e:
+            j.id = cand  # a fresh object of this scan, not yet seen by anyone: no copy needed
+        out.append(j)
     return out
