@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cronshift.discover.crontab_file import split_lines  # the line model's split: one definition
+
 STATE_DIR = ("var", "lib", "cronshift")
 BACKUP_DIR = "backups"
 LOCK_NAME = "edit.lock"
@@ -127,15 +129,6 @@ class EditRecord:
 
 # ---------------------------------------------------------------------------------------------------------
 # Pure helpers
-
-
-def split_lines(data: bytes) -> list[bytes]:
-    """Physical lines as cron sees them: split after b"\\n" only (a lone b"\\r" is part of the line)."""
-    parts = data.split(b"\n")
-    lines = [part + b"\n" for part in parts[:-1]]
-    if parts[-1]:
-        lines.append(parts[-1])
-    return lines
 
 
 def sha256(data: bytes) -> str:
