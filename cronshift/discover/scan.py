@@ -168,11 +168,12 @@ def _file_ignored(
 _PERCENT_RE = re.compile(r"\\(.)|%", re.DOTALL)
 
 
-def split_percent(command: str) -> tuple[str, str | None]:
+def split_percent(command: str, *, debian: bool = True) -> tuple[str, str | None]:
     """Debian cron's `%` rule (do_command.c): the command ends at the first unescaped %, and in it `\\%`
     and `\\\\` lose their backslash; the rest is stdin, where % is a newline, `\\%` a literal %, and a
-    newline is added when the text does not end in one. Returns (what the shell runs, stdin or None)."""
-    if "%" not in command and "\\\\" not in command:
+    newline is added when the text does not end in one. Returns (what the shell runs, stdin or None).
+    cronie (`debian=False`) keeps a doubled backslash as it is."""
+    if "%" not in command and ("\\\\" not in command or not debian):
         return command, None
     out: list[str] = []
     pos = 0
@@ -181,7 +182,7 @@ def split_percent(command: str) -> tuple[str, str | None]:
         if c is None:  # an unescaped %: the command ends here
             out.append(command[pos : m.start()])
             return "".join(out), _stdin_text(command[m.end() :])
-        if c in "%\\":
+        if c == "%" or (debian and c == "\\"):
             out.append(command[pos : m.start()])
             out.append(c)
             pos = m.end()
@@ -264,7 +265,7 @@ def _jobs_of_file(
         if anacrontab:
             shell_command, stdin = line.command, None  # anacron gives % no meaning
         else:
-            shell_command, stdin = split_percent(line.command)
+            shell_command, stdin = split_percent(line.command, debian=not cronie)
         wrappers, inner = peel(shell_command)
         why: list[str] = []
         if why_file:

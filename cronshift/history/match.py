@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cronshift.discover.scan import split_percent
 from cronshift.model import CronJob, Format
 
 Match = str | tuple[str, ...] | None  # one job id, several candidates (ambiguous), or no job
@@ -18,24 +19,7 @@ Match = str | tuple[str, ...] | None  # one job id, several candidates (ambiguou
 
 def cut_at_percent(command: str, *, debian: bool) -> str:
     """The command as cron hands it to the shell: up to the first unescaped `%`, escapes removed."""
-    out: list[str] = []
-    escaped = False
-    for ch in command:
-        if escaped:
-            escaped = False
-            if ch == "%" or (debian and ch == "\\"):
-                out[-1] = ch  # the backslash is replaced by the escaped character
-                continue
-            out.append(ch)
-            continue
-        if ch == "\\":
-            escaped = True
-            out.append(ch)
-            continue
-        if ch == "%":
-            break
-        out.append(ch)
-    return "".join(out)
+    return split_percent(command, debian=debian)[0]
 
 
 def mkprint(text: str) -> str:
