@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from cronshift.cli import generate as generate_cmd
 from cronshift.cli import retire as retire_cmd
 from cronshift.cli import scan as scan_cmd
+from cronshift.cli import shadow_run as shadow_run_cmd
 from cronshift.cli import show as show_cmd
 from cronshift.cli import wrap as wrap_cmd
 
@@ -18,6 +20,8 @@ app = typer.Typer(
 )
 app.command("scan")(scan_cmd.scan)
 app.command("show")(show_cmd.show)
+app.command("generate")(generate_cmd.generate)
+app.command("shadow-run")(shadow_run_cmd.shadow_run)
 app.command("retire")(retire_cmd.retire)
 app.command("wrap")(wrap_cmd.wrap)
 app.command("unwrap")(wrap_cmd.unwrap)

@@ -1,0 +1,321 @@
+"""Write a Celery project for cron jobs: app.py with a proved beat schedule, one task module per job,
+triggers.py, a README per job, and a manifest so a re-run never overwrites a file the user edited."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import keyword
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from cronshift.discover.schedule import CronExpr, Dialect, ScheduleError, parse
+from cronshift.generate.equivalence import BeatEntry, Translation, translate
+from cronshift.generate.plan import plan_for
+from cronshift.model import CronJob, Format
+
+__all__ = ["DEFAULT_BROKER", "GenerateResult", "JobOutput", "generate_project", "render_project"]
+
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+MANIFEST = ".cronshift-manifest.json"
+STARTING_DEADLINE = 120  # seconds
+VISIBILITY_MARGIN = 3600  # seconds above the longest hard limit
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("cronshift.generate", "templates"),
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+)
+_env.filters["pyrepr"] = lambda v: _pyrepr(v)
+
+
+def _pyrepr(value: Any) -> str:
+    """A Python literal for a str/int; strings double-quoted like ruff format writes them."""
+    if isinstance(value, str):
+        r = repr(value)
+        if r.startswith("'") and '"' not in value:
+            r = '"' + r[1:-1].replace("\\'", "'") + '"'
+        return r
+    return repr(value)
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutput:
+    id: str
+    task: str
+    module: str
+    translation: Translation
+    entries: tuple[BeatEntry, ...]
+    messages: tuple[str, ...]
+
+
+@dataclass
+class GenerateResult:
+    package: str
+    out: str
+    files: list[dict[str, str]] = field(default_factory=list)  # {"path", "status"}
+    jobs: list[JobOutput] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # edited by the user, left alone
+
+    @property
+    def proofs_differ(self) -> bool:
+        return any(j.translation.proof is not None and not j.translation.proof.identical for j in self.jobs)
+
+
+def slug(job_id: str) -> str:
+    s = re.sub(r"[^0-9a-zA-Z_]", "_", job_id).lower()
+    if not s or s[0].isdigit() or keyword.iskeyword(s):
+        s = "job_" + s
+    return s
+
+
+def _expr_for(job: CronJob, dialect: Dialect) -> tuple[CronExpr | None, tuple[str, ...]]:
+    """The cron expression beat should follow, and what is lost for anacron and run-parts jobs."""
+    notes: list[str] = []
+    if job.format is Format.ANACRONTAB:
+        period, _, delay = job.schedule.partition(" ")
+        minute = int(delay) if delay.strip().isdigit() and int(delay) < 60 else 0
+        text = {"1": f"{minute} 0 * * *", "7": f"{minute} 0 * * 0", "@daily": f"{minute} 0 * * *",
+                "@weekly": f"{minute} 0 * * 0", "@monthly": f"{minute} 0 1 * *"}.get(period)  # fmt: skip
+        if text is None:
+            return None, (f"anacron period '{period}' has no beat equivalent",)
+        notes.append(
+            f"anacron job (period {period}, delay {delay} min): beat fires at {text!r}; what is lost is "
+            "anacron's catch-up after downtime (a run missed while the machine was off)."
+        )
+        return parse(text, dialect), tuple(notes)
+    if job.format is Format.RUN_PARTS:
+        notes.append(
+            "run-parts script: beat fires at the crontab time of its folder; "
+            + (
+                f"anacron ({job.anacron}) also ran it after downtime, which beat does not."
+                if job.anacron
+                else "order relative to the folder's other scripts is no longer kept."
+            )
+        )
+    return parse(job.schedule, dialect), tuple(notes)
+
+
+def _spec(job: CronJob, plan: Any) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "user": job.user,
+        "shell": job.shell,
+        "env": [list(kv) for kv in job.env],
+        "command": job.shell_command or job.command,
+        "stdin": job.stdin,
+        "overlap": plan.overlap,
+        "time_limit": plan.time_limit,
+        "source": str(job.source),
+    }
+
+
+def render_project(
+    jobs: list[CronJob],
+    *,
+    package: str,
+    timezone: str,
+    dialect: Dialect,
+    year: int,
+    broker: str = DEFAULT_BROKER,
+    on_reboot: bool = False,
+) -> tuple[dict[str, str], list[JobOutput]]:
+    """Every generated file (path relative to OUT -> text) and each job's translation. Pure: no I/O."""
+    files: dict[str, str] = {}
+    outs: list[JobOutput] = []
+    ctx_jobs: list[dict[str, Any]] = []
+    reboot: list[dict[str, Any]] = []
+    longest = 0
+    for job in sorted(jobs, key=lambda j: j.id):
+        name = slug(job.id)
+        module, task = f"{package}.jobs.{name}", f"{package}.{name}"
+        zone = job.timezone or timezone
+        try:
+            expr, notes = _expr_for(job, dialect)
+        except ScheduleError as e:
+            expr, notes = None, (f"cron rejects this schedule: {e}",)
+        if expr is None:
+            tr = Translation((), None, "; ".join(notes) or "no schedule")
+        elif zone != timezone and not expr.reboot:
+            tr = _other_zone(expr, zone, year)
+        else:
+            tr = translate(expr, zone, year)
+        messages = (*notes, *((tr.message,) if tr.message else ()), *tr.notes)
+        if expr is not None and expr.reboot:
+            extra = "a worker_ready hook in app.py sends it each time a worker starts" if on_reboot else (
+                "nothing sends it; pass --on-reboot for a worker_ready hook")  # fmt: skip
+            messages = (*messages, extra)
+            if on_reboot:
+                reboot.append({"task": task})
+        plan = plan_for(job)
+        longest = max(longest, plan.celery_limit)
+        entries = tuple(BeatEntry(e.kind, e.fields, e.expr, e.zone, e.why) for e in tr.entries)
+        named = [
+            {"name": name if len(entries) == 1 else f"{name}-{k + 1}", "source": e.source(), "why": e.why}
+            for k, e in enumerate(entries)
+        ]
+        proof = tr.proof
+        proof_line = (
+            "none"
+            if proof is None
+            else (
+                f"identical to cron over {proof.window[0]} .. {proof.window[1]} in {proof.zone} "
+                f"({proof.fires} fires, computed by Celery's own schedule code against cronsim)"
+                if proof.identical
+                else f"DIFFERS from cron at {len(proof.differences) + proof.more_differences} instant(s)"
+            )
+        )
+        spec_json = json.dumps(_spec(job, plan), ensure_ascii=True, sort_keys=True)
+        ctx = {
+            "id": job.id, "func": name, "module": module, "task": task, "package": package,
+            "source": str(job.source), "user": job.user, "shell": job.shell, "schedule_text": job.schedule,
+            "has_stdin": job.stdin is not None, "spec_json": spec_json, "overlap": plan.overlap,
+            "overlap_why": plan.overlap_why, "time_limit": plan.time_limit, "limit_why": plan.limit_why,
+            "celery_limit": plan.celery_limit, "entries": named, "no_entry": "; ".join(messages) or "none",
+            "notes": messages, "proof_line": proof_line,
+            "command": (job.command.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")),
+            "fence": "`" * max(3, 1 + max((len(m) for m in re.findall("`+", job.command)), default=0)),
+        }  # fmt: skip
+        ctx_jobs.append(ctx)
+        files[f"{package}/jobs/{name}.py"] = _env.get_template("job.py.j2").render(**_safe_doc(ctx))
+        files[f"{package}/jobs/{name}.md"] = _env.get_template("README.md.j2").render(**ctx)
+        outs.append(JobOutput(job.id, task, module, tr, entries, messages))
+    uses = {e.kind for o in outs for e in o.entries}
+    files[f"{package}/__init__.py"] = '"""Celery tasks generated by cronshift from cron jobs."""\n'
+    files[f"{package}/jobs/__init__.py"] = '"""One module per cron job."""\n'
+    files[f"{package}/app.py"] = _env.get_template("app.py.j2").render(
+        package=package, broker=broker, backend=_backend(broker), jobs=[_safe_doc(c) for c in ctx_jobs],
+        timezone=timezone, uses_crontab="crontab" in uses, uses_cronsim="cronsim" in uses,
+        longest_limit=longest, visibility_timeout=longest + VISIBILITY_MARGIN, deadline=STARTING_DEADLINE,
+        reboot_jobs=reboot,
+    )  # fmt: skip
+    files[f"{package}/triggers.py"] = _env.get_template("triggers.py.j2").render(jobs=ctx_jobs)
+    files["ruff.toml"] = RUFF_TOML
+    return _ruff_format(files, package), outs
+
+
+RUFF_TOML = """# Lint and format settings for this generated project (cronshift writes code that passes them).
+line-length = 110
+extend-exclude = ["*.md"]
+
+[lint]
+select = ["E4", "E7", "E9", "F", "I"]
+
+[lint.isort]
+known-third-party = ["cronshift"]
+"""
+
+
+def _ruff() -> list[str] | None:
+    exe = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    return [exe] if Path(exe).exists() else None
+
+
+def _ruff_format(files: dict[str, str], package: str) -> dict[str, str]:
+    """Sort imports and format with ruff (deterministic for one ruff version); unchanged if ruff is absent."""
+    cmd = _ruff()
+    if cmd is None:
+        return files
+    with tempfile.TemporaryDirectory(prefix="cronshift-gen-") as tmp:
+        base = Path(tmp)
+        for rel, text in files.items():
+            (base / rel).parent.mkdir(parents=True, exist_ok=True)
+            (base / rel).write_text(text, encoding="utf-8")
+        py = [rel for rel in files if rel.endswith(".py")]
+        common = ["--no-cache", "--config", str(base / "ruff.toml")]
+        subprocess.run([*cmd, "check", "--fix", "--quiet", *common, *py], cwd=base, capture_output=True)
+        subprocess.run([*cmd, "format", "--quiet", *common, *py], cwd=base, capture_output=True)
+        return {rel: (base / rel).read_text(encoding="utf-8") for rel in files}
+
+
+def _one_line(s: str) -> str:
+    """Text safe inside a # comment or a docstring: one line, no quotes that could end the docstring."""
+    s = s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return s.replace("\\", "\\\\").replace('"""', '\\"\\"\\"').replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _safe_doc(ctx: dict[str, Any]) -> dict[str, Any]:
+    out = dict(ctx)
+    for k in ("id", "source", "user", "schedule_text", "overlap_why", "limit_why", "no_entry"):
+        out[k] = _one_line(str(ctx[k]))
+    out["entries"] = [{**e, "why": _one_line(e["why"])} for e in ctx["entries"]]
+    return out
+
+
+def _backend(broker: str) -> str:
+    return "rpc://" if broker.startswith(("amqp://", "amqps://", "pyamqp://")) else broker
+
+
+def _other_zone(expr: CronExpr, zone: str, year: int) -> Translation:
+    """A CRON_TZ other than the app's: beat has one zone, so the cronsim class carries this one."""
+    from cronshift.generate.equivalence import prove
+
+    cexpr = expr.cronsim_expr()
+    if cexpr is None:
+        return translate(expr, zone, year)
+    why = f"CRON_TZ={zone} differs from the app's zone; this cronsim-driven schedule keeps cron's zone"
+    entry = BeatEntry("cronsim", expr=cexpr, zone=zone, why=why)
+    return Translation((entry,), prove(expr, (entry,), zone, year))
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def generate_project(
+    jobs: list[CronJob],
+    out: Path,
+    *,
+    package: str,
+    timezone: str,
+    dialect: Dialect,
+    year: int,
+    broker: str = DEFAULT_BROKER,
+    on_reboot: bool = False,
+    force: bool = False,
+) -> GenerateResult:
+    """Render and write; a file whose bytes differ from what generate last wrote is kept unless `force`."""
+    files, outs = render_project(
+        jobs,
+        package=package,
+        timezone=timezone,
+        dialect=dialect,
+        year=year,
+        broker=broker,
+        on_reboot=on_reboot,
+    )
+    result = GenerateResult(package=package, out=str(out), jobs=outs)
+    mpath = out / MANIFEST
+    try:
+        manifest: dict[str, str] = json.loads(mpath.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        manifest = {}
+    new_manifest = dict(manifest)
+    for rel in sorted(files):
+        text, path = files[rel], out / rel
+        status = "written"
+        if path.exists():
+            current = _sha(path.read_bytes().decode("utf-8", "surrogateescape"))
+            if current == _sha(text):
+                status = "unchanged"
+            elif manifest.get(rel) != current and not force:
+                result.kept.append(rel)
+                result.files.append({"path": rel, "status": "kept-edited"})
+                continue
+        if status != "unchanged":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        new_manifest[rel] = _sha(text)
+        result.files.append({"path": rel, "status": status})
+    out.mkdir(parents=True, exist_ok=True)
+    mpath.write_text(json.dumps({"files": dict(sorted(new_manifest.items()))}, indent=2) + "\n")
+    return result

@@ -1,0 +1,248 @@
+"""The generated project for real: a test-owned Redis and a real prefork `celery worker` running as root."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.support.redis_server import RedisServer, redis_server  # noqa: F401 - fixture
+from tests.test_generate import _cli
+
+PROJECT = Path(__file__).resolve().parent.parent
+CELERY = str(Path(sys.executable).with_name("celery"))
+RUFF = str(Path(sys.executable).with_name("ruff"))
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a user and drop privileges")
+
+
+@pytest.fixture
+def throwaway_user() -> Iterator[pwd.struct_passwd]:
+    name = "cs" + uuid.uuid4().hex[:8]
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def project(
+    tmp_path: Path,
+    throwaway_user: pwd.struct_passwd,
+    redis_server: RedisServer,  # noqa: F811
+) -> Iterator[tuple[Path, str, pwd.struct_passwd]]:
+    u = throwaway_user
+    marker = tmp_path / "marker"
+    root = tmp_path / "root"
+    (root / "etc/cron.d").mkdir(parents=True)
+    (root / "etc/passwd").write_text(
+        f"root:x:0:0:root:/root:/bin/bash\n{u.pw_name}:x:{u.pw_uid}:{u.pw_gid}::{u.pw_dir}:/bin/sh\n"
+    )
+    (root / "etc/timezone").write_text("UTC\n")
+    (root / "etc/cron.d/e2e").write_text(
+        'GREETING=it\'s "quoted" {{x}}\n'
+        f"0 3 * * * {u.pw_name} env | sort > $HOME/env.txt; pwd >> $HOME/env.txt; "
+        "cat >> $HOME/env.txt %in%put\n"
+        f'0 4 * * * {u.pw_name} cat "$CRONSHIFT_PAYLOAD_FILE" > $HOME/payload.json\n'
+        f"0 5 * * * {u.pw_name} echo failing; exit 7\n"
+    )
+    out = tmp_path / "out"
+    pkg = "e2e_" + uuid.uuid4().hex[:6]
+    r = CliRunner().invoke(
+        _cli(),
+        ["generate", "--all", "--root", str(root), "--out", str(out), "--package", pkg,
+         "--broker", redis_server.url, "--now", "2026-03-01T00:00"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    subprocess.run([RUFF, "check", "--no-cache", str(out)], check=True)
+    env = {**os.environ, "PYTHONPATH": f"{out}:{PROJECT}", "CRONSHIFT_LEDGER": str(tmp_path / "ledger.db")}
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - the worker outlives this statement
+    worker = subprocess.Popen(
+        [CELERY, "-A", f"{pkg}.app", "worker", "--pool", "prefork", "-c", "2", "--loglevel", "info"],
+        cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    sys.path.insert(0, str(out))
+    try:
+        yield out, pkg, u
+        assert not marker.exists()
+    finally:
+        sys.path.remove(str(out))
+        log.close()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(worker.pid, sig)
+                worker.wait(timeout=15)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+
+
+def _triggers(pkg: str) -> dict[str, object]:
+    import importlib
+
+    mod = importlib.import_module(f"{pkg}.triggers")
+    return {k: getattr(mod, k) for k in dir(mod) if k.startswith("trigger_")}
+
+
+@pytest.mark.slow
+def test_worker_runs_jobs_exactly_as_cron(
+    project: tuple[Path, str, pwd.struct_passwd], tmp_path: Path
+) -> None:
+    out, pkg, u = project
+    trig = _triggers(pkg)
+    by_cmd = {}
+    for name, fn in trig.items():
+        src = (out / pkg / "jobs" / (name.removeprefix("trigger_") + ".py")).read_text()
+        by_cmd["env" if "env | sort" in src else "payload" if "payload.json" in src else "fail"] = fn
+
+    res = by_cmd["env"]().get(timeout=60)  # type: ignore[operator]
+    assert res["exit_status"] == 0
+    env_file = Path(u.pw_dir) / "env.txt"
+    assert env_file.stat().st_uid == u.pw_uid
+    lines = env_file.read_text().splitlines()
+    expected = [f"HOME={u.pw_dir}", f"LOGNAME={u.pw_name}", f"USER={u.pw_name}", "PATH=/usr/bin:/bin"]
+    expected += ["SHELL=/bin/sh", 'GREETING=it\'s "quoted" {{x}}', f"PWD={u.pw_dir}"]
+    assert lines == [*sorted(expected), u.pw_dir, "in", "put"]
+
+    marker = tmp_path / "marker"
+    hostile = {
+        "id": "p1",
+        "x": f"$(touch {marker}); `touch {marker}`; touch {marker} && echo '\"",
+        "n": [1, None],
+    }
+    res = by_cmd["payload"](hostile).get(timeout=60)  # type: ignore[operator]
+    assert res["exit_status"] == 0
+    assert json.loads((Path(u.pw_dir) / "payload.json").read_text()) == hostile
+    assert not marker.exists()
+
+    from cronshift.runtime.execute import JobFailed
+
+    r = by_cmd["fail"]()  # type: ignore[operator]
+    with pytest.raises(JobFailed) as info:
+        r.get(timeout=60)
+    assert info.value.exit_status == 7 and "failing" in info.value.tail and info.value.duration >= 0
+    assert r.state == "FAILURE"
+
+    from cronshift.history.ledger import open_ledger
+
+    with open_ledger(tmp_path, store=str(tmp_path / "ledger.db")) as ledger:
+        runs = list(ledger.runs())
+    assert sorted(r.exit_status for r in runs) == [0, 0, 7]
+    assert {r.source for r in runs} == {"celery"} and {r.user for r in runs} == {u.pw_name}
+    assert [r.extra.get("payload_id") for r in runs if r.extra.get("payload_id")] == ["p1"]
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=15)
+            return
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            continue
+
+
+@pytest.mark.slow
+def test_beat_fires_every_minute_entry_on_the_minute(tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
+    """Waits for a real minute boundary: the one test that lets real beat drive a generated entry."""
+    fired = tmp_path / "fired.txt"
+    root = tmp_path / "root"
+    (root / "etc/cron.d").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc/timezone").write_text("UTC\n")
+    (root / "etc/cron.d/tick").write_text(f"* * * * * root date -u --iso-8601=seconds >> {fired}\n")
+    out = tmp_path / "out"
+    pkg = "beat_" + uuid.uuid4().hex[:6]
+    r = CliRunner().invoke(
+        _cli(),
+        ["generate", "--all", "--root", str(root), "--out", str(out), "--package", pkg,
+         "--broker", redis_server.url, "--now", "2026-03-01T00:00"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert "crontab(minute=" in (out / pkg / "app.py").read_text()
+    env = {**os.environ, "PYTHONPATH": f"{out}:{PROJECT}"}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for args, name in (
+            (["worker", "--pool", "prefork", "-c", "2", "--loglevel", "info"], "worker"),
+            (["beat", "--schedule", str(tmp_path / "beat-schedule"), "--loglevel", "info"], "beat"),
+        ):
+            with open(tmp_path / f"{name}.log", "wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        [CELERY, "-A", f"{pkg}.app", *args],
+                        cwd=out,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not (fired.exists() and fired.read_text().strip()):
+            time.sleep(0.5)
+    finally:
+        for p in procs:
+            _stop(p)
+    lines = fired.read_text().split()
+    assert lines, "beat never fired the every-minute entry"
+    first = datetime.fromisoformat(lines[0])
+    assert first.second < 10, f"fired at {first}, not on the minute"
+
+
+@pytest.mark.slow
+def test_same_project_runs_on_rabbitmq(tmp_path: Path) -> None:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+    except OSError:
+        pytest.skip("no RabbitMQ on 127.0.0.1:5672")
+    root = tmp_path / "root"
+    (root / "etc/cron.d").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc/timezone").write_text("UTC\n")
+    (root / "etc/cron.d/amqp").write_text(f"0 6 * * * root echo via-amqp > {tmp_path / 'amqp.txt'}\n")
+    out, pkg = tmp_path / "out", "amqp_" + uuid.uuid4().hex[:6]  # the package names the queue: unique
+    broker = "amqp://guest:guest@127.0.0.1:5672//"
+    args = ["generate", "--all", "--root", str(root), "--out", str(out), "--package", pkg, "--broker", broker]
+    r = CliRunner().invoke(_cli(), [*args, "--now", "2026-03-01T00:00"])
+    assert r.exit_code == 0, r.stderr
+    assert (
+        'backend=os.environ.get("CRONSHIFT_RESULT_BACKEND", "rpc://")' in (out / pkg / "app.py").read_text()
+    )
+    env = {**os.environ, "PYTHONPATH": f"{out}:{PROJECT}"}
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [CELERY, "-A", f"{pkg}.app", "worker", "--pool", "prefork", "-c", "2", "--loglevel", "info"],
+            cwd=out,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    sys.path.insert(0, str(out))
+    try:
+        (trigger,) = _triggers(pkg).values()
+        assert trigger().get(timeout=60)["exit_status"] == 0  # type: ignore[operator]
+    finally:
+        _stop(worker)
+        import importlib
+
+        with importlib.import_module(f"{pkg}.app").app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(pkg)  # leave the shared broker as we found it
+        sys.path.remove(str(out))
+    assert (tmp_path / "amqp.txt").read_text() == "via-amqp\n"
