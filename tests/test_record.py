@@ -23,19 +23,14 @@ from cronshift.history.ledger import open_ledger
 from tests.support.redis_server import RedisServer, free_port, redis_server, start_redis
 
 PROJECT = Path(__file__).resolve().parent.parent
-CONSOLE_SCRIPT = PROJECT / ".venv" / "bin" / "cronshift"
+CONSOLE_SCRIPT = Path(sys.executable).parent / "cronshift"  # the console script a user runs
 __all__ = ["redis_server"]
 
 
 def wrapper_argv() -> list[str]:
-    """The real entry point once installed; until then the same function through `python -c`."""
-    if CONSOLE_SCRIPT.exists():
-        return [str(CONSOLE_SCRIPT), "record"]
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from cronshift.record import main; sys.exit(main(sys.argv[1:]))",
-    ]
+    """The real entry point, as cron would run it."""
+    assert CONSOLE_SCRIPT.exists(), f"install the project first: no {CONSOLE_SCRIPT}"
+    return [str(CONSOLE_SCRIPT), "record"]
 
 
 @pytest.fixture

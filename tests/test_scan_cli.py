@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,7 +13,7 @@ from cronshift.history.ledger import open_ledger
 from cronshift.model import RunRecord
 
 PROJECT = Path(__file__).resolve().parent.parent
-CRONSHIFT = str(PROJECT / ".venv" / "bin" / "cronshift")
+CRONSHIFT = str(Path(sys.executable).parent / "cronshift")  # the one installed beside this interpreter
 NOW = "2026-11-24T10:10:00"
 
 
@@ -181,3 +182,38 @@ def test_show_uses_the_ledger_store(debian_root: Path) -> None:
     ]
     assert js["job"]["metrics"]["sources"] == ["logs", "ledger"]
     assert js["job"]["metrics"]["output_bytes"] == 52
+
+
+def test_unreadable_root_is_exit_1_with_one_line(tmp_path: Path) -> None:
+    p = run("scan", "--root", str(tmp_path / "missing"))
+    assert p.returncode == 1
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("cronshift: ")
+
+
+def test_malformed_lines_are_one_line_each_and_the_scan_goes_on(debian_root: Path) -> None:
+    p = run("scan", "--root", str(debian_root), "--no-history")
+    assert p.returncode == 0
+    lines = p.stderr.splitlines()
+    assert any(ln.startswith("cronshift: etc/cron.d/shop-cache-warm:8: bad schedule") for ln in lines)
+    assert all(ln.startswith("cronshift: ") for ln in lines)
+    assert "reindex-search" in p.stdout  # the rest of the tree was still read
+
+
+def test_python_dash_m_runs_the_same_cli(debian_root: Path) -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "cronshift", "scan", "--root", str(debian_root), "--json", "--no-history"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert p.returncode == 0 and json.loads(p.stdout)["schema_version"] == 1
+
+
+def test_show_by_path_and_line_and_unknown_job(debian_root: Path) -> None:
+    p = run(
+        "show", "var/spool/cron/crontabs/www-data:8", "--root", str(debian_root), "--json", "--no-history"
+    )
+    assert p.returncode == 0 and json.loads(p.stdout)["job"]["id"].startswith("reindex-search-")
+    q = run("show", "no-such-job", "--root", str(debian_root))
+    assert q.returncode == 1 and q.stderr.startswith("cronshift: no job 'no-such-job'")
