@@ -498,6 +498,19 @@ class EditJournal:
 
     def add(self, rec: EditRecord) -> None:
         self._append({"event": "done", "record": rec.to_dict()})
+        self._mirror_to_ledger(rec)
+
+    def _mirror_to_ledger(self, rec: EditRecord) -> None:
+        """Copy the final record into the run ledger (kind "crontab-edit"), where the other stages' evidence
+        lives. The journal above stays authoritative: the edit is already done and journaled, so a ledger
+        that cannot be written must not turn it into a failure."""
+        from cronshift.history.ledger import open_ledger
+
+        try:
+            with open_ledger(self.root) as led:
+                led.put("crontab-edit", rec.id, rec.to_dict())
+        except Exception:  # best effort by design: see the docstring
+            pass
 
     def add_intent(self, rec: EditRecord) -> None:
         self._append({"event": "intent", "record": rec.to_dict()})

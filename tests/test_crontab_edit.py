@@ -107,6 +107,26 @@ def test_last_line_without_newline_can_be_edited(root: Path) -> None:
     assert path.read_bytes() == original
 
 
+def test_edit_is_recorded_in_the_ledger_too(root: Path) -> None:
+    from cronshift.history.ledger import open_ledger
+
+    put(root, CRON_D, CONTENTS["lf"])
+    rec = apply_edit(root, retire(root, CRON_D, 3), now=NOW)
+    undo = undo_edit(root, rec, now=NOW + 1)
+    with open_ledger(root) as led:
+        docs = {d["id"]: d for d in led.list("crontab-edit")}
+    assert EditRecord.from_dict(docs[rec.id]) == rec
+    assert EditRecord.from_dict(docs[undo.id]) == undo
+
+
+def test_an_unwritable_ledger_does_not_fail_a_done_edit(root: Path) -> None:
+    path = put(root, CRON_D, CONTENTS["lf"])
+    (root / "var/lib/cronshift").mkdir(parents=True, exist_ok=True)
+    (root / "var/lib/cronshift/ledger.db").write_bytes(b"this is not a database" * 100)
+    rec = apply_edit(root, retire(root, CRON_D, 3), now=NOW)
+    assert path.read_bytes() != CONTENTS["lf"] and EditJournal(root).get(rec.id) == rec
+
+
 def test_record_survives_json(root: Path) -> None:
     put(root, CRON_D, CONTENTS["non-utf8"])
     rec = apply_edit(root, retire(root, CRON_D, 2), now=NOW)
