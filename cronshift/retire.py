@@ -189,6 +189,15 @@ def _check_job(job: CronJob) -> None:
         raise RetireRefused(where, job.source.line, f"{job.id} is already retired")
     if job.disabled:
         raise RetireRefused(where, job.source.line, f"{job.id} is commented out already; nothing to retire")
+    if not job.runs:
+        # Not a formality: in a file Debian ignores for its missing final newline, commenting out that last
+        # line can make cron load the file, and start every other job in it.
+        raise RetireRefused(
+            where,
+            job.source.line,
+            f"cron never runs {job.id} today ({'; '.join(job.why_not)}): retiring it changes nothing it "
+            "does, and editing the file could change whether cron loads its other jobs; fix it by hand",
+        )
     if not SAFE_ID.fullmatch(job.id):
         raise RetireRefused(
             where, job.source.line, f"job id {job.id!r} is not a plain id; refusing to use it"

@@ -362,7 +362,7 @@ def test_retire_every_job_then_undo_every_job_gives_back_every_file(
         try:
             plan = plan_retire(root, job, now=NOW)
         except RetireRefused as exc:
-            assert job.format is Format.RUN_PARTS and "not executable" in exc.problem
+            assert not job.runs and "cron never runs" in exc.problem
             skipped.append(job.id)
             continue
         apply_retire(root, plan, now=NOW, forced=True, reason="fixture round trip")
@@ -378,6 +378,17 @@ def test_retire_every_job_then_undo_every_job_gives_back_every_file(
     assert snapshot(root) == before
     assert list_retired(root) == []
     assert [j.id for j in scan(root).jobs] == ids
+
+
+def test_a_job_cron_never_runs_is_not_retired(debian_root: Path) -> None:
+    """Commenting out the newline-less last line of a file Debian ignores would make cron load that file
+    and start its other jobs: retire refuses any job cron does not run, and changes nothing."""
+    (job,) = [j for j in scan(debian_root).jobs if str(j.source) == "var/spool/cron/crontabs/postgres:13"]
+    assert not job.runs
+    before = snapshot(debian_root)
+    with pytest.raises(RetireRefused, match="cron never runs"):
+        plan_retire(debian_root, job, now=NOW)
+    assert snapshot(debian_root) == before
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -436,6 +447,11 @@ def test_retire_then_undo_is_the_identity(
     if not jobs:
         return  # every drawn job line happened to be rejected by cron (e.g. bad bytes): nothing to retire
     job = data.draw(st.sampled_from(jobs))
+    if not job.runs:  # e.g. the file has no final newline, so Debian cron ignores it whole
+        with pytest.raises(RetireRefused, match="cron never runs"):
+            plan_retire(root, job, now=NOW)
+        assert (root / rel).read_bytes() == content
+        return
     plan = plan_retire(root, job, now=NOW)
     apply_retire(root, plan, now=NOW, forced=True, reason="property")
     retired = (root / rel).read_bytes()
