@@ -89,11 +89,14 @@ def progress_bar(env: Env, label: str) -> Iterator[Any]:
         TimeRemainingColumn(),
         console=env.err,
         transient=True,
+        # No refresh thread: scan forks a second parser on large trees, which it only does when no other
+        # thread runs. The bar is redrawn on each update instead.
+        auto_refresh=False,
     ) as prog:
         task = prog.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
-            prog.update(task, completed=done, total=total)
+            prog.update(task, completed=done, total=total, refresh=True)
 
         yield update
 
