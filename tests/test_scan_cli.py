@@ -217,3 +217,31 @@ def test_show_by_path_and_line_and_unknown_job(debian_root: Path) -> None:
     assert p.returncode == 0 and json.loads(p.stdout)["job"]["id"].startswith("reindex-search-")
     q = run("show", "no-such-job", "--root", str(debian_root))
     assert q.returncode == 1 and q.stderr.startswith("cronshift: no job 'no-such-job'")
+
+
+def test_progress_bar_on_a_terminal_only(debian_root: Path) -> None:
+    """A person at a terminal sees progress on stderr; a script reading a pipe sees none."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [CRONSHIFT, "scan", "--root", str(debian_root), "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=120) == 0
+    assert b"scanning" in seen or b"reading cron logs" in seen
+    piped = run("scan", "--root", str(debian_root), "--json")
+    assert all(line.startswith("cronshift: ") for line in piped.stderr.splitlines())
