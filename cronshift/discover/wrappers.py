@@ -42,7 +42,7 @@ _UNQUOTE_RE = re.compile(r"""'([^']*)'|"((?:[^"\\]|\\.)*)"|\\(.)""")
 
 
 def _unquote(word: str) -> str:
-    if not any(c in word for c in "'\"\\"):
+    if "'" not in word and '"' not in word and "\\" not in word:
         return word
     return _UNQUOTE_RE.sub(
         lambda m: (
@@ -127,9 +127,9 @@ def _peel_one(cmd: str) -> tuple[Wrapper, str] | None:
         k = 1
         while k < len(words) and words[k].startswith("-"):
             k += 2 if words[k] in ("-s", "--signal", "-k", "--kill-after") else 1
-        if k >= len(words) or _duration_seconds(words[k]) is None:
+        secs = _duration_seconds(words[k]) if k < len(words) else None
+        if secs is None:
             return None
-        secs = _duration_seconds(words[k])
         return cut(k + 1, "timeout", f"time limit: killed after {words[k]}", (("seconds", f"{secs:g}"),))
     if name == "nice":
         k = 1
@@ -201,6 +201,8 @@ def _peel(command: str) -> tuple[tuple[Wrapper, ...], str]:
     else:
         found_ping = None
     for _ in range(8):  # wrappers nest; eight deep is far beyond any real line
+        if not _HINT.match(rest):
+            break
         step = _peel_one(rest)
         if step is None:
             break
