@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from cronshift.cli import deadletters as deadletters_cmd
 from cronshift.cli import generate as generate_cmd
 from cronshift.cli import retire as retire_cmd
 from cronshift.cli import scan as scan_cmd
@@ -23,6 +24,7 @@ app.command("show")(show_cmd.show)
 app.command("generate")(generate_cmd.generate)
 app.command("shadow-run")(shadow_run_cmd.shadow_run)
 app.command("retire")(retire_cmd.retire)
+app.command("dead-letters")(deadletters_cmd.dead_letters)
 app.command("wrap")(wrap_cmd.wrap)
 app.command("unwrap")(wrap_cmd.unwrap)
 

@@ -11,6 +11,9 @@ from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.generate.celery import DEFAULT_BROKER, GenerateResult, generate_project
+from cronshift.generate.plan import PolicyError, parse_policy_options, plans_from_history
+from cronshift.generate.streams import DEFAULT_REDIS, generate_streams_project
+from cronshift.history.evidence import env_redis_url
 
 
 def generate(
@@ -27,6 +30,28 @@ def generate(
         bool, typer.Option("--on-reboot", help="Send @reboot jobs from a worker_ready hook.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files edited since generation.")] = False,
+    target: Annotated[
+        str, typer.Option("--target", help="celery (default) or streams (a Redis Streams consumer).")
+    ] = "celery",
+    redis_url: Annotated[
+        str, typer.Option("--redis", help="Redis URL of the streams target.")
+    ] = DEFAULT_REDIS,
+    no_history: Annotated[
+        bool, typer.Option("--no-history", help="Choose policies from the cron lines alone.")
+    ] = False,
+    store: Annotated[str | None, typer.Option("--store", help="Ledger store to read history from.")] = None,
+    transient_exit: Annotated[
+        list[int] | None,
+        typer.Option("--transient-exit", help="An exit status worth retrying (repeatable; default: none)."),
+    ] = None,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option("--policy", help="[JOB:]key=value overriding a chosen policy (e.g. overlap=replace)."),
+    ] = None,
+    beat: Annotated[str, typer.Option("--beat", help="celery (one instance) or redbeat (HA).")] = "celery",
+    state_redis: Annotated[
+        str | None, typer.Option("--state-redis", help="Redis for locks and run claims (default: broker).")
+    ] = None,
     root: RootOpt = Path("/"),
     json: JsonOpt = False,
     dialect: DialectOpt = None,
@@ -34,6 +59,8 @@ def generate(
 ) -> None:
     """Write Celery tasks and a beat schedule proved to fire at cron's instants (exit 3: a proof differs)."""
     env = Env()
+    if target not in ("celery", "streams"):
+        fail(env, f"--target '{target}' is not celery or streams", ExitStatus.USAGE)
     if not package.isidentifier():
         fail(env, f"--package '{package}' is not a Python identifier", ExitStatus.USAGE)
     result = do_scan(env, root, dialect)
@@ -48,12 +75,28 @@ def generate(
         fail(env, "name at least one job, or pass --all", ExitStatus.USAGE)
     tz = result.system_timezone or "UTC"
     year = clock(now, tz).year
-    res = generate_project(
-        chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year, broker=broker,
-        on_reboot=on_reboot, force=force,
-    )  # fmt: skip
+    if target == "streams":
+        res = generate_streams_project(
+            chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year,
+            redis_url=redis_url, force=force,
+        )  # fmt: skip
+    else:
+        if beat not in ("celery", "redbeat"):
+            fail(env, f"--beat '{beat}' is not celery or redbeat", ExitStatus.USAGE)
+        try:
+            plans, _notes = plans_from_history(
+                root, result.jobs, chosen, clock(now, tz), tz, str(result.dialect), history=not no_history,
+                store=store, redis_url=env_redis_url(), transient=transient_exit or (),
+                policies=parse_policy_options(policy or ()),
+            )  # fmt: skip
+        except PolicyError as e:
+            fail(env, str(e), ExitStatus.USAGE)
+        res = generate_project(
+            chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year, broker=broker,
+            on_reboot=on_reboot, force=force, plans=plans, beat=beat, state_redis=state_redis,
+        )  # fmt: skip
     if json:
-        emit_json(env, to_json(res))
+        emit_json(env, {**to_json(res), **({"target": "streams"} if target == "streams" else {})})
     else:
         _print(env, res)
     for rel in res.kept:
@@ -79,6 +122,7 @@ def to_json(res: GenerateResult) -> dict[str, Any]:
                 "beat_entries": [e.to_dict() for e in j.entries],
                 "schedule_proof": None if j.translation.proof is None else j.translation.proof.to_dict(),
                 "messages": list(j.messages),
+                **({"policies": j.policies} if getattr(j, "policies", None) else {}),
             }
             for j in res.jobs
         ],

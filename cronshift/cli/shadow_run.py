@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import sys
@@ -12,13 +13,20 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from cronshift.cli.common import DialectOpt, JsonOpt, RootOpt, do_scan
+from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail
+from cronshift.crontab_edit import EditFailed, EditRefused
 from cronshift.discover.lookup import JobNotFound, find_job
-from cronshift.history.ledger import open_ledger
+from cronshift.discover.schedule import CronExpr, Dialect, ScheduleError
+from cronshift.discover.schedule import parse as parse_schedule
+from cronshift.history.ledger import DEFAULT_STORE, open_ledger
+from cronshift.model import CronJob, Format, ScanResult
+from cronshift.shadow import live
+from cronshift.shadow.live import DEFAULT_GRACE, LIVE_KIND
 from cronshift.shadow.normalize import RuleError, build_normalizer
 from cronshift.shadow.store import OBSERVATION_KIND, VERDICT_KIND, read_report, write_verdict_file
 from cronshift.shadow.verdict import GATE_PAIRS
+from cronshift.wrap import WRAPPER_KIND, apply_plan, plan_wrap
 
 EventPath = Annotated[
     str, typer.Option("--event-path", help="local (runtime in-process) or celery (real worker).")
@@ -56,6 +64,262 @@ def _render(env: Env, doc: dict[str, Any], pairs: list[dict[str, Any]]) -> None:
                     out.print(f"[{style}]{escape(line)}[/]" if style else escape(line), highlight=False)
     for m in doc["missing"]:
         out.print(f"[yellow]missing:[/] {escape(m)}")
+
+
+def _expr(env: Env, result: ScanResult, j: CronJob) -> CronExpr:
+    """The job's schedule, or a usage error when beat cannot fire it at cron's instants."""
+    where = str(j.source)
+    if j.format is Format.ANACRONTAB or j.format is Format.RUN_PARTS:
+        fail(
+            env,
+            f"{where}: live mode pairs runs by cron instant; {j.format.value} jobs have none",
+            ExitStatus.USAGE,
+        )
+    try:
+        expr = parse_schedule(j.schedule, Dialect(result.dialect))
+    except ScheduleError as e:
+        fail(env, f"{where}: {e}", ExitStatus.USAGE)
+    if expr.reboot or not expr.can_fire():
+        fail(
+            env, f"{where}: {j.schedule!r} never fires on the clock; nothing to shadow live", ExitStatus.USAGE
+        )
+    return expr
+
+
+def _live_setup(
+    env: Env,
+    result: ScanResult,
+    j: CronJob,
+    root: Path,
+    mode: str,
+    dry_run_flag: str | None,
+    store: str | None,
+    redis: str | None,
+    project: Path | None,
+    package: str | None,
+    now: str | None,
+    json: bool,
+) -> None:
+    """Wrap the cron line if needed (through crontab_edit), record the shadow-live doc, say what to run."""
+    why = live.mode_refusal(mode, dry_run_flag)
+    if why:
+        fail(env, why, ExitStatus.USAGE)
+    _expr(env, result, j)
+    t = clock(now, result.system_timezone)
+    # The wrapper on the line must write where --report reads: name the store unless it is the default.
+    store_abs = None if redis else os.path.abspath(store or os.path.join(str(root), DEFAULT_STORE))
+    line_store = None if redis or (store is None and Path(root).resolve() == Path("/")) else store_abs
+    wrapped = any(w.kind == WRAPPER_KIND for w in j.wrappers)
+    diff, backup = "", None
+    if wrapped:
+        words = shlex.split(next(w.text for w in j.wrappers if w.kind == WRAPPER_KIND))
+        target = next((words[k + 1] for k, w in enumerate(words[:-1]) if w in ("--store", "--redis")), None)
+        if target not in (None, line_store, redis):
+            env.err.print(
+                f"[yellow]warning:[/] the line's wrapper writes to {escape(target or '')}, not the ledger "
+                "--report reads: pass the same --store/--redis"
+            )
+    else:
+        try:
+            plan = plan_wrap(root, j, store=line_store, redis_url=redis)
+            diff = plan.diff
+            if not json:
+                env.stdout.write(diff)
+            rec = apply_plan(root, plan, now=t)
+        except EditRefused as exc:
+            fail(env, str(exc), ExitStatus.ERROR if isinstance(exc, EditFailed) else ExitStatus.REFUSED)
+        backup = rec.backup_path
+    started = t.timestamp()
+    session = "live-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + os.urandom(2).hex()
+    doc = live.setup_doc(
+        job_id=j.id,
+        command=j.command,
+        inner_command=j.inner_command or j.shell_command,
+        schedule=j.schedule,
+        tz=j.timezone or result.system_timezone,
+        mode=mode,
+        dry_run_flag=dry_run_flag,
+        started=started,
+        store=store_abs,
+        redis_url=redis,
+        wrapped_now=not wrapped,
+        session=session,
+    )
+    with open_ledger(root, store=store, redis_url=redis) as led:
+        led.put(LIVE_KIND, j.id, doc)
+    cmds = live.event_path_commands(
+        root=str(Path(root).resolve()),
+        store=store_abs,
+        redis_url=redis,
+        project=str(project) if project else None,
+        package=package,
+    )
+    report_cmd = shlex.join(
+        ["cronshift", "shadow-run", j.id, "--report", "--root", str(root)]
+        + (["--redis", redis] if redis else ["--store", store_abs] if store else [])
+    )
+    if json:
+        emit_json(
+            env, {"live": doc, "diff": diff, "backup": backup, "event_path": cmds, "report": report_cmd}
+        )
+        return
+    out = env.out
+    out.print(
+        f"[bold]live shadowing of {escape(j.id)}[/] from {doc['started_iso']} (mode {mode}); cron keeps "
+        + ("running the job, now wrapped by `cronshift record`" if not wrapped else "running the wrapped job")
+        + (f" (backup {escape(backup)})" if backup else "")
+    )
+    if mode == "dry-run":
+        out.print(
+            f"the generated task must run the job with {escape(dry_run_flag or '')}: output is not compared"
+        )
+    out.print("start the event path in shadow, writing to the same ledger:")
+    for c in cmds:
+        out.print(f"  {escape(c)}", highlight=False)
+    out.print(f"then, any time: {escape(report_cmd)}", highlight=False)
+
+
+def _diff_lines(out: Any, diff: str) -> None:
+    for line in diff.splitlines():
+        style = (
+            "green"
+            if line.startswith("+")
+            else "red"
+            if line.startswith("-")
+            else "cyan"
+            if line.startswith("@@")
+            else ""
+        )
+        out.print(f"[{style}]{escape(line)}[/]" if style else escape(line), highlight=False)
+
+
+def _render_live(env: Env, doc: dict[str, Any], rep: live.LiveReport) -> None:
+    from rich.table import Table
+
+    out = env.out
+    colour = {"parity": "green", "mismatch": "red"}.get(doc["label"], "yellow")
+    f = doc["fidelity"]
+    out.print(
+        f"[bold {colour}]{doc['label']}[/] for {escape(doc['job'])} (live, mode {doc['evidence']['mode']}): "
+        f"{f['instants']} instant(s) judged, {f['both']} with both sides, {doc['matched_consecutive']} "
+        f"matched in a row (gate: {doc['gate']['consecutive_pairs']}); {f['warmup']} warm-up, "
+        f"{f['pending']} pending"
+    )
+    seen = doc["patterns"]
+    out.print(
+        "patterns: "
+        + ", ".join(
+            f"{escape(p)} {'[green]seen[/]' if ok else '[yellow]not yet[/]'}" for p, ok in seen.items()
+        )
+    )
+    shown = [i for i in rep.instants if not i.matched]
+    tail = rep.instants[-rep.gate_pairs :]
+    rows = sorted({id(i): i for i in shown + tail}.values(), key=lambda i: i.instant)
+    table = Table("instant", "pattern", "cron", "event", "result")
+
+    def side(rs: list[Any], inst: int) -> str:
+        return (
+            ", ".join(
+                f"exit {r.exit_status if r.signal is None else 'sig ' + str(r.signal)} +{r.start - inst:.1f}s"
+                for r in rs
+            )
+            or "-"
+        )
+
+    for i in rows:
+        res = "[green]match[/]" if i.matched else f"[red]{escape(i.status)}[/]"
+        if i.status == "both" and not i.matched:
+            res = "[red]differs[/]" if i.real else "[yellow]cannot tell[/]"
+        table.add_row(
+            escape(i.local),
+            escape(", ".join(i.patterns)),
+            side(i.cron, i.instant),
+            side(i.event, i.instant),
+            res,
+        )
+    out.print(table)
+    hidden = len(rep.instants) - len(rows)
+    if hidden:
+        out.print(f"[dim]{hidden} more matched instant(s) not shown (--json has them all)[/]")
+    noise: dict[str, int] = {}
+    for i in rep.instants:
+        for d in i.differences:
+            if d.explained:
+                key = f"{d.what} ({d.explained})"
+                noise[key] = noise.get(key, 0) + 1
+    for what, n in noise.items():
+        out.print(f"[dim]noise at {n} instant(s):[/] {escape(what)}")
+    for i in rep.instants:
+        for d in i.differences:
+            if d.explained:
+                continue
+            tag = "[red]DIFF[/]"
+            out.print(
+                f"{tag} {escape(i.local)}: {escape(d.what)}"
+                + (f" [dim]({escape(d.explained)})[/]" if d.explained else "")
+            )
+            if d.diff and not d.explained:
+                _diff_lines(out, d.diff)
+    for line in doc["differences"]:
+        if ": " in line and any(line.endswith(d.what) for i in rep.instants for d in i.real):
+            continue
+        out.print(f"[red]mismatch:[/] {escape(line)}")
+    for n in doc["notes"]:
+        out.print(f"[dim]note:[/] {escape(n)}")
+    for m in doc["missing"]:
+        out.print(f"[yellow]missing:[/] {escape(m)}")
+
+
+def _live_report(
+    env: Env,
+    result: ScanResult,
+    j: CronJob,
+    root: Path,
+    led: Any,
+    setup: dict[str, Any],
+    since: str | None,
+    now: str | None,
+    grace: float,
+    gate_pairs: int,
+    ignore: list[str] | None,
+    no_rule: list[str] | None,
+    json: bool,
+) -> None:
+    """Judge the live evidence so far, store the verdict where retire reads it, and show it."""
+    expr = _expr(env, result, j)
+    tz = j.timezone or result.system_timezone
+    try:
+        norm = build_normalizer(no_rule or (), ignore or (), hosts=(socket.gethostname(), socket.getfqdn()))
+    except RuleError as e:
+        fail(env, str(e), ExitStatus.USAGE)
+    t_now = clock(now, result.system_timezone).timestamp()
+    start = float(setup["started"]) if since is None else clock(since, tz).timestamp()
+    rep = live.evaluate(
+        j.id,
+        expr,
+        tz,
+        led.runs(j.id),
+        since=start,
+        now=t_now,
+        normalize=norm,
+        grace=grace,
+        gate_pairs=gate_pairs,
+        compare_output=setup.get("mode") != "dry-run",
+    )
+    evidence = {
+        k: setup.get(k)
+        for k in ("mode", "dry_run_flag", "started_iso", "store", "redis", "session", "inner_command")
+    }
+    evidence |= {"writes": [], "rules": norm.names, "ignore": list(ignore or ())}
+    doc = live.live_doc(rep, command=j.command, setup=evidence, now=t_now)
+    led.put(VERDICT_KIND, j.id, doc)
+    doc["verdict_file"] = write_verdict_file(root, j.id, doc)
+    if json:
+        emit_json(env, {"verdict": doc})
+    else:
+        _render_live(env, doc, rep)
+    if rep.verdict.label == "mismatch":
+        raise SystemExit(int(ExitStatus.DIFFERENCES))
 
 
 def shadow_run(
@@ -96,8 +360,15 @@ def shadow_run(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for one side.")] = 300.0,
     report: Annotated[bool, typer.Option("--report", help="Show the evidence so far; run nothing.")] = False,
     live: Annotated[
-        bool, typer.Option("--live", help="Pair beat's shadow runs with cron's (not yet).")
+        bool, typer.Option("--live", help="Wrap the cron line and pair beat's shadow runs with cron's.")
     ] = False,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Live --report: judge instants from this ISO time on.")
+    ] = None,
+    grace: Annotated[
+        float, typer.Option("--grace", min=0, help="Live --report: seconds an instant may take to report.")
+    ] = DEFAULT_GRACE,
+    now: NowOpt = None,
     store: Annotated[str | None, typer.Option("--store", help="Ledger (SQLite) path.")] = None,
     redis: Annotated[str | None, typer.Option("--redis", help="Redis ledger URL.")] = None,
     json: JsonOpt = False,
@@ -105,12 +376,8 @@ def shadow_run(
 ) -> None:
     """Run a job through cron's path and the event path N times each and judge parity (exit 3: mismatch)."""
     env = Env()
-    if live:
-        fail(
-            env,
-            "--live is designed (see README: shadow-run live) but not implemented yet; use now mode",
-            ExitStatus.USAGE,
-        )
+    if live and report:
+        fail(env, "--live sets live shadowing up; --report judges it: give one of them", ExitStatus.USAGE)
     from cronshift.shadow import execute as ex
     from cronshift.shadow.session import run_session
 
@@ -119,8 +386,17 @@ def shadow_run(
         j = find_job(result, job)
     except JobNotFound as e:
         fail(env, str(e), ExitStatus.USAGE)
+    if live:
+        _live_setup(env, result, j, root, mode, dry_run_flag, store, redis, project, package, now, json)
+        return
     if report:
         with open_ledger(root, store=store, redis_url=redis) as led:
+            setup = led.get(LIVE_KIND, j.id)
+            if setup is not None:
+                _live_report(
+                    env, result, j, root, led, setup, since, now, grace, gate_pairs, ignore, no_rule, json
+                )
+                return
             doc, obs = read_report(led, j.id)
         if doc is None:
             fail(

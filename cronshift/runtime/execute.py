@@ -9,9 +9,11 @@ environment variable CRONSHIFT_PAYLOAD_FILE (unset when there is no payload).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pwd
+import selectors
 import signal
 import subprocess
 import tempfile
@@ -19,7 +21,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["DEFAULT_TIME_LIMIT", "JobFailed", "JobRefused", "cron_environment", "run_job"]
+__all__ = [
+    "DEFAULT_TIME_LIMIT",
+    "KILL_GRACE",
+    "JobFailed",
+    "JobRefused",
+    "cron_environment",
+    "kill_group",
+    "run_job",
+]
 
 DEFAULT_TIME_LIMIT = 6 * 3600  # seconds; cron has none, but a worker slot must come back eventually
 KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL of the job's process group
@@ -35,10 +45,16 @@ class JobFailed(RuntimeError):
     """The command exited non-zero or was killed; carries what Celery's result and monitoring should show."""
 
     def __init__(
-        self, job_id: str, exit_status: int | None, signal_no: int | None, tail: str, duration: float
+        self,
+        job_id: str,
+        exit_status: int | None,
+        signal_no: int | None,
+        tail: str,
+        duration: float,
+        result: dict[str, Any] | None = None,
     ):
         # args are the fields themselves, so Celery's result backend rebuilds the exception intact.
-        super().__init__(job_id, exit_status, signal_no, tail, duration)
+        super().__init__(job_id, exit_status, signal_no, tail, duration, result)
         self.job_id, self.exit_status, self.signal, self.tail, self.duration = (
             job_id,
             exit_status,
@@ -46,6 +62,7 @@ class JobFailed(RuntimeError):
             tail,
             duration,
         )
+        self.result = result or {}  # everything run_job knows: digests, sizes, split tails, time_limit_hit
 
     def __str__(self) -> str:
         how = f"exit status {self.exit_status}" if self.signal is None else f"signal {self.signal}"
@@ -85,15 +102,135 @@ def _payload_file(payload: Any, uid: int, gid: int) -> Iterator[str | None]:
             os.unlink(path)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def kill_group(pgid: int, grace: float = KILL_GRACE, gone: Callable[[], bool] | None = None) -> None:
+    """SIGTERM the job's whole process group, then SIGKILL whatever is left after `grace` seconds."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if (gone is not None and gone()) or not _group_alive(pgid):
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+# The watchdog: a tiny shell in its own session that holds the read end of a pipe whose write end only this
+# process has. If the worker dies in any way (SIGKILL, Celery's hard time limit, OOM), the pipe reaches EOF
+# and the watchdog kills the job's process group, so no orphaned job outlives its lock. On a normal end we
+# write "ok" first: cron leaves a job's background children alone, and so do we.
+_WATCHDOG = 'read -r w; [ "$w" = ok ] || kill -KILL -"$1" 2>/dev/null; exit 0'  # dash: no "--"
+
+
+def _start_watchdog(pgid: int) -> int | None:
+    r, w = os.pipe()
+    try:
+        subprocess.Popen(
+            ["/bin/sh", "-c", _WATCHDOG, "cronshift-watchdog", str(pgid)],
+            stdin=r, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True, env={"PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+    except OSError:
+        os.close(w)
+        return None
+    finally:
+        os.close(r)
+    return w
+
+
+def _stop_watchdog(fd: int | None, ok: bool) -> None:
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        if ok:
+            os.write(fd, b"ok\n")
+        os.close(fd)
+
+
+class _Stream:
+    """Digest, length and tail of one output stream, without keeping all of it in memory."""
+
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.tail = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self.sha.update(chunk)
+        self.size += len(chunk)
+        self.tail += chunk
+        if len(self.tail) > 2 * TAIL_BYTES:
+            del self.tail[: len(self.tail) - TAIL_BYTES]
+
+    def text(self) -> str:
+        return bytes(self.tail[-TAIL_BYTES:]).decode("utf-8", "replace")
+
+
+def _pump(
+    proc: subprocess.Popen[bytes],
+    data: bytes | None,
+    limit: float,
+    streams: tuple[_Stream, _Stream | None, _Stream | None],
+) -> bool:
+    """Feed stdin; read output into `streams` (merged, stdout, stderr) to EOF. True: the limit came first."""
+    merged, out_s, err_s = streams
+    split = out_s is not None
+    sel = selectors.DefaultSelector()
+    assert proc.stdout is not None
+    sel.register(proc.stdout, selectors.EVENT_READ, out_s)
+    if split:
+        assert proc.stderr is not None
+        sel.register(proc.stderr, selectors.EVENT_READ, err_s)
+    pending = memoryview(data) if data else None
+    if proc.stdin is not None:
+        if pending is None:
+            proc.stdin.close()
+        else:
+            os.set_blocking(proc.stdin.fileno(), False)
+            sel.register(proc.stdin, selectors.EVENT_WRITE, None)
+    deadline = time.monotonic() + limit
+    readers = 2 if split else 1
+    while readers:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            sel.close()
+            return True
+        for key, _ in sel.select(min(left, 1.0)):
+            if key.fileobj is proc.stdin:
+                try:
+                    n = os.write(key.fd, pending) if pending is not None else 0
+                except BlockingIOError:
+                    continue
+                except BrokenPipeError:
+                    n, pending = 0, None
+                if pending is not None:
+                    pending = pending[n:]
+                if pending is None or not len(pending):
+                    sel.unregister(proc.stdin)
+                    proc.stdin.close()
+                continue
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                sel.unregister(key.fileobj)
+                readers -= 1
+                continue
+            merged.add(chunk)
+            if key.data is not None:
+                key.data.add(chunk)
+    sel.close()
+    if proc.stdin is not None and not proc.stdin.closed:
+        proc.stdin.close()
+    return False
 
 
 def run_job(
@@ -103,7 +240,13 @@ def run_job(
     on_start: Callable[[int], None] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
-    """Run the job once; return {exit_status, output_tail, duration, ...} or raise JobFailed."""
+    """Run the job once; return {exit_status, output_tail, output_sha256, ...} or raise JobFailed.
+
+    The time limit is `spec["time_limit"]` (soft: SIGTERM to the job's group) plus `spec["kill_grace"]`
+    (then SIGKILL). `spec["split_output"]` also keeps stdout and stderr apart (their tails, digests and
+    sizes); the merged stream, as cron mails it, stays the primary record either way. With split output the
+    merged stream interleaves the two pipes in the order reads returned them, not byte-exact as one pipe.
+    """
     entry = pwd.getpwnam(spec["user"])
     uid, gid = entry.pw_uid, entry.pw_gid
     if os.geteuid() != 0 and os.geteuid() != uid:
@@ -114,6 +257,8 @@ def run_job(
     shell = env.get("SHELL") or spec.get("shell") or "/bin/sh"
     stdin_text: str | None = spec.get("stdin")
     limit = float(spec.get("time_limit") or DEFAULT_TIME_LIMIT)
+    grace = float(spec.get("kill_grace") or KILL_GRACE)
+    split = bool(spec.get("split_output"))
     drop: dict[str, Any] = {}
     if os.geteuid() == 0 and uid != 0:
         drop = {"user": uid, "group": gid, "extra_groups": os.getgrouplist(entry.pw_name, gid)}
@@ -129,36 +274,55 @@ def run_job(
             cwd=cwd,
             stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,  # cron mails stdout and stderr as one stream
+            stderr=subprocess.PIPE if split else subprocess.STDOUT,  # cron mails both as one stream
             process_group=0,  # its own group, so a time limit kills every child too
             close_fds=True,
             **drop,
         )
-        if on_start is not None:
-            on_start(proc.pid)
-        data = stdin_text.encode("utf-8", "surrogateescape") if stdin_text is not None else None
-        killed = False
+        watchdog = _start_watchdog(proc.pid)
+        ok = False
         try:
-            out, _ = proc.communicate(data, timeout=limit)
-        except subprocess.TimeoutExpired:
-            killed = True
-            _kill_group(proc)
-            out, _ = proc.communicate()
+            if on_start is not None:
+                on_start(proc.pid)
+            data = stdin_text.encode("utf-8", "surrogateescape") if stdin_text is not None else None
+            streams = (_Stream(), _Stream() if split else None, _Stream() if split else None)
+            merged, out_s, err_s = streams
+            killed = _pump(proc, data, limit, streams)
+            if killed:
+                kill_group(proc.pid, grace, gone=lambda: proc.poll() is not None)
+                _pump(
+                    proc, None, 1.0, streams
+                )  # what the group wrote while dying (bounded: escaped children)
+            proc.wait()
+            ok = True
+        finally:
+            _stop_watchdog(watchdog, ok)
+            for f in (proc.stdout, proc.stderr, proc.stdin):
+                if f is not None and not f.closed:
+                    f.close()
         duration = clock() - start
     rc = proc.returncode
-    tail = out[-TAIL_BYTES:].decode("utf-8", "replace")
+    tail = merged.text()
     status, sig = (rc, None) if rc >= 0 else (None, -rc)
     result = {
         "job_id": spec["id"],
         "exit_status": status,
         "signal": sig,
         "output_tail": tail,
-        "output_bytes": len(out),
+        "output_bytes": merged.size,
+        "output_sha256": merged.sha.hexdigest(),
+        "stdout_tail": None if out_s is None else out_s.text(),
+        "stdout_bytes": None if out_s is None else out_s.size,
+        "stdout_sha256": None if out_s is None else out_s.sha.hexdigest(),
+        "stderr_tail": None if err_s is None else err_s.text(),
+        "stderr_bytes": None if err_s is None else err_s.size,
+        "stderr_sha256": None if err_s is None else err_s.sha.hexdigest(),
         "duration": duration,
         "start": start,
         "scheduled_for": scheduled_for,
         "time_limit_hit": killed,
+        "pid": proc.pid,
     }
     if rc != 0:
-        raise JobFailed(spec["id"], status, sig, tail, duration)
+        raise JobFailed(spec["id"], status, sig, tail, duration, result)
     return result

@@ -15,7 +15,15 @@ from cronshift.model import RunRecord
 
 
 def record_from_result(spec: dict[str, Any], res: dict[str, Any], extra: dict[str, str]) -> RunRecord:
+    """stdout_* carry the merged stream (as cron mails it; extra["output"] = "merged") unless the run kept
+    stdout and stderr apart, when they carry each stream and extra["output_sha256"] the merged one."""
     start = float(res["start"])
+    split = res.get("stderr_sha256") is not None
+    extra = dict(extra)
+    if split:
+        extra["output_sha256"] = str(res.get("output_sha256"))
+    elif res.get("output_sha256"):
+        extra["output"] = "merged"
     return RunRecord(
         job_id=spec["id"],
         source="celery",
@@ -25,10 +33,15 @@ def record_from_result(spec: dict[str, Any], res: dict[str, Any], extra: dict[st
         signal=res.get("signal"),
         host=socket.gethostname(),
         user=spec["user"],
+        pid=res.get("pid"),
         command=spec["command"],
         scheduled_for=res.get("scheduled_for"),
-        stdout_bytes=res.get("output_bytes"),
-        stdout_tail=res.get("output_tail", ""),
+        stdout_bytes=res.get("stdout_bytes") if split else res.get("output_bytes"),
+        stderr_bytes=res.get("stderr_bytes") if split else None,
+        stdout_sha256=res.get("stdout_sha256") if split else res.get("output_sha256"),
+        stderr_sha256=res.get("stderr_sha256") if split else None,
+        stdout_tail=(res.get("stdout_tail") if split else res.get("output_tail")) or "",
+        stderr_tail=(res.get("stderr_tail") if split else "") or "",
         extra=extra,
     )
 

@@ -86,3 +86,33 @@ class cronsim_schedule(BaseSchedule):
 
     def __hash__(self) -> int:
         return hash((self.expr, self.zone))
+
+
+_REDBEAT_TYPE = "cronshift.cronsim_schedule"
+
+
+def enable_redbeat() -> None:
+    """Teach celery-redbeat to store a cronsim_schedule (it keeps schedules as JSON in Redis).
+
+    redbeat's JSON encoder knows only its own schedule types, and its decoder hands unknown `__type__`s
+    back as plain dicts; both classes are wrapped here, once, to add this one type. Generated app.py
+    calls it only when it uses redbeat and a cronsim-driven entry."""
+    from redbeat import decoder
+
+    if getattr(decoder, "_cronshift", False):
+        return
+    enc, dec = decoder.RedBeatJSONEncoder.default, decoder.RedBeatJSONDecoder.dict_to_object
+
+    def default(self: Any, obj: Any) -> Any:
+        if isinstance(obj, cronsim_schedule):
+            return {"__type__": _REDBEAT_TYPE, "expr": obj.expr, "zone": obj.zone}
+        return enc(self, obj)
+
+    def dict_to_object(self: Any, d: dict[str, Any]) -> Any:
+        if d.get("__type__") == _REDBEAT_TYPE:
+            return cronsim_schedule(d["expr"], d["zone"])
+        return dec(self, d)
+
+    decoder.RedBeatJSONEncoder.default = default  # type: ignore[method-assign]
+    decoder.RedBeatJSONDecoder.dict_to_object = dict_to_object  # type: ignore[method-assign]
+    decoder._cronshift = True  # type: ignore[attr-defined]

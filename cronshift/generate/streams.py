@@ -1,0 +1,173 @@
+"""Write a Redis Streams project for cron jobs: jobs.py (specs and schedules), consumer.py, scheduler.py,
+triggers.py and a README. The lighter target: no Celery at run time, only Redis and `cronshift.runtime`.
+
+The job specs, the formatting and the manifest are the Celery target's own (imported, not copied), so a
+spec embeds identically and a re-run never overwrites a file the user edited.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from cronshift.discover.schedule import Dialect, ScheduleError
+from cronshift.generate.celery import (
+    MANIFEST,
+    RUFF_TOML,
+    GenerateResult,
+    JobOutput,
+    _expr_for,
+    _one_line,
+    _pyrepr,
+    _ruff_format,
+    _sha,
+    _spec,
+    slug,
+)
+from cronshift.generate.equivalence import BeatEntry, Translation, prove
+from cronshift.generate.plan import plan_for
+from cronshift.model import CronJob
+from cronshift.runtime.streams import dead_key, group_name, stream_key
+
+__all__ = ["DEFAULT_REDIS", "generate_streams_project", "render_streams_project"]
+
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("cronshift.generate", "templates"),
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+)
+_env.filters["pyrepr"] = _pyrepr
+
+_WHY = "the scheduler enqueues at cronsim's instants for this expression in this zone (cron's own rules)"
+
+
+def _translate(job: CronJob, dialect: Dialect, zone: str, year: int) -> tuple[Translation, tuple[str, ...]]:
+    """The scheduler's entry for `job` (always cronsim: no stock-crontab detour here), proved over `year`."""
+    try:
+        expr, notes = _expr_for(job, dialect)
+    except ScheduleError as e:
+        return Translation((), None, f"cron rejects this schedule: {e}"), ()
+    if expr is None:
+        return Translation((), None, "; ".join(notes) or "no schedule"), notes
+    if expr.reboot:
+        return Translation((), None, "@reboot runs when cron starts, not on the clock: no schedule"), notes
+    reason, cexpr = expr.never_fires_reason(), expr.cronsim_expr()
+    if reason is not None or cexpr is None:
+        return Translation((), None, f"this schedule never fires ({reason}): no schedule"), notes
+    entry = BeatEntry("cronsim", expr=cexpr, zone=zone, why=_WHY)
+    return Translation((entry,), prove(expr, (entry,), zone, year)), notes
+
+
+def render_streams_project(
+    jobs: list[CronJob],
+    *,
+    package: str,
+    timezone: str,
+    dialect: Dialect,
+    year: int,
+    redis_url: str = DEFAULT_REDIS,
+) -> tuple[dict[str, str], list[JobOutput]]:
+    """Every generated file (path relative to OUT -> text) and each job's schedule and proof. Pure."""
+    outs: list[JobOutput] = []
+    ctx_jobs: list[dict[str, Any]] = []
+    for job in sorted(jobs, key=lambda j: j.id):
+        name = slug(job.id)
+        zone = job.timezone or timezone
+        tr, notes = _translate(job, dialect, zone, year)
+        messages = (*notes, *((tr.message,) if tr.message else ()), *tr.notes)
+        plan = plan_for(job)
+        proof = tr.proof
+        proof_line = (
+            "none"
+            if proof is None
+            else (
+                f"identical to cron over {proof.window[0]} .. {proof.window[1]} in {proof.zone} "
+                f"({proof.fires} fires)"
+                if proof.identical
+                else f"DIFFERS from cron at {len(proof.differences) + proof.more_differences} instant(s)"
+            )
+        )
+        entry = tr.entries[0] if tr.entries else None
+        ctx_jobs.append({
+            "raw_id": job.id, "id": _one_line(job.id), "func": name, "const": name.upper(),
+            "source": _one_line(str(job.source)), "user": _one_line(job.user),
+            "schedule_text": _one_line(job.schedule),
+            "spec_json": json.dumps(_spec(job, plan), ensure_ascii=True, sort_keys=True),
+            "overlap": plan.overlap, "overlap_why": _one_line(plan.overlap_why),
+            "time_limit": plan.time_limit, "limit_why": _one_line(plan.limit_why),
+            "cron": entry.expr if entry else "", "zone": entry.zone if entry else zone,
+            "no_entry": _one_line("; ".join(messages) or "none"), "notes": (*notes, *tr.notes),
+            "proof_line": proof_line,
+            "command": job.command.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
+            "fence": "`" * max(3, 1 + max((len(m) for m in re.findall("`+", job.command)), default=0)),
+        })  # fmt: skip
+        outs.append(JobOutput(job.id, f"{package}.triggers.trigger_{name}", f"{package}.jobs", tr,
+                              tr.entries, messages))  # fmt: skip
+    names = {"package": package, "redis": redis_url, "jobs": ctx_jobs, "stream": stream_key(package),
+             "group": group_name(package), "dead": dead_key(package)}  # fmt: skip
+    files = {
+        f"{package}/__init__.py": '"""Cron jobs on Redis Streams, generated by cronshift."""\n',
+        f"{package}/jobs.py": _env.get_template("streams_jobs.py.j2").render(**names),
+        f"{package}/consumer.py": _env.get_template("streams_consumer.py.j2").render(**names),
+        f"{package}/scheduler.py": _env.get_template("streams_scheduler.py.j2").render(**names),
+        f"{package}/triggers.py": _env.get_template("streams_triggers.py.j2").render(**names),
+        f"{package}/README.md": _env.get_template("streams_README.md.j2").render(**names),
+        "ruff.toml": RUFF_TOML,
+    }
+    return _ruff_format(files, package), outs
+
+
+def generate_streams_project(
+    jobs: list[CronJob],
+    out: Path,
+    *,
+    package: str,
+    timezone: str,
+    dialect: Dialect,
+    year: int,
+    redis_url: str = DEFAULT_REDIS,
+    force: bool = False,
+) -> GenerateResult:
+    """Render and write; a file whose bytes differ from what generate last wrote is kept unless `force`."""
+    files, outs = render_streams_project(
+        jobs, package=package, timezone=timezone, dialect=dialect, year=year, redis_url=redis_url
+    )
+    result = GenerateResult(package=package, out=str(out), jobs=outs)
+    _write_with_manifest(files, out, result, force)
+    return result
+
+
+def _write_with_manifest(files: dict[str, str], out: Path, result: GenerateResult, force: bool) -> None:
+    """The Celery target's manifest rule, same manifest file. TODO(lead): the Celery target writes inline in
+    `generate_project`; once celery.py exposes this loop as a function, call it here instead."""
+    mpath = out / MANIFEST
+    try:
+        manifest: dict[str, str] = json.loads(mpath.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        manifest = {}
+    new_manifest = dict(manifest)
+    for rel in sorted(files):
+        text, path = files[rel], out / rel
+        status = "written"
+        if path.exists():
+            current = _sha(path.read_bytes().decode("utf-8", "surrogateescape"))
+            if current == _sha(text):
+                status = "unchanged"
+            elif manifest.get(rel) != current and not force:
+                result.kept.append(rel)
+                result.files.append({"path": rel, "status": "kept-edited"})
+                continue
+        if status != "unchanged":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        new_manifest[rel] = _sha(text)
+        result.files.append({"path": rel, "status": status})
+    out.mkdir(parents=True, exist_ok=True)
+    mpath.write_text(json.dumps({"files": dict(sorted(new_manifest.items()))}, indent=2) + "\n")

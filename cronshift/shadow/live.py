@@ -1,0 +1,631 @@
+"""Live shadow mode: pair cron's wrapped runs with beat's shadow runs by (job, scheduled minute), and judge.
+
+Cron keeps running the job, wrapped by `cronshift record` (source "record"); beat fires the generated task
+at the same instants (source "celery" or "streams"). Both write run records, with `scheduled_for`, to one
+ledger. Everything here is a pure function of those records, the schedule and `now`.
+
+Schedule patterns (what "every pattern seen" means):
+- time of day: each distinct HH:MM when the hour field is restricted (not `*`, not `*/N`) and the job fires
+  at most 24 times a day (`0 9,17 * * *` -> 09:00, 17:00); otherwise one pattern (every-N-minutes and
+  hourly jobs repeat the same way all day);
+- day: each weekday when only day-of-week is restricted (`* * * * 1-5` -> Monday..Friday); the two
+  branches "day-of-month" and "day-of-week" when both are restricted (cron ORs them); otherwise one;
+- a pattern is a (day, time) combination: `0 9 * * 1,3` -> "Monday 09:00", "Wednesday 09:00". A pattern is
+  seen when one of its instants has a matched pair (both sides ran once and agree).
+
+The live gate (`parity` only when all hold, over the judged window):
+1. Both sides have started: the window opens at the later of the live start (or `--since`) and each
+   side's first scheduled run; instants before are warm-up, listed, not judged. Instants younger than the
+   grace (max of `grace` and twice the longest run seen) are pending, not judged.
+2. Schedule fidelity: every cron instant in the window has exactly one cron-side run and exactly one
+   event-side run; no run of either side at a minute cron would not fire; no event-side skip of an
+   instant cron ran. Any breach is a `mismatch` (exit 3), named per instant ("only cron fired",
+   "event side ran 2 times", "event fired at 09:03, not a cron instant").
+3. Behaviour per matched instant: same exit status and signal; output digests equal, or, where raw sha256
+   differs, the normalised outputs equal (the rules that fired are named); a run much longer or shorter
+   than cron's runs in the window is flagged. A difference a normaliser does not explain is a `mismatch`.
+   Output longer than the 4 KiB tail that differs in raw bytes cannot be cleared: `insufficient evidence`.
+4. The last N (default 5) judged instants are consecutive matched pairs.
+5. Every schedule pattern has been seen ("Monday 09:00 not yet seen").
+Otherwise `insufficient evidence`, with what is missing. A mismatch stays in the window: fix the cause,
+then judge from a later `--since` (or set up `--live` again).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from cronshift.discover.schedule import CronExpr, fires_between
+from cronshift.model import RunRecord
+from cronshift.shadow.compare import Difference, duration_outlier
+from cronshift.shadow.normalize import Normalizer
+from cronshift.shadow.verdict import GATE_PAIRS, LABELS, Verdict
+
+__all__ = [
+    "CRON_SOURCE",
+    "EVENT_SOURCES",
+    "LIVE_KIND",
+    "InstantResult",
+    "LiveReport",
+    "compare_runs",
+    "evaluate",
+    "live_doc",
+    "pattern_of",
+    "schedule_patterns",
+]
+
+LIVE_KIND = "shadow-live"
+CRON_SOURCE = "record"
+EVENT_SOURCES = frozenset({"celery", "streams"})
+MAX_TIME_PATTERNS = 24
+DEFAULT_GRACE = 120.0
+TAIL = 4096  # bytes of output both writers keep as text
+DIFF_LINES = 60
+_DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")  # cron: 0 = Sunday
+DOM_BRANCH, DOW_BRANCH = "day-of-month branch", "day-of-week branch"
+
+
+# -- patterns ---------------------------------------------------------------------------------------------
+
+
+def _fixed_times(expr: CronExpr) -> bool:
+    return not expr.hour_star and len(expr.hour) * len(expr.minute) <= MAX_TIME_PATTERNS
+
+
+def _label(day: str | None, time: str | None) -> str:
+    return " ".join(p for p in (day, time) if p) or "every run"
+
+
+def schedule_patterns(expr: CronExpr) -> list[str]:
+    """Every distinct pattern of the schedule, in week order (see the module docstring)."""
+    times: list[str | None] = (
+        [f"{h:02d}:{m:02d}" for h in sorted(expr.hour) for m in sorted(expr.minute)]
+        if _fixed_times(expr)
+        else [None]
+    )
+    days: list[str | None]
+    if not expr.dom_star and not expr.dow_star:
+        days = [DOM_BRANCH, DOW_BRANCH]
+    elif not expr.dow_star:
+        days = [_DAYS[d] for d in sorted(expr.dow, key=lambda d: (d - 1) % 7)]
+    else:
+        days = [None]
+    return [_label(d, t) for d in days for t in times]
+
+
+def pattern_of(expr: CronExpr, local: datetime) -> list[str]:
+    """The patterns one instant (wall-clock time in the job's zone) counts for: two when both OR branches
+    select its day."""
+    time = f"{local.hour:02d}:{local.minute:02d}" if _fixed_times(expr) else None
+    dow = (local.weekday() + 1) % 7
+    if not expr.dom_star and not expr.dow_star:
+        days: list[str | None] = []
+        if local.day in expr.dom:
+            days.append(DOM_BRANCH)
+        if dow in expr.dow:
+            days.append(DOW_BRANCH)
+    elif not expr.dow_star:
+        days = [_DAYS[dow]]
+    else:
+        days = [None]
+    return [_label(d, time) for d in days]
+
+
+# -- behaviour of one pair --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Channel:
+    sha256: str | None
+    size: int | None
+    tail: str
+
+
+def _channels(r: RunRecord) -> dict[str, _Channel]:
+    if r.extra.get("output") == "merged":
+        return {"output": _Channel(r.stdout_sha256, r.stdout_bytes, r.stdout_tail)}
+    return {
+        "stdout": _Channel(r.stdout_sha256, r.stdout_bytes, r.stdout_tail),
+        "stderr": _Channel(r.stderr_sha256, r.stderr_bytes, r.stderr_tail),
+    }
+
+
+def _complete(c: _Channel) -> bool:
+    """Does the tail hold the whole output? (Only then can normalising clear a raw difference.)"""
+    if c.size is None:
+        return False
+    return c.size <= TAIL and len(c.tail.encode("utf-8", "surrogateescape")) >= c.size - 3
+
+
+def _udiff(name: str, a: str, b: str) -> str:
+    lines = list(
+        difflib.unified_diff(
+            a.splitlines(), b.splitlines(), f"a/{name} (cron)", f"b/{name} (event)", lineterm="", n=2
+        )
+    )
+    if len(lines) > DIFF_LINES:
+        lines = [*lines[:DIFF_LINES], f"... {len(lines) - DIFF_LINES} more diff lines"]
+    return "\n".join(lines)
+
+
+def _first_line_change(a: list[str], b: list[str]) -> str:
+    for i in range(max(len(a), len(b))):
+        x = a[i] if i < len(a) else None
+        y = b[i] if i < len(b) else None
+        if x != y:
+            if x is None:
+                return f"line {i + 1}: {y!r} printed by the event side only"
+            if y is None:
+                return f"line {i + 1}: {x!r} printed by cron only"
+            return f"line {i + 1}: {x!r} (cron) vs {y!r} (event)"
+    return "line endings or final newline differ"
+
+
+def _compare_channel(name: str, a: _Channel, b: _Channel, normalize: Normalizer) -> list[Difference]:
+    if a.sha256 == b.sha256:
+        return []
+    if not (_complete(a) and _complete(b)):
+        return [
+            Difference(
+                "unverifiable",
+                f"{name}: raw sha256 differs ({(a.sha256 or '-')[:12]} vs {(b.sha256 or '-')[:12]}) and "
+                f"the output is longer than the {TAIL}-byte tail kept, so normalising cannot clear it",
+                _udiff(name, a.tail, b.tail),
+            )
+        ]
+    na, nb = normalize(a.tail), normalize(b.tail)
+    if na == nb:
+        fired = [r.name for r in normalize.rules if r.pattern.search(a.tail) or r.pattern.search(b.tail)]
+        return [
+            Difference(
+                "output",
+                f"{name}: raw sha256 differs, equal after normalising",
+                _udiff(name, a.tail, b.tail),
+                explained="normaliser: " + ", ".join(fired or ["(none named)"]),
+            )
+        ]
+    return [
+        Difference(
+            "output",
+            f"{name} {_first_line_change(na.splitlines(), nb.splitlines())} (after normalising)",
+            _udiff(name, a.tail, b.tail),
+        )
+    ]
+
+
+def compare_runs(
+    cron: RunRecord,
+    event: RunRecord,
+    normalize: Normalizer,
+    cron_durations: list[float],
+    *,
+    compare_output: bool = True,
+) -> list[Difference]:
+    """Every difference between the cron run and the event run of one instant (`explained` set for noise)."""
+    out: list[Difference] = []
+    if cron.signal != event.signal:
+        out.append(Difference("signal", f"killed by signal {cron.signal} (cron) vs {event.signal} (event)"))
+    elif cron.exit_status != event.exit_status:
+        out.append(
+            Difference("exit", f"exit status {cron.exit_status} (cron) vs {event.exit_status} (event)")
+        )
+    if compare_output:
+        ca, cb = _channels(cron), _channels(event)
+        if set(ca) == set(cb):
+            for name in ca:
+                out += _compare_channel(name, ca[name], cb[name], normalize)
+        elif "output" in ca and event.extra.get("output_sha256"):
+            if ca["output"].sha256 != event.extra["output_sha256"]:
+                out.append(
+                    Difference(
+                        "unverifiable",
+                        "output: raw sha256 of the merged output differs and the event side kept only "
+                        "split tails, so normalising cannot clear it",
+                    )
+                )
+        else:
+            out.append(
+                Difference(
+                    "unverifiable",
+                    "output: one side kept stdout and stderr apart, the other merged them: not comparable",
+                )
+            )
+    if event.duration is not None:
+        why = duration_outlier(event.duration, cron_durations)
+        if why:
+            out.append(Difference("duration", f"event side {why}"))
+    return out
+
+
+# -- pairing ----------------------------------------------------------------------------------------------
+
+
+def _minute(t: float) -> int:
+    return int(t // 60) * 60
+
+
+def _iso(t: float, zone: Any = UTC) -> str:
+    return datetime.fromtimestamp(t, zone).isoformat()
+
+
+@dataclass
+class InstantResult:
+    instant: int  # epoch seconds of cron's instant
+    local: str  # ISO in the job's zone
+    patterns: list[str]
+    cron: list[RunRecord]
+    event: list[RunRecord]  # runs (not skips, not attempts that were retried)
+    skipped: list[RunRecord] = field(default_factory=list)
+    retried: list[RunRecord] = field(default_factory=list)
+    fidelity: list[str] = field(default_factory=list)  # schedule problems: each makes a mismatch
+    differences: list[Difference] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        c, e = len(self.cron), len(self.event)
+        if c == 1 and e == 1:
+            return "both"
+        if c == 0 and e == 0:
+            return "neither"
+        if c > 1 or e > 1:
+            return "duplicate"
+        return "only cron" if c else "only event"
+
+    @property
+    def real(self) -> list[Difference]:
+        return [d for d in self.differences if d.explained is None and d.kind != "unverifiable"]
+
+    @property
+    def unverifiable(self) -> list[Difference]:
+        return [d for d in self.differences if d.kind == "unverifiable"]
+
+    @property
+    def matched(self) -> bool:
+        return self.status == "both" and not self.fidelity and not self.real and not self.unverifiable
+
+    def offsets(self) -> dict[str, list[float]]:
+        return {
+            "cron": [round(r.start - self.instant, 3) for r in self.cron],
+            "event": [round(r.start - self.instant, 3) for r in self.event],
+        }
+
+    def to_doc(self) -> dict[str, Any]:
+        def side(r: RunRecord) -> dict[str, Any]:
+            return {
+                "start": r.start,
+                "duration": r.duration,
+                "exit_status": r.exit_status,
+                "signal": r.signal,
+                "stdout_sha256": r.stdout_sha256,
+                "stderr_sha256": r.stderr_sha256,
+                "uid": r.extra.get("uid"),
+            }
+
+        return {
+            "instant": _iso(self.instant),
+            "local": self.local,
+            "patterns": self.patterns,
+            "status": self.status,
+            "matched": self.matched,
+            "offsets": self.offsets(),
+            "cron": [side(r) for r in self.cron],
+            "event": [side(r) for r in self.event],
+            "skipped": [r.extra.get("skipped", "") for r in self.skipped],
+            "fidelity": self.fidelity,
+            "differences": [d.to_doc() for d in self.differences],
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class LiveReport:
+    job_id: str
+    window: tuple[float | None, float]  # judged [since, until); since None: a side has not started
+    instants: list[InstantResult]
+    off_schedule: list[str]  # "event side fired at ..., not a cron instant"
+    patterns: dict[str, bool]  # expected pattern -> seen in a matched pair
+    warmup: int  # instants before both sides started
+    pending: int  # instants too young to judge
+    notes: list[str]
+    verdict: Verdict
+    gate_pairs: int
+
+    @property
+    def pairs(self) -> int:
+        return sum(1 for i in self.instants if i.status == "both")
+
+
+def _split_event(runs: list[RunRecord]) -> tuple[list[RunRecord], list[RunRecord], list[RunRecord], int]:
+    """(runs, retried attempts, policy skips, duplicate sends the claim skipped)."""
+    ran, retried, skipped, dup = [], [], [], 0
+    for r in runs:
+        why = r.extra.get("skipped")
+        if why is not None:
+            if why.startswith("duplicate:"):
+                dup += 1
+            else:
+                skipped.append(r)
+        elif "retry_in" in r.extra:
+            retried.append(r)
+        else:
+            ran.append(r)
+    if not ran and retried:  # the retry is still to come: the last attempt so far stands for the fire
+        ran, retried = [retried[-1]], retried[:-1]
+    return ran, retried, skipped, dup
+
+
+def evaluate(
+    job_id: str,
+    expr: CronExpr,
+    tz: str | None,
+    records: Iterable[RunRecord],
+    *,
+    since: float,
+    now: float,
+    normalize: Normalizer,
+    grace: float = DEFAULT_GRACE,
+    gate_pairs: int = GATE_PAIRS,
+    compare_output: bool = True,
+) -> LiveReport:
+    """Pair cron-side and event-side runs of `job_id` by scheduled minute over [since, now - grace) and
+    judge them by the live gate (module docstring)."""
+    zone = ZoneInfo(tz) if tz and tz != "UTC" else UTC
+    cron_runs: dict[int, list[RunRecord]] = {}
+    event_runs: dict[int, list[RunRecord]] = {}
+    notes: list[str] = []
+    unscheduled = 0
+    longest = 0.0
+    for r in records:
+        if r.job_id != job_id:
+            continue
+        if r.source == CRON_SOURCE:
+            bucket = cron_runs
+        elif r.source in EVENT_SOURCES:
+            bucket = event_runs
+        else:
+            continue
+        if r.scheduled_for is None:
+            unscheduled += 1
+            continue
+        if r.scheduled_for < since:
+            continue
+        longest = max(longest, r.duration or 0.0)
+        bucket.setdefault(_minute(r.scheduled_for), []).append(r)
+    if unscheduled:
+        notes.append(f"{unscheduled} run(s) without a scheduled time (application triggers) not judged")
+    until = now - max(grace, 2 * longest)
+    firsts = [min(b) for b in (cron_runs, event_runs) if b]
+    start = max([since, *firsts]) if len(firsts) == 2 else None
+    expected_all = [
+        int(dt.timestamp())
+        for dt in fires_between(
+            expr, tz, datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(now, UTC)
+        )
+    ]
+    warmup = sum(1 for t in expected_all if start is None or t < start)
+    pending = sum(1 for t in expected_all if t >= until and (start is None or t >= start))
+    expected = [t for t in expected_all if start is not None and start <= t < until]
+    all_patterns = schedule_patterns(expr)
+    seen = dict.fromkeys(all_patterns, False)
+    cron_durations = [r.duration for t in expected for r in cron_runs.get(t, []) if r.duration is not None]
+    instants: list[InstantResult] = []
+    dup_sends = 0
+    for t in expected:
+        ran, retried, skipped, dup = _split_event(event_runs.get(t, []))
+        dup_sends += dup
+        local = datetime.fromtimestamp(t, zone)
+        i = InstantResult(t, local.isoformat(), pattern_of(expr, local), cron_runs.get(t, []), ran)
+        i.skipped, i.retried = skipped, retried
+        when = local.strftime("%a %Y-%m-%d %H:%M")
+        if i.status == "only cron":
+            why = f" (skipped: {skipped[0].extra['skipped']})" if skipped else ""
+            i.fidelity.append(f"{when}: only cron fired; the event side did not run{why}")
+        elif i.status == "only event":
+            i.fidelity.append(f"{when}: only the event side fired; no cron-side run was recorded")
+        elif i.status == "duplicate":
+            i.fidelity.append(
+                f"{when}: cron side ran {len(i.cron)} time(s), event side {len(i.event)} time(s)"
+            )
+        if retried:
+            i.notes.append(f"event side retried {len(retried)} time(s) (its retry policy)")
+        if dup:
+            i.notes.append(f"event side: {dup} duplicate send(s), skipped by the instant's claim")
+        if i.status == "both":
+            i.differences = compare_runs(
+                i.cron[0], i.event[0], normalize, cron_durations, compare_output=compare_output
+            )
+        if i.matched:
+            for p in i.patterns:
+                seen[p] = True
+        instants.append(i)
+    off: list[str] = []
+    expected_set = set(expected_all)
+    for side, runs in (("cron side", cron_runs), ("event side", event_runs)):
+        for t, rs in sorted(runs.items()):
+            if start is not None and start <= t < until and t not in expected_set:
+                n = len([r for r in rs if "duplicate" not in r.extra.get("skipped", "")])
+                local = datetime.fromtimestamp(t, zone).strftime("%a %Y-%m-%d %H:%M")
+                off.append(f"{side} fired at {local} ({n} run(s)), not a cron instant")
+    if dup_sends:
+        notes.append(f"beat sent {dup_sends} instant(s) twice; the runtime's claim skipped the second")
+    verdict = _judge(instants, off, seen, start, cron_runs, event_runs, gate_pairs)
+    return LiveReport(
+        job_id,
+        (start, until),
+        instants,
+        off,
+        seen,
+        warmup,
+        pending,
+        notes,
+        verdict,
+        gate_pairs,
+    )
+
+
+def _judge(
+    instants: list[InstantResult],
+    off: list[str],
+    seen: dict[str, bool],
+    start: float | None,
+    cron_runs: dict[int, list[RunRecord]],
+    event_runs: dict[int, list[RunRecord]],
+    gate_pairs: int,
+) -> Verdict:
+    real: list[str] = [f for i in instants for f in i.fidelity] + off
+    real += [f"{i.local}: {d.what}" for i in instants for d in i.real]
+    missing: list[str] = []
+    if not cron_runs:
+        missing.append("no cron-side run recorded yet: is the cron line wrapped by `cronshift record`?")
+    if not event_runs:
+        missing.append("no event-side run recorded yet: start the worker and beat with CRONSHIFT_LEDGER set")
+    if start is not None and not instants:
+        missing.append("no cron instant has passed since both sides started")
+    missing += [f"{i.local}: cannot tell: {d.what}" for i in instants for d in i.unverifiable]
+    missing += [f"{i.local}: neither side fired" for i in instants if i.status == "neither"]
+    tail = 0
+    for i in reversed(instants):
+        if not i.matched:
+            break
+        tail += 1
+    if tail < gate_pairs:
+        missing.append(f"{tail} consecutive matched instant(s) at the end; the gate needs {gate_pairs}")
+    missing += [f"{p} not yet seen" for p, ok in seen.items() if not ok]
+    if real:
+        return Verdict("mismatch", missing, real, tail)
+    return Verdict("insufficient evidence" if missing else "parity", missing, [], tail)
+
+
+def live_doc(
+    rep: LiveReport,
+    *,
+    command: str,
+    setup: dict[str, Any],
+    now: float,
+) -> dict[str, Any]:
+    """The verdict document `cronshift retire` reads (same kind, key and file as now mode), with the live
+    evidence: every judged instant with both sides, schedule fidelity and the patterns seen."""
+    v = rep.verdict
+    start, until = rep.window
+    offsets = [o for i in rep.instants for o in i.offsets()["event"]]
+    cron_offsets = [o for i in rep.instants for o in i.offsets()["cron"]]
+    doc = {
+        "verdict": LABELS[v.label],
+        "label": v.label,
+        "job": rep.job_id,
+        "command": command,
+        "runs_compared": rep.pairs,
+        "matched_consecutive": v.matched_tail,
+        "differences": v.differences,
+        "missing": v.missing,
+        "gate": {
+            "mode": "live",
+            "consecutive_pairs": rep.gate_pairs,
+            "patterns": list(rep.patterns),
+            "no_missing_or_duplicate_fire": True,
+        },
+        "patterns": rep.patterns,
+        "fidelity": {
+            "instants": len(rep.instants),
+            "both": sum(1 for i in rep.instants if i.status == "both"),
+            "only_cron": sum(1 for i in rep.instants if i.status == "only cron"),
+            "only_event": sum(1 for i in rep.instants if i.status == "only event"),
+            "duplicate": sum(1 for i in rep.instants if i.status == "duplicate"),
+            "neither": sum(1 for i in rep.instants if i.status == "neither"),
+            "off_schedule": rep.off_schedule,
+            "warmup": rep.warmup,
+            "pending": rep.pending,
+            "max_start_offset": {
+                "cron": max(cron_offsets, default=None),
+                "event": max(offsets, default=None),
+            },
+        },
+        "instants": [i.to_doc() for i in rep.instants],
+        "notes": rep.notes,
+        "noise_floor_text": [],
+        "evidence": {
+            **setup,
+            "event_path": "beat (live)",
+            "window": {"since": None if start is None else _iso(start), "until": _iso(until)},
+        },
+        "session": setup.get("session", ""),
+        "first": _iso(start if start is not None else until),
+        "last": _iso(until),
+        "judged_at": _iso(now),
+        "written_by": "cronshift shadow-run --report (live)",
+    }
+    return doc
+
+
+# -- set-up -----------------------------------------------------------------------------------------------
+
+LIVE_MODES = ("allow", "dry-run")
+
+
+def mode_refusal(mode: str, dry_run_flag: str | None) -> str | None:
+    """Why live shadowing may not start with this side-effect mode (None: it may)."""
+    if mode == "dry-run" and not dry_run_flag:
+        return "--mode dry-run needs --dry-run-flag TEXT (the job's own no-side-effect flag)"
+    if mode not in LIVE_MODES:
+        return (
+            "--live runs the job twice at every instant (cron, and beat's shadow run) with no sandbox "
+            "around either: state --mode allow (the job is idempotent, running it twice is harmless) or "
+            "--mode dry-run --dry-run-flag FLAG (the event path runs only the job's own dry run); for a "
+            "sandboxed comparison use now mode (`cronshift shadow-run JOB --runs N`)"
+        )
+    return None
+
+
+def setup_doc(
+    *,
+    job_id: str,
+    command: str,
+    inner_command: str,
+    schedule: str,
+    tz: str | None,
+    mode: str,
+    dry_run_flag: str | None,
+    started: float,
+    store: str | None,
+    redis_url: str | None,
+    wrapped_now: bool,
+    session: str,
+) -> dict[str, Any]:
+    """The `shadow-live` ledger document: what live shadowing of one job started with."""
+    return {
+        "kind": LIVE_KIND,
+        "job": job_id,
+        "started": started,
+        "started_iso": _iso(started),
+        "command": command,
+        "inner_command": inner_command,
+        "schedule": schedule,
+        "timezone": tz,
+        "mode": mode,
+        "dry_run_flag": dry_run_flag,
+        "store": store,
+        "redis": redis_url,
+        "wrapped_by_setup": wrapped_now,
+        "session": session,
+    }
+
+
+def event_path_commands(
+    *, root: str, store: str | None, redis_url: str | None, project: str | None, package: str | None
+) -> list[str]:
+    """What to run so the generated project's worker and beat write to the same ledger as the wrapper."""
+    pkg = package or "<package>"
+    ledger = f"CRONSHIFT_LEDGER_REDIS={redis_url}" if redis_url else f"CRONSHIFT_LEDGER={store}"
+    env = f"{ledger} CRONSHIFT_ROOT={root}"
+    cd = f"cd {project or '<the cronshift generate output dir>'}"
+    return [
+        cd,
+        f"{env} celery -A {pkg}.app worker --loglevel info",
+        f"{env} celery -A {pkg}.app beat --schedule celerybeat-schedule   # exactly one beat",
+    ]

@@ -1,0 +1,312 @@
+"""Live shadow mode: cron-side runs come from the real `cronshift record` executable, event-side runs from the
+runtime itself (`run_job` + the runtime's record writer), both into one real SQLite ledger under tmp_path;
+instants are synthetic `scheduled_for` values so a week of schedule fits in seconds."""
+
+from __future__ import annotations
+
+import json
+import pwd
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cronshift.cli.shadow_run import shadow_run
+from cronshift.discover.lookup import find_job
+from cronshift.discover.scan import scan
+from cronshift.discover.schedule import parse
+from cronshift.history.ledger import open_ledger
+from cronshift.model import CronJob
+from cronshift.retire import shadow_gate
+from cronshift.runtime.execute import JobFailed, run_job
+from cronshift.runtime.records import record_from_result, write_run
+from cronshift.shadow import live
+from cronshift.shadow.execute import cron_spec
+from cronshift.shadow.normalize import build_normalizer
+
+CONSOLE_SCRIPT = Path(sys.executable).parent / "cronshift"
+USER = pwd.getpwuid(__import__("os").geteuid()).pw_name
+MONDAY = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday
+JOB_SCRIPT = """#!/bin/sh
+echo "report at $(date -u +%Y-%m-%dT%H:%M:%S.%N)Z"
+echo "rows: ${LIVE_ROWS:-3}"
+exit ${LIVE_EXIT:-0}
+"""
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command("shadow-run")(shadow_run)
+    app.command("noop")(lambda: None)
+    return app
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "root"
+    (r / "etc/cron.d").mkdir(parents=True)
+    (r / "dev").mkdir()
+    (r / "etc/timezone").write_text("UTC\n")
+    script = r / "usr/local/bin/job.sh"
+    script.parent.mkdir(parents=True)
+    script.write_text(JOB_SCRIPT)
+    script.chmod(0o755)
+    (r / "etc/cron.d/live").write_text(
+        "SHELL=/bin/sh\n"
+        f"*/5 * * * * {USER} {script}\n"
+        f"0 9 * * 1,3,5 {USER} {script}\n"
+        f"*/5 * * * * {USER} {script} && echo done\n"
+    )
+    return r
+
+
+def job_at(root: Path, line: int) -> CronJob:
+    return find_job(scan(root), f"etc/cron.d/live:{line}")
+
+
+def store(root: Path) -> str:
+    return str(root.parent / "ledger.db")
+
+
+def cron_fire(root: Path, job: CronJob, t: datetime, **env: str) -> None:
+    """One cron-side run: the real wrapper, stdout and stderr on one pipe as cron gives them."""
+    argv = [str(CONSOLE_SCRIPT), "record", "--root", str(root), "--store", store(root), "--drain-at", "0"]
+    argv += ["--job", job.id, "--scheduled-for", t.isoformat(), "--", str(root / "usr/local/bin/job.sh")]
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(root), "SHELL": "/bin/sh", "LOGNAME": USER}
+    subprocess.run(
+        argv, env=base | env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60
+    )
+
+
+def event_fire(root: Path, job: CronJob, t: datetime, monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    """One event-side run, as the generated task does it: run_job, then the runtime's record writer."""
+    spec: dict[str, Any] = cron_spec(job)
+    spec["command"] = str(root / "usr/local/bin/job.sh")  # the inner command (the line may be wrapped)
+    spec["env"] = [*spec["env"], *([k, v] for k, v in env.items())]
+    monkeypatch.setenv("CRONSHIFT_LEDGER", store(root))
+    monkeypatch.setenv("CRONSHIFT_ROOT", str(root))
+    try:
+        res = run_job(spec, scheduled_for=t.timestamp())
+    except JobFailed as e:
+        res = {**e.result, "scheduled_for": t.timestamp()}
+    assert write_run(record_from_result(spec, res, {"scheduled_for": repr(t.timestamp())}))
+
+
+def instants(n: int, start: datetime = MONDAY, step: timedelta = timedelta(minutes=5)) -> list[datetime]:
+    return [start + k * step for k in range(n)]
+
+
+def evaluate(root: Path, job: CronJob, until: datetime, gate: int = 5) -> live.LiveReport:
+    with open_ledger(root, store=store(root)) as led:
+        runs = list(led.runs(job.id))
+    return live.evaluate(
+        job.id,
+        parse(job.schedule),
+        "UTC",
+        runs,
+        since=MONDAY.timestamp(),
+        now=until.timestamp(),
+        normalize=build_normalizer(hosts=()),
+        gate_pairs=gate,
+    )
+
+
+def setup_live(root: Path, line: int, *extra: str) -> Any:
+    job = job_at(root, line)
+    return CliRunner().invoke(
+        _cli(), ["shadow-run", job.id, "--root", str(root), "--store", store(root), "--live", *extra]
+    )
+
+
+def report(root: Path, job: CronJob, until: datetime) -> Any:
+    args = ["shadow-run", job.id, "--root", str(root), "--store", store(root), "--report", "--json"]
+    args += ["--since", MONDAY.isoformat(), "--now", until.isoformat()]
+    return CliRunner().invoke(_cli(), args)
+
+
+# -- set-up -----------------------------------------------------------------------------------------------
+
+
+def test_live_refuses_without_an_explicit_side_effect_mode_and_changes_nothing(root: Path) -> None:
+    before = (root / "etc/cron.d/live").read_bytes()
+    r = setup_live(root, 2)
+    assert r.exit_code == 2
+    assert "--mode allow" in r.stderr and "twice" in r.stderr
+    r = setup_live(root, 2, "--mode", "dry-run")
+    assert r.exit_code == 2 and "--dry-run-flag" in r.stderr
+    assert (root / "etc/cron.d/live").read_bytes() == before
+    with open_ledger(root, store=store(root)) as led:
+        assert led.get(live.LIVE_KIND, job_at(root, 2).id) is None
+
+
+def test_live_wraps_the_cron_line_and_records_the_shadow_live_document(root: Path) -> None:
+    job = job_at(root, 2)
+    r = setup_live(root, 2, "--mode", "allow", "--project", "/srv/gen", "--package", "jobs")
+    assert r.exit_code == 0, r.output
+    line = (root / "etc/cron.d/live").read_text().splitlines()[1]
+    assert line == f"*/5 * * * * {USER} cronshift record --job {job.id} --store {store(root)} -- " + str(
+        root / "usr/local/bin/job.sh"
+    )
+    assert "+*/5 * * * *" in r.stdout  # the diff was shown
+    assert f"CRONSHIFT_LEDGER={store(root)}" in r.stdout and "celery -A jobs.app beat" in r.stdout
+    with open_ledger(root, store=store(root)) as led:
+        doc = led.get(live.LIVE_KIND, job.id)
+    assert doc is not None
+    assert doc["mode"] == "allow" and doc["job"] == job.id and doc["command"] == job.command
+    assert doc["wrapped_by_setup"] is True
+    assert job_at(root, 2).id == job.id, "wrapping keeps the job's id"
+    again = setup_live(root, 2, "--mode", "allow")  # already wrapped: no second wrapper
+    assert again.exit_code == 0, again.output
+    assert (root / "etc/cron.d/live").read_text().count("cronshift record") == 1
+
+
+def test_live_refuses_a_line_wrap_cannot_take(root: Path) -> None:
+    before = (root / "etc/cron.d/live").read_bytes()
+    r = setup_live(root, 4, "--mode", "allow")
+    assert r.exit_code == 4, r.output
+    assert "shell list" in r.stderr
+    assert (root / "etc/cron.d/live").read_bytes() == before
+
+
+# -- judging ----------------------------------------------------------------------------------------------
+
+
+def test_faithful_sequence_reaches_parity_and_opens_the_retire_gate(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert setup_live(root, 2, "--mode", "allow").exit_code == 0
+    job = job_at(root, 2)
+    ts = instants(6)
+    for t in ts:
+        cron_fire(root, job, t)
+        event_fire(root, job, t, monkeypatch)
+    r = report(root, job, ts[-1] + timedelta(minutes=4))
+    assert r.exit_code == 0, r.output
+    v = json.loads(r.stdout)["verdict"]
+    assert v["verdict"] == "parity", v["missing"] + v["differences"]
+    assert v["runs_compared"] == 6 and v["matched_consecutive"] == 6
+    assert v["fidelity"]["both"] == 6 and v["patterns"] == {"every run": True}
+    # the printed timestamps differ in raw bytes: cleared by a named normaliser, never silently
+    first = v["instants"][0]["differences"][0]
+    assert first["explained"].startswith("normaliser: ") and "iso" in first["explained"]
+    gate = shadow_gate(root, job_at(root, 2), store=store(root))
+    assert gate.ok, gate.missing
+    text = CliRunner().invoke(
+        _cli(),
+        [
+            *("shadow-run", job.id, "--root", str(root), "--store", store(root), "--report"),
+            *("--since", MONDAY.isoformat(), "--now", (ts[-1] + timedelta(minutes=4)).isoformat()),
+        ],
+    )
+    assert text.exit_code == 0 and "parity" in text.stdout and "instant" in text.stdout
+
+
+def test_a_missing_event_fire_is_a_mismatch_with_exit_3(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert setup_live(root, 2, "--mode", "allow").exit_code == 0
+    job = job_at(root, 2)
+    ts = instants(7)
+    for k, t in enumerate(ts):
+        cron_fire(root, job, t)
+        if k != 2:
+            event_fire(root, job, t, monkeypatch)
+    r = report(root, job, ts[-1] + timedelta(minutes=4))
+    assert r.exit_code == 3, r.output
+    v = json.loads(r.stdout)["verdict"]
+    assert v["verdict"] == "differences"
+    assert v["differences"] == ["Mon 2024-01-01 00:10: only cron fired; the event side did not run"]
+    assert not shadow_gate(root, job_at(root, 2), store=store(root)).ok
+
+
+def test_a_duplicate_fire_and_an_off_schedule_fire_are_named(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = job_at(root, 2)
+    ts = instants(6)
+    for t in ts:
+        cron_fire(root, job, t)
+        event_fire(root, job, t, monkeypatch)
+    event_fire(root, job, ts[1], monkeypatch)
+    event_fire(root, job, ts[3] + timedelta(minutes=2), monkeypatch)
+    rep = evaluate(root, job, ts[-1] + timedelta(minutes=4))
+    assert rep.verdict.label == "mismatch"
+    assert rep.instants[1].status == "duplicate"
+    assert "Mon 2024-01-01 00:05: cron side ran 1 time(s), event side 2 time(s)" in rep.verdict.differences
+    off = "event side fired at Mon 2024-01-01 00:17 (1 run(s)), not a cron instant"
+    assert off in rep.verdict.differences
+
+
+def test_a_changed_exit_status_is_caught(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = job_at(root, 2)
+    ts = instants(6)
+    for k, t in enumerate(ts):
+        cron_fire(root, job, t)
+        event_fire(root, job, t, monkeypatch, **({"LIVE_EXIT": "2"} if k == 4 else {}))
+    rep = evaluate(root, job, ts[-1] + timedelta(minutes=4))
+    assert rep.verdict.label == "mismatch"
+    assert rep.verdict.differences == [f"{rep.instants[4].local}: exit status 0 (cron) vs 2 (event)"]
+    assert rep.verdict.matched_tail == 1
+
+
+def test_changed_output_is_caught_even_with_every_normaliser_on(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = job_at(root, 2)
+    ts = instants(6)
+    for k, t in enumerate(ts):
+        cron_fire(root, job, t)
+        event_fire(root, job, t, monkeypatch, **({"LIVE_ROWS": "4"} if k == 3 else {}))
+    rep = evaluate(root, job, ts[-1] + timedelta(minutes=4))
+    assert rep.verdict.label == "mismatch"
+    (diff,) = rep.instants[3].real
+    assert diff.what == "output line 2: 'rows: 3' (cron) vs 'rows: 4' (event) (after normalising)"
+    assert "-rows: 3" in diff.diff and "+rows: 4" in diff.diff
+
+
+def test_every_schedule_pattern_must_be_seen_then_a_week_reaches_parity(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = job_at(root, 3)  # 0 9 * * 1,3,5
+    assert live.schedule_patterns(parse(job.schedule)) == ["Monday 09:00", "Wednesday 09:00", "Friday 09:00"]
+    mon, wed, fri = (MONDAY + timedelta(days=d, hours=9) for d in (0, 2, 4))
+    for t in (mon, wed):
+        cron_fire(root, job, t)
+        event_fire(root, job, t, monkeypatch)
+    rep = evaluate(root, job, wed + timedelta(hours=1), gate=2)
+    assert rep.verdict.label == "insufficient evidence"
+    assert rep.verdict.missing == ["Friday 09:00 not yet seen"]
+    for t in (fri, mon + timedelta(days=7), wed + timedelta(days=7)):
+        cron_fire(root, job, t)
+        event_fire(root, job, t, monkeypatch)
+    rep = evaluate(root, job, wed + timedelta(days=7, hours=1))
+    assert rep.verdict.label == "parity", rep.verdict.missing + rep.verdict.differences
+    assert len(rep.instants) == 5 and all(rep.patterns.values())
+
+
+def test_instants_before_the_event_path_started_are_warm_up_and_young_ones_pending(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = job_at(root, 2)
+    ts = instants(8)
+    for k, t in enumerate(ts):
+        cron_fire(root, job, t)
+        if k >= 2:
+            event_fire(root, job, t, monkeypatch)
+    rep = evaluate(root, job, ts[-1] + timedelta(seconds=30))
+    assert rep.warmup == 2 and rep.pending == 1
+    assert rep.verdict.label == "parity", rep.verdict.missing + rep.verdict.differences
+    assert len(rep.instants) == 5
+
+
+def test_or_branches_are_patterns() -> None:
+    expr = parse("30 6 1 * 1")
+    assert live.schedule_patterns(expr) == ["day-of-month branch 06:30", "day-of-week branch 06:30"]
+    assert live.pattern_of(expr, datetime(2024, 1, 1, 6, 30)) == [
+        "day-of-month branch 06:30",
+        "day-of-week branch 06:30",
+    ]
+    assert live.schedule_patterns(parse("*/5 9-17 * * *")) == ["every run"]
