@@ -244,9 +244,14 @@ def test_ledger_runs_give_exact_failures_and_overlaps(tmp_path: Path) -> None:
                 )
             )
         led.add_run(RunRecord(job_id="someone-else", source="record", start=t0, end=t0 + 1, exit_status=0))
+        # A run the overlap policy skipped is evidence of a policy, not a run: no status, no duration.
+        led.add_run(
+            RunRecord(job_id=j.id, source="celery", start=t0 + 301, end=t0 + 301, extra={"skipped": "forbid"})
+        )
     now = datetime(2026, 11, 24, 10, 0, tzinfo=BERLIN)
     ev = gather(tmp_path, [j], now, logs=False)
     assert ev.ledger_where is not None and ev.ledger_unmatched == 1
+    assert any("policy skipped" in n for n in ev.notes)
     m, unknown = metrics(j, ev.for_job(j.id), ev, "Europe/Berlin")
     assert m.sources == ("ledger",)
     assert (m.runs_seen, m.failures, m.status_known) == (5, 1, 5)

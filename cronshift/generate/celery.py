@@ -340,6 +340,13 @@ def generate_project(
         state_redis=state_redis,
     )
     result = GenerateResult(package=package, out=str(out), jobs=outs)
+    write_files(files, out, result, force)
+    return result
+
+
+def write_files(files: dict[str, str], out: Path, result: GenerateResult, force: bool) -> None:
+    """Write generated files under `out`, keeping any file the user edited since generate last wrote it
+    (its hash is no longer the one in the manifest) unless `force`; every target shares this rule."""
     mpath = out / MANIFEST
     try:
         manifest: dict[str, str] = json.loads(mpath.read_text())["files"]
@@ -364,4 +371,3 @@ def generate_project(
         result.files.append({"path": rel, "status": status})
     out.mkdir(parents=True, exist_ok=True)
     mpath.write_text(json.dumps({"files": dict(sorted(new_manifest.items()))}, indent=2) + "\n")
-    return result

@@ -16,7 +16,6 @@ import jinja2
 
 from cronshift.discover.schedule import Dialect, ScheduleError
 from cronshift.generate.celery import (
-    MANIFEST,
     RUFF_TOML,
     GenerateResult,
     JobOutput,
@@ -24,9 +23,9 @@ from cronshift.generate.celery import (
     _one_line,
     _pyrepr,
     _ruff_format,
-    _sha,
     _spec,
     slug,
+    write_files,
 )
 from cronshift.generate.equivalence import BeatEntry, Translation, prove
 from cronshift.generate.plan import plan_for
@@ -140,34 +139,5 @@ def generate_streams_project(
         jobs, package=package, timezone=timezone, dialect=dialect, year=year, redis_url=redis_url
     )
     result = GenerateResult(package=package, out=str(out), jobs=outs)
-    _write_with_manifest(files, out, result, force)
+    write_files(files, out, result, force)
     return result
-
-
-def _write_with_manifest(files: dict[str, str], out: Path, result: GenerateResult, force: bool) -> None:
-    """The Celery target's manifest rule, same manifest file. TODO(lead): the Celery target writes inline in
-    `generate_project`; once celery.py exposes this loop as a function, call it here instead."""
-    mpath = out / MANIFEST
-    try:
-        manifest: dict[str, str] = json.loads(mpath.read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        manifest = {}
-    new_manifest = dict(manifest)
-    for rel in sorted(files):
-        text, path = files[rel], out / rel
-        status = "written"
-        if path.exists():
-            current = _sha(path.read_bytes().decode("utf-8", "surrogateescape"))
-            if current == _sha(text):
-                status = "unchanged"
-            elif manifest.get(rel) != current and not force:
-                result.kept.append(rel)
-                result.files.append({"path": rel, "status": "kept-edited"})
-                continue
-        if status != "unchanged":
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-        new_manifest[rel] = _sha(text)
-        result.files.append({"path": rel, "status": status})
-    out.mkdir(parents=True, exist_ok=True)
-    mpath.write_text(json.dumps({"files": dict(sorted(new_manifest.items()))}, indent=2) + "\n")

@@ -140,9 +140,15 @@ def _read_ledger(
     else:
         where = redis
     ids = {j.id for j in jobs}
+    skipped = 0
     try:
         with ledger_mod.open_ledger(root, store=None if redis else where, redis_url=redis) as led:
             for r in led.runs(since=ev.since, until=ev.until):
+                if r.extra.get("skipped"):
+                    # A run a policy decided not to start (overlap, missed, duplicate): no exit status
+                    # and no duration, so it would skew failure rates, percentiles and overlaps.
+                    skipped += 1
+                    continue
                 if r.job_id in ids:
                     ev.ledger_runs.setdefault(r.job_id, []).append(r)  # type: ignore[arg-type]
                 else:
@@ -156,6 +162,8 @@ def _read_ledger(
             return
         raise
     ev.ledger_where = where
+    if skipped:
+        ev.notes.append(f"{skipped} ledger record(s) of runs a policy skipped are not counted as runs")
 
 
 def last_runs(

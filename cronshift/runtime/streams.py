@@ -32,7 +32,7 @@ from typing import Any
 
 import redis
 
-from cronshift.runtime.execute import DEFAULT_TIME_LIMIT, JobFailed, run_job
+from cronshift.runtime.execute import JobFailed, run_job
 from cronshift.runtime.records import record_from_result, write_run
 from cronshift.runtime.schedules import cronsim_schedule
 
@@ -340,11 +340,12 @@ class Consumer:
         self, spec: dict[str, Any], payload: Any, scheduled_for: float | None, extra: dict[str, str]
     ) -> dict[str, Any]:
         if spec.get("overlap") == "forbid":
-            from cronshift.runtime.lock import hold
+            from cronshift.runtime.lock import DEFAULT_EXPIRY, hold
 
             url = self.lock_url or _url_of(self.client)
-            ttl = float(spec.get("time_limit") or DEFAULT_TIME_LIMIT) + 60
-            with hold(url, spec["id"], ttl) as got:
+            # The lock is renewed by a heartbeat while the job runs: a short expiry frees it soon after a
+            # consumer dies, and a long job never outlives it.
+            with hold(url, spec["id"], DEFAULT_EXPIRY) as got:
                 if not got:
                     return {"status": "skipped", "reason": "overlap policy forbid: already running"}
                 return self._execute(spec, payload, scheduled_for, extra)
