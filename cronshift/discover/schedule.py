@@ -475,7 +475,8 @@ def _never_fires_reason(expr: CronExpr) -> str | None:
 # -- canonical text for cronsim and cron-descriptor ----------------------------------------------------
 
 
-def _compress(values: frozenset[int]) -> str:
+def compress(values: frozenset[int]) -> str:
+    """Sorted values as cron list text with runs folded into ranges: {1,2,3,7} -> '1-3,7'."""
     vals = sorted(values)
     out: list[str] = []
     start = prev = vals[0]
@@ -511,8 +512,8 @@ def _cronsim_field(k: int, values: frozenset[int], star: bool) -> str:
         # Keep the leading '*' (it decides cron's day rule and DST handling): '*/N' selects only `low`.
         rest = values - {low}
         span = 8 if k == 4 else high - low + 1
-        return f"*/{span}" + (f",{_compress(rest)}" if rest else "")
-    return _compress(values)
+        return f"*/{span}" + (f",{compress(rest)}" if rest else "")
+    return compress(values)
 
 
 def _cronsim_expr(expr: CronExpr) -> str | None:
@@ -654,7 +655,7 @@ def _describe_field(k: int, values: frozenset[int]) -> str:
         s = vals[1] - vals[0]
         if s > 1 and vals == list(range(vals[0], vals[-1] + 1, s)):
             return f"{vals[0]}-{vals[-1]}/{s}"
-    return _compress(values)
+    return compress(values)
 
 
 @functools.lru_cache(maxsize=4096)

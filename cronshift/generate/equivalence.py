@@ -17,7 +17,7 @@ from typing import Any
 from celery import Celery
 from celery.schedules import BaseSchedule, crontab
 
-from cronshift.discover.schedule import CronExpr, fires_between
+from cronshift.discover.schedule import CronExpr, compress, fires_between
 from cronshift.runtime.schedules import cronsim_schedule
 
 __all__ = ["BeatEntry", "Proof", "Translation", "celery_fires", "prove", "translate"]
@@ -103,16 +103,7 @@ def _spec(name: str, values: frozenset[int]) -> str:
         step = vals[1] - vals[0]
         if vals == list(range(low, high + 1, step)):
             return f"*/{step}"
-    out: list[str] = []
-    start = prev = vals[0]
-    for v in [*vals[1:], None]:
-        if v is not None and v == prev + 1:
-            prev = v
-            continue
-        out.append(str(start) if start == prev else f"{start}-{prev}")
-        if v is not None:
-            start = prev = v
-    return ",".join(out)
+    return compress(values)
 
 
 def _crontab_entry(
