@@ -129,7 +129,9 @@ class SideSetup:
 
     def private_tmp(self) -> str | None:
         """Why the side does NOT get a private /tmp (None: it does)."""
-        under = [p for p in (str(self.root), str(self.scratch), *self.writes) if _under_tmp(p)]
+        # cronshift's own code and interpreter must stay visible too: the side runs the job through them.
+        code = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), sys.prefix)
+        under = [p for p in (str(self.root), str(self.scratch), *self.writes, *code) if _under_tmp(p)]
         if under:
             return f"no private /tmp: {under[0]} lies under /tmp and would be hidden"
         return None
