@@ -13,6 +13,14 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "warning: missing ${need[*]} (run as root to install them); the tests that need them will skip"
   fi
 fi
+# RabbitMQ: two tests run a generated project on it. Start it when it is installed but not running;
+# without it those tests skip, each saying so in one line.
+port_open() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+if ! port_open && command -v rabbitmq-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "starting rabbitmq-server for the RabbitMQ tests"
+  rabbitmq-server -detached >/dev/null 2>&1 || true
+  for _ in $(seq 60); do port_open && break; sleep 1; done
+fi
 python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 exec .venv/bin/python -m pytest "$@"
