@@ -35,10 +35,10 @@ _env = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
 )
-_env.filters["pyrepr"] = lambda v: _pyrepr(v)
+_env.filters["pyrepr"] = lambda v: pyrepr(v)
 
 
-def _pyrepr(value: Any) -> str:
+def pyrepr(value: Any) -> str:
     """A Python literal for a str/int; strings double-quoted like ruff format writes them."""
     if isinstance(value, str):
         r = repr(value)
@@ -79,7 +79,7 @@ def slug(job_id: str) -> str:
     return s
 
 
-def _expr_for(job: CronJob, dialect: Dialect) -> tuple[CronExpr | None, tuple[str, ...]]:
+def expr_for(job: CronJob, dialect: Dialect) -> tuple[CronExpr | None, tuple[str, ...]]:
     """The cron expression beat should follow, and what is lost for anacron and run-parts jobs."""
     notes: list[str] = []
     if job.format is Format.ANACRONTAB:
@@ -106,7 +106,7 @@ def _expr_for(job: CronJob, dialect: Dialect) -> tuple[CronExpr | None, tuple[st
     return parse(job.schedule, dialect), tuple(notes)
 
 
-def _spec(job: CronJob, plan: Any, schedule: dict[str, str] | None = None) -> dict[str, Any]:
+def job_spec(job: CronJob, plan: Any, schedule: dict[str, str] | None = None) -> dict[str, Any]:
     policy = dict(plan.policy()) if hasattr(plan, "policy") else {}
     if schedule:
         policy["schedule"] = schedule  # catch-up sends one run per missed instant of this schedule
@@ -151,7 +151,7 @@ def render_project(
         module, task = f"{package}.jobs.{name}", f"{package}.{name}"
         zone = job.timezone or timezone
         try:
-            expr, notes = _expr_for(job, dialect)
+            expr, notes = expr_for(job, dialect)
         except ScheduleError as e:
             expr, notes = None, (f"cron rejects this schedule: {e}",)
         if expr is None:
@@ -190,7 +190,7 @@ def render_project(
                 else f"DIFFERS from cron at {len(proof.differences) + proof.more_differences} instant(s)"
             )
         )
-        spec_json = json.dumps(_spec(job, plan, schedule), ensure_ascii=True, sort_keys=True)
+        spec_json = json.dumps(job_spec(job, plan, schedule), ensure_ascii=True, sort_keys=True)
         ctx = {
             "id": job.id, "func": name, "module": module, "task": task, "package": package,
             "source": str(job.source), "user": job.user, "shell": job.shell, "schedule_text": job.schedule,
@@ -219,7 +219,7 @@ def render_project(
     )  # fmt: skip
     files[f"{package}/triggers.py"] = _env.get_template("triggers.py.j2").render(jobs=ctx_jobs)
     files["ruff.toml"] = RUFF_TOML
-    return _ruff_format(files, package), outs
+    return ruff_format(files, package), outs
 
 
 RUFF_TOML = """# Lint and format settings for this generated project (cronshift writes code that passes them).
@@ -239,7 +239,7 @@ def _ruff() -> list[str] | None:
     return [exe] if Path(exe).exists() else None
 
 
-def _ruff_format(files: dict[str, str], package: str) -> dict[str, str]:
+def ruff_format(files: dict[str, str], package: str) -> dict[str, str]:
     """Sort imports and format with ruff (deterministic for one ruff version); unchanged if ruff is absent."""
     cmd = _ruff()
     if cmd is None:
@@ -272,12 +272,12 @@ def _plan_ctx(plan: Plan) -> dict[str, Any]:
     """The plan's values and reasons, each reason safe inside a # comment."""
     out: dict[str, Any] = {k: getattr(plan, k) for k in plan.__slots__ if not k.endswith("_why")}  # type: ignore[attr-defined]
     for k in ("overlap_why", "limit_why", "missed_why", "retry_why", "delivery_why"):
-        out[k] = _one_line(getattr(plan, k))
+        out[k] = one_line(getattr(plan, k))
     out["hard_limit"], out["retry_on"] = plan.hard_limit, list(plan.retry_on)
     return out
 
 
-def _one_line(s: str) -> str:
+def one_line(s: str) -> str:
     """Text safe inside a # comment or a docstring: one line, no quotes that could end the docstring."""
     s = s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return s.replace("\\", "\\\\").replace('"""', '\\"\\"\\"').replace("\r", "\\r").replace("\n", "\\n")
@@ -286,8 +286,8 @@ def _one_line(s: str) -> str:
 def _safe_doc(ctx: dict[str, Any]) -> dict[str, Any]:
     out = dict(ctx)
     for k in ("id", "source", "user", "schedule_text", "overlap_why", "limit_why", "no_entry"):
-        out[k] = _one_line(str(ctx[k]))
-    out["entries"] = [{**e, "why": _one_line(e["why"])} for e in ctx["entries"]]
+        out[k] = one_line(str(ctx[k]))
+    out["entries"] = [{**e, "why": one_line(e["why"])} for e in ctx["entries"]]
     return out
 
 
@@ -307,7 +307,7 @@ def _other_zone(expr: CronExpr, zone: str, year: int) -> Translation:
     return Translation((entry,), prove(expr, (entry,), zone, year))
 
 
-def _sha(text: str) -> str:
+def sha_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -357,8 +357,8 @@ def write_files(files: dict[str, str], out: Path, result: GenerateResult, force:
         text, path = files[rel], out / rel
         status = "written"
         if path.exists():
-            current = _sha(path.read_bytes().decode("utf-8", "surrogateescape"))
-            if current == _sha(text):
+            current = sha_text(path.read_bytes().decode("utf-8", "surrogateescape"))
+            if current == sha_text(text):
                 status = "unchanged"
             elif manifest.get(rel) != current and not force:
                 result.kept.append(rel)
@@ -367,7 +367,7 @@ def write_files(files: dict[str, str], out: Path, result: GenerateResult, force:
         if status != "unchanged":
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-        new_manifest[rel] = _sha(text)
+        new_manifest[rel] = sha_text(text)
         result.files.append({"path": rel, "status": status})
     out.mkdir(parents=True, exist_ok=True)
     mpath.write_text(json.dumps({"files": dict(sorted(new_manifest.items()))}, indent=2) + "\n")

@@ -19,11 +19,11 @@ from cronshift.generate.celery import (
     RUFF_TOML,
     GenerateResult,
     JobOutput,
-    _expr_for,
-    _one_line,
-    _pyrepr,
-    _ruff_format,
-    _spec,
+    expr_for,
+    job_spec,
+    one_line,
+    pyrepr,
+    ruff_format,
     slug,
     write_files,
 )
@@ -42,7 +42,7 @@ _env = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
 )
-_env.filters["pyrepr"] = _pyrepr
+_env.filters["pyrepr"] = pyrepr
 
 _WHY = "the scheduler enqueues at cronsim's instants for this expression in this zone (cron's own rules)"
 
@@ -50,7 +50,7 @@ _WHY = "the scheduler enqueues at cronsim's instants for this expression in this
 def _translate(job: CronJob, dialect: Dialect, zone: str, year: int) -> tuple[Translation, tuple[str, ...]]:
     """The scheduler's entry for `job` (always cronsim: no stock-crontab detour here), proved over `year`."""
     try:
-        expr, notes = _expr_for(job, dialect)
+        expr, notes = expr_for(job, dialect)
     except ScheduleError as e:
         return Translation((), None, f"cron rejects this schedule: {e}"), ()
     if expr is None:
@@ -95,14 +95,14 @@ def render_streams_project(
         )
         entry = tr.entries[0] if tr.entries else None
         ctx_jobs.append({
-            "raw_id": job.id, "id": _one_line(job.id), "func": name, "const": name.upper(),
-            "source": _one_line(str(job.source)), "user": _one_line(job.user),
-            "schedule_text": _one_line(job.schedule),
-            "spec_json": json.dumps(_spec(job, plan), ensure_ascii=True, sort_keys=True),
-            "overlap": plan.overlap, "overlap_why": _one_line(plan.overlap_why),
-            "time_limit": plan.time_limit, "limit_why": _one_line(plan.limit_why),
+            "raw_id": job.id, "id": one_line(job.id), "func": name, "const": name.upper(),
+            "source": one_line(str(job.source)), "user": one_line(job.user),
+            "schedule_text": one_line(job.schedule),
+            "spec_json": json.dumps(job_spec(job, plan), ensure_ascii=True, sort_keys=True),
+            "overlap": plan.overlap, "overlap_why": one_line(plan.overlap_why),
+            "time_limit": plan.time_limit, "limit_why": one_line(plan.limit_why),
             "cron": entry.expr if entry else "", "zone": entry.zone if entry else zone,
-            "no_entry": _one_line("; ".join(messages) or "none"), "notes": (*notes, *tr.notes),
+            "no_entry": one_line("; ".join(messages) or "none"), "notes": (*notes, *tr.notes),
             "proof_line": proof_line,
             "command": job.command.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
             "fence": "`" * max(3, 1 + max((len(m) for m in re.findall("`+", job.command)), default=0)),
@@ -120,7 +120,7 @@ def render_streams_project(
         f"{package}/README.md": _env.get_template("streams_README.md.j2").render(**names),
         "ruff.toml": RUFF_TOML,
     }
-    return _ruff_format(files, package), outs
+    return ruff_format(files, package), outs
 
 
 def generate_streams_project(
