@@ -94,3 +94,20 @@ def test_rhel_cronie_semantics(rhel_root: Path) -> None:
     assert any(j.no_log for j in result.jobs)
     ana = [j for j in result.jobs if j.format is Format.ANACRONTAB]
     assert ana and all(j.job_id for j in ana)
+
+
+def test_spool_of_a_user_missing_from_passwd_never_runs(debian_root: Path) -> None:
+    spool = debian_root / "var/spool/cron/crontabs/ghost"
+    spool.write_bytes(b"*/10 * * * * /usr/bin/true\n")
+    result = scan(debian_root)
+    (job,) = [j for j in result.jobs if j.source.path == "var/spool/cron/crontabs/ghost"]
+    assert not job.runs and "user 'ghost' does not exist" in job.why_not[0]
+    assert any(p.path == "var/spool/cron/crontabs/ghost" and p.line is None for p in result.problems)
+
+
+def test_without_passwd_users_are_not_judged(debian_root: Path) -> None:
+    """A copied tree without etc/passwd says nothing about users rather than guessing they are missing."""
+    (debian_root / "etc/passwd").unlink()
+    result = scan(debian_root)
+    assert not any("does not exist in etc/passwd" in p.message for p in result.problems)
+    assert any(j.source.path == "etc/cron.d/shop-reports" for j in result.jobs)
