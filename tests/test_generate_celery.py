@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401 - fixture
+from tests.support.users import throwaway_user  # noqa: F401 - fixture
 from tests.test_generate import _cli
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -28,19 +29,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create 
 
 
 @pytest.fixture
-def throwaway_user() -> Iterator[pwd.struct_passwd]:
-    name = "cs" + uuid.uuid4().hex[:8]
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
-
-
-@pytest.fixture
 def project(
     tmp_path: Path,
-    throwaway_user: pwd.struct_passwd,
+    throwaway_user: pwd.struct_passwd,  # noqa: F811 - the shared fixture
     redis_server: RedisServer,  # noqa: F811
 ) -> Iterator[tuple[Path, str, pwd.struct_passwd]]:
     u = throwaway_user

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from cronshift.discover.scan import scan
 from cronshift.runtime.streams import Scheduler, dead_key, fire, group_name, stream_key
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401 - fixture
+from tests.support.users import throwaway_user  # noqa: F401 - fixture
 from tests.test_generate import HOSTILE, NOW, _cli, hostile_root
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -259,16 +260,6 @@ def wait_for(what: Callable[[], Any], timeout: float = 30, why: str = "") -> Any
 
 
 @pytest.fixture
-def throwaway_user() -> Iterator[pwd.struct_passwd]:
-    name = "cs" + uuid.uuid4().hex[:8]
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
-
-
-@pytest.fixture
 def make_project(tmp_path: Path, redis_server: RedisServer) -> Iterator[Callable[..., Project]]:  # noqa: F811
     made: list[Project] = []
 
@@ -284,7 +275,9 @@ def make_project(tmp_path: Path, redis_server: RedisServer) -> Iterator[Callable
 @needs_root
 @pytest.mark.slow
 def test_triggered_entries_run_exactly_as_cron_and_failures_are_recorded_and_acked(
-    make_project: Callable[..., Project], throwaway_user: pwd.struct_passwd, tmp_path: Path
+    make_project: Callable[..., Project],
+    throwaway_user: pwd.struct_passwd,  # noqa: F811 - the shared fixture
+    tmp_path: Path,
 ) -> None:
     u = throwaway_user
     p = make_project(

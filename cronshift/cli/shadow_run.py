@@ -51,17 +51,7 @@ def _render(env: Env, doc: dict[str, Any], pairs: list[dict[str, Any]]) -> None:
             tag = "[dim]noise[/]" if d["explained"] else "[red]DIFF[/]"
             out.print(f"{tag} pair {p['round']}: {escape(d['what'])}")
             if d["diff"] and not d["explained"]:
-                for line in d["diff"].splitlines():
-                    style = (
-                        "green"
-                        if line.startswith("+")
-                        else "red"
-                        if line.startswith("-")
-                        else "cyan"
-                        if line.startswith("@@")
-                        else ""
-                    )
-                    out.print(f"[{style}]{escape(line)}[/]" if style else escape(line), highlight=False)
+                _diff_lines(out, d["diff"])
     for m in doc["missing"]:
         out.print(f"[yellow]missing:[/] {escape(m)}")
 
