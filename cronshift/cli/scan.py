@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cronshift.advice import Advice, advise
 from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
 from cronshift.cli.output import (
     Env,
@@ -179,6 +180,7 @@ def scan(
         say_problem(env, p)
     ev = load_evidence(env, result, t, since, until, log, store, redis, no_history)
     ranked = rank(result.jobs, ev, result.system_timezone, result.dialect)
+    advice = {j.id: advise(j, m, s, ev.for_job(j.id).ledger) for j, m, s in ranked}
     if json:
         emit_json(
             env,
@@ -196,6 +198,7 @@ def scan(
                         score=s,
                         metrics=m.to_dict(),
                     )
+                    | {"advice": advice[j.id].to_dict()}
                     for j, m, s in ranked
                 ],
                 "disabled": [
@@ -210,6 +213,7 @@ def scan(
         )
         return
     _table(env, result, ranked, ev, t)
+    advice_lines(env, [(j.id, advice[j.id]) for j, _m, _s in ranked])
 
 
 def _table(env: Env, result: ScanResult, ranked: list, ev: Evidence, t: datetime) -> None:
@@ -251,3 +255,21 @@ def _table(env: Env, result: ScanResult, ranked: list, ev: Evidence, t: datetime
     for note in ev.notes:
         env.out.print(f"[dim]{escape(note)}[/dim]")
     env.out.print("[dim]'?' after a score: some evidence was missing (see `cronshift show JOB`)[/dim]")
+
+
+def advice_lines(env: Env, advice: list[tuple[str, Advice]]) -> None:
+    """Below the table: the jobs worth moving to an event or a consumer, and those fine on cron."""
+    for action, label in (
+        ("event-source", "move to an event source"),
+        ("streams-consumer", "move to a Streams consumer"),
+        ("keep-on-cron", "fine on cron"),
+    ):
+        ids = [(i, a) for i, a in advice if a.action == action]
+        if ids:
+            trig = {i: a.trigger for i, a in ids}
+            names = ", ".join(i + (f" ({trig[i]})" if trig[i] else "") for i, _ in ids)
+            env.out.print(f"advice: {label}: {escape(names)}")
+    if any(a.action in ("event-source", "streams-consumer", "keep-on-cron") for _, a in advice):
+        env.out.print(
+            "[dim]the evidence for each advice, and what would change it: `cronshift show JOB`[/dim]"
+        )

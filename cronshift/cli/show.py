@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cronshift.advice import Advice, advise
 from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
 from cronshift.cli.output import Env, emit_json, fail, job_to_dict, text
 from cronshift.cli.scan import (
@@ -59,6 +60,7 @@ def show(
     ev = load_evidence(env, result, t, since, until, log, store, redis, no_history)
     m, unknown = metrics(j, ev.for_job(j.id), ev, result.system_timezone, result.dialect)
     sc = score(j, m, unknown, ev.window[1] if ev.window else ev.end)
+    adv = advise(j, m, sc, ev.for_job(j.id).ledger)
     runs = last_runs(Path(result.root), result.jobs, j.id, t, ev, extra_logs=log or (), n=last)
     gone = retirement(Path(result.root), j.id) if j.retired else None
     if json:
@@ -68,7 +70,7 @@ def show(
                 "root": result.root,
                 "now": t.isoformat(),
                 "history": history_to_dict(ev, t),
-                "job": job_to_dict(j, d, nxt, score=sc, metrics=m.to_dict()),
+                "job": job_to_dict(j, d, nxt, score=sc, metrics=m.to_dict()) | {"advice": adv.to_dict()},
                 "runs": [_run_dict(r, t) for r in runs],
                 "retirement": gone.to_dict() if gone else None,
             },
@@ -104,6 +106,7 @@ def show(
     env.out.print(tab)
     _breakdown(env, sc.value, sc.reasons, sc.unknown)
     _metrics(env, m, t)
+    _advice(env, adv)
     _runs(env, runs, t)
 
 
@@ -182,6 +185,16 @@ def _metrics(env: Env, m: Metrics, now: datetime) -> None:
     tab.add_row("silent-failure risk", escape(m.silent_risk or "no"))
     tab.add_row("polling", "yes: fires every 15 min or more often" if m.polls else "no")
     tab.add_row("DST exposure", m.dst or "no")
+    env.out.print(tab)
+
+
+def _advice(env: Env, a: Advice) -> None:
+    tab = Table(show_header=False, title=f"advice: {a.kind} -> {a.action}", title_justify="left")
+    tab.add_column("what", style="bold")
+    tab.add_column("value", overflow="fold")
+    tab.add_row("advice", escape(a.summary))
+    tab.add_row("evidence", "\n".join(escape(e) for e in a.evidence) or "—")
+    tab.add_row("would change it", "\n".join(escape(c) for c in a.would_change) or "—")
     env.out.print(tab)
 
 
