@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v crontab >/dev/null 2>&1 || need+=(cron)          # the real crontab(1), for spool-install tests
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # tests start their own server
+command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)  # event-source tests: a database they create
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing from Debian's packages: ${need[*]}"
@@ -20,6 +21,13 @@ if ! port_open && command -v rabbitmq-server >/dev/null 2>&1 && [ "$(id -u)" = 0
   echo "starting rabbitmq-server for the RabbitMQ tests"
   rabbitmq-server -detached >/dev/null 2>&1 || true
   for _ in $(seq 60); do port_open && break; sleep 1; done
+fi
+# PostgreSQL on 127.0.0.1:5432 (trust for local TCP, as Debian's default cluster has it for these tests):
+# start the installed cluster when it is not running; without it the postgres tests skip, saying so.
+pg_open() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+if ! pg_open && command -v pg_lsclusters >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  pg_lsclusters -h | while read -r ver name _; do pg_ctlcluster "$ver" "$name" start || true; done
+  for _ in $(seq 30); do pg_open && break; sleep 1; done
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'

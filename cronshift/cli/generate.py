@@ -13,6 +13,7 @@ from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.generate.celery import DEFAULT_BROKER, GenerateResult, generate_project
 from cronshift.generate.plan import PolicyError, parse_policy_options, plans_from_history
 from cronshift.generate.streams import DEFAULT_REDIS, generate_streams_project
+from cronshift.generate.triggers import TriggerError, parse_trigger, write_event_sources
 from cronshift.history.evidence import env_redis_url
 
 
@@ -52,6 +53,14 @@ def generate(
     state_redis: Annotated[
         str | None, typer.Option("--state-redis", help="Redis for locks and run claims (default: broker).")
     ] = None,
+    trigger: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trigger",
+            help="KIND:ARGS event source that runs the jobs: postgres:TABLE, path:DIR, stream:KEY or call, "
+            "with ,quiet=S ,max_wait=S (repeatable; see EVENTS.md).",
+        ),
+    ] = None,
     root: RootOpt = Path("/"),
     json: JsonOpt = False,
     dialect: DialectOpt = None,
@@ -63,6 +72,12 @@ def generate(
         fail(env, f"--target '{target}' is not celery or streams", ExitStatus.USAGE)
     if not package.isidentifier():
         fail(env, f"--package '{package}' is not a Python identifier", ExitStatus.USAGE)
+    try:
+        triggers = [parse_trigger(t) for t in trigger or ()]
+    except TriggerError as e:
+        fail(env, str(e), ExitStatus.USAGE)
+    if triggers and target != "celery":
+        fail(env, "--trigger needs --target celery", ExitStatus.USAGE)
     result = do_scan(env, root, dialect)
     if all_jobs:
         chosen = [j for j in result.jobs if j.runs]
@@ -95,10 +110,23 @@ def generate(
             chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year, broker=broker,
             on_reboot=on_reboot, force=force, plans=plans, beat=beat, state_redis=state_redis,
         )  # fmt: skip
+    wired = (
+        write_event_sources(chosen, triggers, out, res, package=package, plans=plans, force=force)
+        if triggers
+        else []
+    )
     if json:
-        emit_json(env, {**to_json(res), **({"target": "streams"} if target == "streams" else {})})
+        extra = {"target": "streams"} if target == "streams" else {}
+        emit_json(env, {**to_json(res), **extra, **({"event_sources": wired} if wired else {})})
     else:
         _print(env, res)
+        for w in wired:
+            srcs = ", ".join(s["kind"] + ":" + str(s.get("table") or s.get("dir") or s.get("key") or "")
+                             for s in w["sources"])  # fmt: skip
+            env.stdout.write(
+                f"{w['id']}: event sources {srcs.replace('call:', 'call')} (quiet {w['quiet']:g} s, "
+                f"max wait {w['max_wait']:g} s; beat stays the safety net): see {package}/EVENTS.md\n"
+            )
     for rel in res.kept:
         env.stderr.write(
             f"cronshift: {out / rel}: edited since it was generated; left alone (--force overwrites)\n"

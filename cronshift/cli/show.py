@@ -26,6 +26,7 @@ from cronshift.cli.scan import (
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.discover.timing import describe_schedule, upcoming
 from cronshift.history.evidence import last_runs
+from cronshift.history.triggers import trigger_records
 from cronshift.model import RunRecord
 from cronshift.rank import Metrics, metrics, score
 from cronshift.retire import retirement
@@ -62,6 +63,7 @@ def show(
     sc = score(j, m, unknown, ev.window[1] if ev.window else ev.end)
     adv = advise(j, m, sc, ev.for_job(j.id).ledger)
     runs = last_runs(Path(result.root), result.jobs, j.id, t, ev, extra_logs=log or (), n=last)
+    fired = trigger_records(Path(result.root), ev.ledger_where, j.id, ev.for_job(j.id).ledger, n=last)
     gone = retirement(Path(result.root), j.id) if j.retired else None
     if json:
         emit_json(
@@ -72,6 +74,7 @@ def show(
                 "history": history_to_dict(ev, t),
                 "job": job_to_dict(j, d, nxt, score=sc, metrics=m.to_dict()) | {"advice": adv.to_dict()},
                 "runs": [_run_dict(r, t) for r in runs],
+                "triggers": fired,
                 "retirement": gone.to_dict() if gone else None,
             },
         )
@@ -108,6 +111,8 @@ def show(
     _metrics(env, m, t)
     _advice(env, adv)
     _runs(env, runs, t)
+    if fired:
+        _triggers(env, fired, t)
 
 
 def _when(ts: float | None, now: datetime) -> str:
@@ -195,6 +200,23 @@ def _advice(env: Env, a: Advice) -> None:
     tab.add_row("advice", escape(a.summary))
     tab.add_row("evidence", "\n".join(escape(e) for e in a.evidence) or "—")
     tab.add_row("would change it", "\n".join(escape(c) for c in a.would_change) or "—")
+    env.out.print(tab)
+
+
+def _triggers(env: Env, fired: list[dict[str, Any]], now: datetime) -> None:
+    tab = Table(title=f"last {len(fired)} event triggers (one run each)", title_justify="left")
+    for col in ("sent", "sources", "events", "coalesced", "why now", "event -> start"):
+        tab.add_column(col)
+    for d in fired:
+        f = d.get("freshness")
+        tab.add_row(
+            _when(d.get("sent_at"), now),
+            ", ".join(d.get("sources") or ()),
+            str(d.get("events")),
+            str(d.get("coalesced")),
+            escape(str(d.get("reason") or "")),
+            "—" if f is None else f"{f * 1000:.0f} ms",
+        )
     env.out.print(tab)
 
 
