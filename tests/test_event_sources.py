@@ -106,6 +106,55 @@ def test_nothing_fires_while_the_previous_run_is_in_flight_and_nothing_is_lost()
     assert len(records) == 2
 
 
+def test_a_run_skipped_by_the_overlap_lock_gives_its_events_back() -> None:
+    state = {"busy": True, "skipped": True}
+    clock, sent, records = FakeClock(), [], []
+    co = Coalescer("job-1", lambda p: sent.append(p) or p, quiet=0.1, max_wait=1.0,
+                   busy=lambda _h: state["busy"], skipped=lambda _h: state["skipped"], record=records.append,
+                   clock=clock, wall=clock)  # fmt: skip
+    for k in range(3):
+        co.event("postgres", str(k))
+    clock.t += 0.1
+    assert co.poll()["events"] == 3
+    co.event("postgres", "3")  # arrives while the (soon skipped) run is in flight
+    clock.t += 0.5
+    state["busy"] = False  # it ended: skipped by the lock a beat run held
+    assert co.poll() is None  # not at once: a skipped batch waits RETRY_DELAY
+    clock.t += 1.0
+    doc = co.poll()
+    assert doc is not None and doc["events"] == 4 and doc["reason"].startswith("retry")
+    state["skipped"] = False
+    assert co.poll() is None and co.pending is None  # a run that really ran: nothing comes back
+
+
+def test_the_safety_net_runs_the_job_only_when_no_event_came() -> None:
+    from cronshift.runtime.eventsources import safety_net
+
+    t0 = 1_767_225_600.0  # 2026-01-01T00:00Z
+    wall = {"t": t0}
+    co, records, _clock = _coalescer(0.0, 1.0)
+    co.clock = co.wall = lambda: wall["t"]
+
+    class FakeStop(threading.Event):
+        """Waiting moves the fake clock; an application event arrives at 01:30; stop after 03:30."""
+
+        def wait(self, timeout: float | None = None) -> bool:
+            left = timeout or 0.0
+            while left > 0:
+                step = min(1.0, left)
+                wall["t"] += step
+                left -= step
+                if wall["t"] == t0 + 90:
+                    co.event("postgres", "an order")
+                co.poll()
+            co.poll()
+            return wall["t"] > t0 + 210
+
+    safety_net("* * * * *", "UTC", co, FakeStop(), clock=lambda: wall["t"])
+    # 00:01 no event: the net runs it; 01:30 an event runs it, so 02:00 stays quiet; 03:00 no event: the net
+    assert [r["sources"] for r in records] == [["safety-net"], ["postgres"], ["safety-net"]]
+
+
 def test_a_gap_event_says_so_in_the_record() -> None:
     co, _records, clock = _coalescer(0.1, 1.0)
     co.event("postgres", "reconnected", gap=True)
@@ -125,6 +174,7 @@ def test_a_gap_event_says_so_in_the_record() -> None:
         ("path:relative/dir", "DIR must be an absolute path"),
         ("stream:", "name the stream KEY"),
         ("postgres:orders,colour=red", "option 'colour=red'"),
+        ("call,safety=61_*_*_*_*", "safety is not a cron schedule"),
     ],
 )
 def test_a_bad_trigger_is_a_one_line_usage_error(tmp_path: Path, value: str, says: str) -> None:
@@ -163,6 +213,7 @@ def test_generated_postgres_sql_notifies_on_commit_and_is_reversible(tmp_path: P
     root = tmp_path / "root"
     shutil.copytree(PROJECT / "fixtures" / "poller", root)
     out = _generate(root, tmp_path / "out", "shop", "--trigger", "postgres:orders")
+    assert out["event_sources"][0]["safety"] is None  # the beat entry is the safety net unless one is named
     assert out["event_sources"][0]["sources"] == [
         {"kind": "postgres", "table": "orders", "channel": "cronshift_orders"}
     ]

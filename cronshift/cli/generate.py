@@ -111,7 +111,9 @@ def generate(
             on_reboot=on_reboot, force=force, plans=plans, beat=beat, state_redis=state_redis,
         )  # fmt: skip
     wired = (
-        write_event_sources(chosen, triggers, out, res, package=package, plans=plans, force=force)
+        write_event_sources(
+            chosen, triggers, out, res, package=package, plans=plans, force=force, timezone=tz
+        )
         if triggers
         else []
     )

@@ -6,7 +6,9 @@ KIND:ARGS is one of
   path:DIR         files closed after writing in, or moved into, DIR (inotify)
   stream:KEY       entries of a Redis stream the application already writes
   call             the application calls `notify_<job>()` (coalesced; `trigger_<job>()` stays uncoalesced)
-followed by optional `,key=value` options: quiet=SECONDS, max_wait=SECONDS (per job: the last given wins),
+followed by optional `,key=value` options: quiet=SECONDS, max_wait=SECONDS, safety=CRON (per job: the last
+given wins; safety is a safety-net schedule run by the events process when no event came, cron syntax with
+'_' for spaces, e.g. safety=0_*_*_*_*),
 channel=NAME and events=insert+update+delete+truncate (postgres), pattern=GLOB (path), redis=URL (stream).
 
 The beat entry stays: it is the safety net, so a lost notification costs freshness, never correctness.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +37,10 @@ PG_EVENTS = ("insert", "update", "delete", "truncate")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_$]{0,62}"
 _TABLE = re.compile(rf"^{_IDENT}(\.{_IDENT})?$")
 _OPTS = {
-    "postgres": {"quiet", "max_wait", "channel", "events"},
-    "path": {"quiet", "max_wait", "pattern"},
-    "stream": {"quiet", "max_wait", "redis"},
-    "call": {"quiet", "max_wait"},
+    "postgres": {"quiet", "max_wait", "safety", "channel", "events"},
+    "path": {"quiet", "max_wait", "safety", "pattern"},
+    "stream": {"quiet", "max_wait", "safety", "redis"},
+    "call": {"quiet", "max_wait", "safety"},
 }
 
 
@@ -57,7 +60,10 @@ class Trigger:
 
 def parse_trigger(text: str) -> Trigger:
     """`KIND:ARGS[,key=value...]` -> Trigger, or TriggerError saying what is wrong."""
-    kind, _, rest = text.partition(":")
+    kind, sep, rest = text.partition(":")
+    if "," in kind:  # `call,quiet=1`: no target, options straight after the kind
+        kind, _, head = kind.partition(",")
+        rest = "," + head + sep + rest
     kind = kind.strip()
     if kind not in KINDS:
         raise TriggerError(f"--trigger '{text}': kind must be one of {', '.join(KINDS)}")
@@ -70,6 +76,14 @@ def parse_trigger(text: str) -> Trigger:
                 f"--trigger '{text}': option '{o}' is not one of {', '.join(sorted(_OPTS[kind]))} (key=value)"
             )
         options[k] = v
+    if "safety" in options:
+        from cronsim import CronSim, CronSimError
+
+        options["safety"] = options["safety"].replace("_", " ")
+        try:
+            CronSim(options["safety"], datetime.now(UTC))
+        except CronSimError as e:
+            raise TriggerError(f"--trigger '{text}': safety is not a cron schedule: {e}") from None
     for k in ("quiet", "max_wait"):
         if k in options:
             try:
@@ -110,7 +124,12 @@ def _pg_names(table: str, channel: str | None) -> dict[str, str]:
 
 
 def render_event_sources(
-    jobs: list[CronJob], triggers: list[Trigger], *, package: str, plans: dict[str, Plan] | None = None
+    jobs: list[CronJob],
+    triggers: list[Trigger],
+    *,
+    package: str,
+    plans: dict[str, Plan] | None = None,
+    timezone: str = "UTC",
 ) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """The files of the events process (path -> text) and, per job, what was wired (for --json)."""
     files: dict[str, str] = {}
@@ -123,10 +142,12 @@ def render_event_sources(
         plan = (plans or {}).get(job.id) or plan_for(job)
         quiet = min(QUIET[t.kind] for t in triggers)
         max_wait = MAX_WAIT
+        safety = None
         sources: list[dict[str, Any]] = []
         for t in triggers:
             quiet = float(t.options.get("quiet", quiet))
             max_wait = float(t.options.get("max_wait", max_wait))
+            safety = t.options.get("safety", safety)
             if t.kind == "postgres":
                 n = _pg_names(t.target, t.options.get("channel"))
                 events = t.options.get("events", "insert+update+delete+truncate").split("+")
@@ -146,14 +167,18 @@ def render_event_sources(
             "max_wait": max_wait,
             "max_busy": plan.celery_limit + 60,
             "overlap": plan.overlap,
+            "safety": safety,
+            "zone": job.timezone or timezone,
             "sources": sources,
         }
         ctx_jobs.append(
             {"id": job.id, "func": name, "module": f"{package}.jobs.{name}", "call": any(
                 s["kind"] == "call" for s in sources), "schedule": job.schedule, "quiet": quiet,
-             "max_wait": max_wait, "sources": sources, "overlap": plan.overlap}
+             "max_wait": max_wait, "sources": sources, "overlap": plan.overlap, "safety": safety}
         )  # fmt: skip
-        wired.append({"id": job.id, "quiet": quiet, "max_wait": max_wait, "sources": sources})
+        wired.append(
+            {"id": job.id, "quiet": quiet, "max_wait": max_wait, "safety": safety, "sources": sources}
+        )
     for s in sql:
         stem = f"{package}/sql/{s['function']}"
         files[f"{stem}.up.sql"] = _env.get_template("triggers_notify_up.sql.j2").render(
@@ -178,9 +203,10 @@ def write_event_sources(
     package: str,
     plans: dict[str, Plan] | None = None,
     force: bool = False,
+    timezone: str = "UTC",
 ) -> list[dict[str, Any]]:
     """Render and write the event-source files beside the project (same manifest rule as every file)."""
-    files, wired = render_event_sources(jobs, triggers, package=package, plans=plans)
+    files, wired = render_event_sources(jobs, triggers, package=package, plans=plans, timezone=timezone)
     py = {k: v for k, v in files.items() if k.endswith(".py")}
     files.update(ruff_format({**py, "ruff.toml": RUFF_TOML}, package))
     files.pop("ruff.toml", None)

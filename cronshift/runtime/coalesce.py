@@ -6,6 +6,10 @@ a steady burst of D seconds fires at most D / W + 1 times, and D / Q + 1 bounds 
 previous run is still going (`single flight`, what `forbid` means for events), nothing fires: the batch waits
 and fires once that run ends, so at most one run is in flight and no event is lost to a lock skip.
 
+A run that its overlap lock skipped (a beat safety-net run held the lock) covered none of its events: the
+batch comes back and fires again once that run ends, `RETRY_DELAY` seconds apart at the least, so a skip
+costs a little freshness and never an event.
+
 Every fire is a trigger record naming how many events it covered (coalesced = events - 1), their sources,
 the first and last event times and keys (the first `MAX_KEYS`), and why it fired now. The record goes to the
 cronshift ledger when CRONSHIFT_LEDGER / CRONSHIFT_LEDGER_REDIS is set (kind "trigger", key
@@ -30,6 +34,7 @@ __all__ = ["MAX_KEYS", "Coalescer", "Pending", "record_trigger"]
 
 MAX_KEYS = 100  # event keys one trigger record keeps (the count is always exact)
 BUSY_POLL = 0.02  # seconds between checks of whether the previous run has ended
+RETRY_DELAY = 1.0  # seconds before a batch whose run was skipped (overlap lock) fires again
 
 
 @dataclass
@@ -44,6 +49,7 @@ class Pending:
     sources: set[str] = field(default_factory=set)
     keys: list[str] = field(default_factory=list)
     gap: bool = False  # a source reconnected or overflowed: the run covers what may have been missed
+    retried: bool = False  # its first run was skipped by the overlap lock
 
 
 def record_trigger(doc: dict[str, Any]) -> bool:
@@ -77,6 +83,7 @@ class Coalescer:
         quiet: float,
         max_wait: float,
         busy: Callable[[Any], bool] | None = None,
+        skipped: Callable[[Any], bool] | None = None,
         max_busy: float = 3600.0,
         record: Callable[[dict[str, Any]], Any] | None = record_trigger,
         clock: Callable[[], float] = time.monotonic,
@@ -85,7 +92,9 @@ class Coalescer:
         if quiet < 0 or max_wait < quiet:
             raise ValueError(f"job {job_id}: need 0 <= quiet ({quiet}) <= max_wait ({max_wait})")
         self.job_id, self.send, self.quiet, self.max_wait = job_id, send, quiet, max_wait
-        self.busy, self.max_busy, self.record = busy, max_busy, record
+        self.busy, self.skipped, self.max_busy, self.record = busy, skipped, max_busy, record
+        self.last_batch: Pending | None = None
+        self.not_before = 0.0
         self.clock, self.wall = clock, wall
         self.pending: Pending | None = None
         self.inflight: Any = None
@@ -116,14 +125,39 @@ class Coalescer:
     # -- the rule --------------------------------------------------------------------------------------
     def _wait_for(self, now: float) -> float | None:
         """Seconds until the pending batch may fire; 0: now; None: nothing pending."""
+        if self.inflight is not None and self.pending is None and self.skipped is not None:
+            # Nothing new, but the run in flight may yet be skipped: watch it so its batch comes back.
+            if (
+                now - self.inflight_since < self.max_busy
+                and self.busy is not None
+                and self.busy(self.inflight)
+            ):
+                return BUSY_POLL
+            self._ended(now)
         p = self.pending
         if p is None:
             return None
         if self.inflight is not None and self.busy is not None:
             if now - self.inflight_since < self.max_busy and self.busy(self.inflight):
                 return BUSY_POLL
-            self.inflight = None
-        return max(0.0, min(p.last + self.quiet, p.first + self.max_wait) - now)
+            self._ended(now)
+        return max(0.0, min(p.last + self.quiet, p.first + self.max_wait) - now, self.not_before - now)
+
+    def _ended(self, now: float) -> None:
+        """The in-flight run ended; if its lock skipped it, its batch is pending again (under the lock)."""
+        done, batch = self.inflight, self.last_batch
+        self.inflight = self.last_batch = None
+        if done is None or batch is None or self.skipped is None or not self.skipped(done):
+            return
+        batch.retried = True
+        p = self.pending
+        if p is not None:
+            batch.events += p.events
+            batch.sources |= p.sources
+            batch.keys = (batch.keys + p.keys)[:MAX_KEYS]
+            batch.last, batch.last_at, batch.gap = p.last, max(batch.last_at, p.last_at), batch.gap or p.gap
+        self.pending = batch
+        self.not_before = now + RETRY_DELAY
 
     def poll(self) -> dict[str, Any] | None:
         """Fire the pending batch if it is due; the trigger record, or None."""
@@ -136,8 +170,12 @@ class Coalescer:
             assert p is not None
             self.pending = None
         reason = (
-            "gap: a source reconnected or lost events"
+            "retry: the run for these events was skipped by the overlap lock"
+            if p.retried
+            else "gap: a source reconnected or lost events"
             if p.gap
+            else "safety net: no event since its last instant"
+            if p.sources == {"safety-net"}
             else "quiet period"
             if now - p.last >= self.quiet
             else "maximum wait"
@@ -161,7 +199,7 @@ class Coalescer:
         doc["sent_at"] = self.wall()
         doc["task_id"] = str(getattr(handle, "id", "") or "")
         with self._cv:
-            self.inflight, self.inflight_since = handle, self.clock()
+            self.inflight, self.inflight_since, self.last_batch = handle, self.clock(), p
             self.fires += 1
         if self.record is not None:
             self.record(doc)

@@ -210,6 +210,40 @@ def _busy(result: Any) -> bool:
         return False
 
 
+def _skipped(result: Any) -> bool:
+    """The run's overlap lock skipped it (it ran none of its events' work)."""
+    try:
+        value = result.result if result.successful() else None
+    except Exception:
+        return False
+    return isinstance(value, dict) and bool(value.get("skipped")) and "overlap" in str(value.get("reason"))
+
+
+def safety_net(
+    expr: str, zone: str, co: Coalescer, stop: threading.Event, clock: Callable[[], float] | None = None
+) -> None:
+    """At each instant of `expr` (cron syntax, in `zone`), run the job if no event ran it since the last one.
+
+    For a safety net slower than the old schedule once its beat entry is removed: a lost notification then
+    costs at most one interval of this schedule in freshness."""
+    import time
+
+    from cronshift.runtime.state import instants_between
+
+    now = clock or time.time
+    seen = co.events
+    while not stop.is_set():
+        t = now()
+        nxt = next(iter(instants_between(expr, zone, t, t + 400 * 86400, 1)), None)
+        if nxt is None:
+            return
+        if stop.wait(max(0.0, nxt - now())):
+            return
+        if co.events == seen:
+            co.event("safety-net", f"no event since the last instant of {expr}", None)
+        seen = co.events
+
+
 def run_sources(
     jobs: Mapping[str, Mapping[str, Any]],
     tasks: Mapping[str, Any],
@@ -221,8 +255,8 @@ def run_sources(
 ) -> None:
     """Run every job's sources and coalescer until SIGTERM/SIGINT (or `stop`).
 
-    `jobs`: job id -> {"quiet", "max_wait", "max_busy", "sources": [{"kind", ...}]}; `tasks`: job id ->
-    its Celery task. `ready(name)` is called once each source listens (tests and benchmarks wait on it)."""
+    `jobs`: job id -> {"quiet", "max_wait", "max_busy", "safety", "zone", "sources": [{"kind", ...}]};
+    `tasks`: job id -> its Celery task. `ready(name)` is called once each source listens."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -246,6 +280,7 @@ def run_sources(
             quiet=float(cfg["quiet"]),
             max_wait=float(cfg["max_wait"]),
             busy=_busy,
+            skipped=_skipped,
             max_busy=float(cfg.get("max_busy") or 3600),
         )
 
@@ -255,6 +290,8 @@ def run_sources(
             co.event(source, key, at, gap)
 
         start(f"coalesce:{job_id}", co.run, stop)
+        if cfg.get("safety"):
+            start(f"safety-net:{job_id}", safety_net, cfg["safety"], cfg.get("zone") or "UTC", co, stop)
         for src in cfg["sources"]:
             kind = src["kind"]
             name = f"{kind}:{job_id}:{src.get('table') or src.get('dir') or src.get('key') or ''}"
