@@ -459,3 +459,20 @@ def test_the_orders_poller_moves_to_postgres_events_end_to_end(orders_project: d
         elog.close()
         for f in ("worker.log", "events.log"):
             sys.stderr.write(f"--- {f}\n" + (tmp / f).read_text(errors="replace")[-3000:])
+
+
+def test_a_trigger_can_name_its_job_and_unknown_jobs_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(PROJECT / "fixtures" / "poller", root)
+    scan = subprocess.run([CRONSHIFT, "scan", "--root", str(root), "--json", "--no-history"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    ids = {j["source"]["line"]: j["id"] for j in json.loads(scan.stdout)["jobs"]}
+    out = _generate(root, tmp_path / "out", "shop", "--trigger", f"{ids[5]}=postgres:orders",
+                    "--trigger", f"{ids[9]}=path:/srv/shop/incoming")  # fmt: skip
+    wired = {w["id"]: [s["kind"] for s in w["sources"]] for w in out["event_sources"]}
+    assert wired == {ids[5]: ["postgres"], ids[9]: ["path"]}  # the report (line 7) keeps cron's clock
+    r = CliRunner().invoke(
+        _cli(), ["generate", "--all", "--root", str(root), "--out", str(tmp_path / "o2"),
+                 "--trigger", "nosuchjob=call"],
+    )  # fmt: skip
+    assert r.exit_code == 2 and "no job generated here has an id starting with 'nosuchjob'" in r.stderr

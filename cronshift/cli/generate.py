@@ -88,6 +88,10 @@ def generate(
             fail(env, str(e), ExitStatus.USAGE)
     else:
         fail(env, "name at least one job, or pass --all", ExitStatus.USAGE)
+    for t in triggers:
+        if t.job is not None and not any(j.id.startswith(t.job) for j in chosen):
+            fail(env, f"--trigger '{t.job}=…': no job generated here has an id starting with '{t.job}'",
+                 ExitStatus.USAGE)  # fmt: skip
     tz = result.system_timezone or "UTC"
     year = clock(now, tz).year
     if target == "streams":

@@ -1,5 +1,6 @@
 """`generate --trigger KIND:ARGS`: event sources that run a job when its data changes, not on the clock.
 
+[JOB=]KIND:ARGS (JOB: a job id or its prefix, for that job only; without it, every job generated) where
 KIND:ARGS is one of
   postgres:TABLE   a trigger function + NOTIFY channel (SQL the user applies; a .down.sql undoes it) and a
                    psycopg 3 listener in the events process
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,13 +54,24 @@ class Trigger:
     kind: str
     target: str  # table, folder, stream key; "" for call
     options: dict[str, str] = field(default_factory=dict, hash=False)
+    job: str | None = None  # `JOB=KIND:ARGS`: only for jobs whose id starts with this; None: every job
+
+    def applies(self, job_id: str) -> bool:
+        return self.job is None or job_id.startswith(self.job)
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.target}" if self.target else self.kind
 
 
 def parse_trigger(text: str) -> Trigger:
-    """`KIND:ARGS[,key=value...]` -> Trigger, or TriggerError saying what is wrong."""
+    """`[JOB=]KIND:ARGS[,key=value...]` -> Trigger, or TriggerError saying what is wrong."""
+    job = None
+    head = text.split(":", 1)[0].split(",", 1)[0]
+    if "=" in head:
+        job, _, spec = text.partition("=")
+        if not job:
+            raise TriggerError(f"--trigger '{text}': name the job before '='")
+        return replace(parse_trigger(spec), job=job)
     kind, sep, rest = text.partition(":")
     if "," in kind:  # `call,quiet=1`: no target, options straight after the kind
         kind, _, head = kind.partition(",")
@@ -138,13 +150,16 @@ def render_event_sources(
     sql: list[dict[str, Any]] = []
     wired: list[dict[str, Any]] = []
     for job in sorted(jobs, key=lambda j: j.id):
+        mine = [t for t in triggers if t.applies(job.id)]
+        if not mine:
+            continue
         name = slug(job.id)
         plan = (plans or {}).get(job.id) or plan_for(job)
-        quiet = min(QUIET[t.kind] for t in triggers)
+        quiet = min(QUIET[t.kind] for t in mine)
         max_wait = MAX_WAIT
         safety = None
         sources: list[dict[str, Any]] = []
-        for t in triggers:
+        for t in mine:
             quiet = float(t.options.get("quiet", quiet))
             max_wait = float(t.options.get("max_wait", max_wait))
             safety = t.options.get("safety", safety)
