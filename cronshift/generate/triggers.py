@@ -223,7 +223,9 @@ def write_event_sources(
     """Render and write the event-source files beside the project (same manifest rule as every file)."""
     files, wired = render_event_sources(jobs, triggers, package=package, plans=plans, timezone=timezone)
     py = {k: v for k, v in files.items() if k.endswith(".py")}
-    files.update(ruff_format({**py, "ruff.toml": RUFF_TOML}, package))
-    files.pop("ruff.toml", None)
+    # The package's __init__ and jobs let ruff's isort see `package` as first-party, as in the real project.
+    ctx = {f"{package}/__init__.py": "", f"{package}/jobs/__init__.py": "", "ruff.toml": RUFF_TOML}
+    formatted = ruff_format({**py, **ctx}, package)
+    files.update({k: formatted[k] for k in py})
     write_files(files, out, result, force)
     return wired

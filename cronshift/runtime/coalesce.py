@@ -22,6 +22,7 @@ holds a batch while the previous run is in flight, which is the rule `forbid` ne
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["MAX_KEYS", "Coalescer", "Pending", "record_trigger"]
+
+log = logging.getLogger("cronshift.events")
 
 MAX_KEYS = 100  # event keys one trigger record keeps (the count is always exact)
 BUSY_POLL = 0.02  # seconds between checks of whether the previous run has ended
@@ -101,6 +104,7 @@ class Coalescer:
         self.inflight_since = 0.0
         self.fires = 0
         self.events = 0
+        self.send_errors = 0
         self._cv = threading.Condition()
 
     # -- from the sources ------------------------------------------------------------------------------
@@ -193,9 +197,28 @@ class Coalescer:
             "quiet": self.quiet,
             "max_wait": self.max_wait,
         }
-        handle = self.send(
-            {k: doc[k] for k in ("id", "sources", "events", "first_event", "last_event", "keys", "reason")}
-        )
+        try:
+            handle = self.send(
+                {
+                    k: doc[k]
+                    for k in ("id", "sources", "events", "first_event", "last_event", "keys", "reason")
+                }
+            )
+        except Exception as e:  # the broker is away: keep the batch, try again, never drop it
+            log.warning(
+                "job %s: could not send its run (%s); retrying in %.0f s", self.job_id, e, RETRY_DELAY
+            )
+            with self._cv:
+                q = self.pending
+                if q is not None:
+                    p.events += q.events
+                    p.sources |= q.sources
+                    p.keys = (p.keys + q.keys)[:MAX_KEYS]
+                    p.last, p.last_at, p.gap = q.last, max(p.last_at, q.last_at), p.gap or q.gap
+                self.pending = p
+                self.not_before = self.clock() + RETRY_DELAY
+                self.send_errors += 1
+            return None
         doc["sent_at"] = self.wall()
         doc["task_id"] = str(getattr(handle, "id", "") or "")
         with self._cv:

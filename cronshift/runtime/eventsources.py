@@ -307,7 +307,15 @@ def run_sources(
             else:
                 raise ValueError(f"job {job_id}: unknown event source kind {kind!r}")
     log.info("cronshift events: %d source thread(s) for %d job(s)", len(threads) - len(jobs), len(jobs))
-    while not stop.is_set():
+    dead: list[str] = []
+    while not stop.is_set() and not dead:
         stop.wait(0.5)
+        dead = [t.name for t in threads if not t.is_alive()]
+    stop.set()
     for t in threads:
         t.join(timeout=2)
+    if dead:
+        # A source that died would go quiet without a word; exit so the supervisor restarts the process
+        # (and the restart's reconnect runs each job once for the gap).
+        log.error("cronshift events: %s stopped unexpectedly; exiting", ", ".join(dead))
+        raise SystemExit(1)
