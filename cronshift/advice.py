@@ -40,15 +40,18 @@ PAIN_THRESHOLD = 20.0  # below it a job "shows no pain" (the scan table marks 20
 BATCH_INTERVAL = 3600.0  # a batch that runs less often than hourly gains little from a consumer
 MIN_RUNS = 5  # fewer runs than this say nothing about "most runs"
 
-_POLL = re.compile(r"(--since\b|\bsync|\bpoll|\bcheck|\bwatch)", re.IGNORECASE)
-# (?<![-\w]): a word of the job's own, not an option such as run-parts' --report
-_BATCH = re.compile(r"(?<![-\w])(process|import|ingest|queue|drain|batch|consum|etl\b)", re.IGNORECASE)
-_REPORT = re.compile(
-    r"(?<![-\w])(report|backup|rotate|logrotate|clean|purge|prune|vacuum|digest|summary|archive)",
-    re.IGNORECASE,
-)
+# Shapes: stems a word of the command starts with. Words come from the command's arguments split at
+# non-alphanumerics; an argument starting with '-' is an option (run-parts' --report is not a report), and
+# only `--since` among options counts (a poll). Matching words, not one big regex: 67,879 jobs in a scan.
+_POLL = ("sync", "poll", "check", "watch")
+_BATCH = ("process", "import", "ingest", "queue", "drain", "batch", "consum")
+_BATCH_EXACT = frozenset({"etl"})
+_REPORT = ("report", "backup", "rotate", "logrotate", "clean", "purge", "prune", "vacuum", "digest",
+           "summary", "archive")  # fmt: skip
+_HOUSEKEEPING = frozenset({"rotate", "logrotate", "clean", "purge", "prune", "vacuum"})
 # Samplers exist for the clock itself (sysstat's sa1, metrics pushes, heartbeats): no event replaces them.
-_SAMPLER = re.compile(r"(?<![-\w])(sa1|sa2|debian-sa1|heartbeat|collectd|stats|metrics)\b", re.IGNORECASE)
+_SAMPLER = frozenset({"sa1", "sa2", "heartbeat", "collectd", "stats", "metrics"})
+_WORD = re.compile(r"[a-z][a-z0-9]*")
 _SQL = re.compile(r"\b(psql|pg_|postgres|FROM\s+\w+|manage\.py|rails\s+runner|mysql)\b", re.IGNORECASE)
 _TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE|--table[= ])\s*([A-Za-z_][A-Za-z0-9_.]*)", re.IGNORECASE)
 _FROM = re.compile(r"\bFROM\s+([A-Za-z_][A-Za-z0-9_.]*)", re.IGNORECASE)
@@ -117,8 +120,22 @@ def suggest_trigger(command: str) -> str | None:
     return None
 
 
-def _shape(rx: re.Pattern[str], command: str) -> list[str]:
-    return sorted({m.group(1).strip().lower() for m in rx.finditer(command)})
+def _words(command: str) -> tuple[list[str], list[str]]:
+    """(words of the arguments, option names): lowercase, in order."""
+    words: list[str] = []
+    options: list[str] = []
+    for arg in command.lower().split():
+        if arg.startswith("-"):
+            options.append(arg.split("=", 1)[0])
+        else:
+            words.extend(_WORD.findall(arg))
+    return words, options
+
+
+def _shape(words: list[str], stems: tuple[str, ...], exact: frozenset[str] = frozenset()) -> list[str]:
+    """The stems (or exact words) the command's words show, each once, in sorted order."""
+    found = {next(st for st in stems if w.startswith(st)) for w in words if w.startswith(stems)}
+    return sorted(found | {w for w in words if w in exact})
 
 
 def advise(job: CronJob, m: Metrics, score: Score, runs: Sequence[RunRecord] = ()) -> Advice:
@@ -161,13 +178,11 @@ def advise(job: CronJob, m: Metrics, score: Score, runs: Sequence[RunRecord] = (
             f"history: too few runs with a known duration and output ({judged} in the ledger; "
             f"{MIN_RUNS} needed) to tell quiet runs from busy ones"
         )
-    poll_words, batch_words, report_words = (
-        _shape(_POLL, cmd),
-        _shape(_BATCH, cmd),
-        _shape(_REPORT, cmd),
-    )
+    words, options = _words(cmd)
+    poll_words = sorted(_shape(words, _POLL) + (["--since"] if "--since" in options else []))
+    batch_words = _shape(words, _BATCH, _BATCH_EXACT)
+    report_words = _shape(words, _REPORT)
     pain = f"pain score {score.value:g}" + (f" (top: {score.reasons[0].text})" if score.reasons else "")
-    trig = suggest_trigger(cmd)
 
     if interval is None:
         return Advice(
@@ -180,7 +195,7 @@ def advise(job: CronJob, m: Metrics, score: Score, runs: Sequence[RunRecord] = (
     often = interval <= POLL_INTERVAL
     sched = f"schedule {job.schedule!r}: every {_every(interval)}"
 
-    sampler = _shape(_SAMPLER, cmd)
+    sampler = sorted({w for w in words if w in _SAMPLER})
     if sampler and score.value < PAIN_THRESHOLD:
         return Advice(
             "sampler",
@@ -191,6 +206,7 @@ def advise(job: CronJob, m: Metrics, score: Score, runs: Sequence[RunRecord] = (
         )
     # 2. poller
     if often and (hist_quiet or poll_words):
+        trig = suggest_trigger(cmd)
         evidence.append(sched + f" (at most {_every(POLL_INTERVAL)})")
         if hist_quiet:
             evidence.append(hist_line)
@@ -240,11 +256,7 @@ def advise(job: CronJob, m: Metrics, score: Score, runs: Sequence[RunRecord] = (
     # 4. report / housekeeping
     rare = interval >= BATCH_INTERVAL
     if (rare or report_words) and score.value < PAIN_THRESHOLD:
-        kind = (
-            "housekeeping"
-            if any(w in ("rotate", "logrotate", "clean", "purge", "prune", "vacuum") for w in report_words)
-            else "report"
-        )
+        kind = "housekeeping" if any(w in _HOUSEKEEPING for w in report_words) else "report"
         evidence.append(sched)
         evidence.append(f"{pain}, under {PAIN_THRESHOLD:g}")
         if report_words:

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -88,6 +89,8 @@ def listen_postgres(
                         at = None
                         with contextlib.suppress(ValueError, TypeError, AttributeError):
                             at = float(json.loads(n.payload).get("at"))
+                        if at is not None and not (time.time() - 86400 < at < time.time() + 60):
+                            at = None  # any role may NOTIFY: a time that cannot be right is not believed
                         on_event("postgres", n.payload[:200], at)
         except psycopg.Error as e:
             if stop.is_set():
