@@ -475,6 +475,11 @@ def test_the_orders_poller_moves_to_postgres_events_end_to_end(orders_project: d
         fired = json.loads(shown.stdout)["triggers"]
         assert len(fired) == len(triggers())
         assert any(f["freshness"] is not None and f["freshness"] >= 0 for f in fired)
+        table = subprocess.run(
+            [CRONSHIFT, "show", job["id"], "--root", str(root), "--store", str(ledger), "--no-history"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert "event triggers (one run each)" in table and "gap: a source reconnected" in table
     finally:
         admin.close()
         _stop(events)
