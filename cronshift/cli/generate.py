@@ -57,8 +57,8 @@ def generate(
         list[str] | None,
         typer.Option(
             "--trigger",
-            help="KIND:ARGS event source that runs the jobs: postgres:TABLE, path:DIR, stream:KEY or call, "
-            "with ,quiet=S ,max_wait=S (repeatable; see EVENTS.md).",
+            help="[JOB=]KIND:ARGS event source that runs the jobs (or JOB only): postgres:TABLE, path:DIR, "
+            "stream:KEY or call, with ,quiet=S ,max_wait=S ,safety=CRON (repeatable; see EVENTS.md).",
         ),
     ] = None,
     root: RootOpt = Path("/"),

@@ -257,6 +257,9 @@ def _table(env: Env, result: ScanResult, ranked: list, ev: Evidence, t: datetime
     env.out.print("[dim]'?' after a score: some evidence was missing (see `cronshift show JOB`)[/dim]")
 
 
+ADVICE_NAMES = 12  # job ids named per advice line, in rank order
+
+
 def advice_lines(env: Env, advice: list[tuple[str, Advice]]) -> None:
     """Below the table: the jobs worth moving to an event or a consumer, and those fine on cron."""
     for action, label in (
@@ -266,9 +269,9 @@ def advice_lines(env: Env, advice: list[tuple[str, Advice]]) -> None:
     ):
         ids = [(i, a) for i, a in advice if a.action == action]
         if ids:
-            trig = {i: a.trigger for i, a in ids}
-            names = ", ".join(i + (f" ({trig[i]})" if trig[i] else "") for i, _ in ids)
-            env.out.print(f"advice: {label}: {escape(names)}")
+            names = ", ".join(i + (f" ({a.trigger})" if a.trigger else "") for i, a in ids[:ADVICE_NAMES])
+            more = f" and {len(ids) - ADVICE_NAMES} more (--json)" if len(ids) > ADVICE_NAMES else ""
+            env.out.print(f"advice: {label}: {escape(names)}{more}")
     if any(a.action in ("event-source", "streams-consumer", "keep-on-cron") for _, a in advice):
         env.out.print(
             "[dim]the evidence for each advice, and what would change it: `cronshift show JOB`[/dim]"
