@@ -81,6 +81,8 @@ def parse(argv: list[str]) -> tuple[Options, list[str]]:
                 setattr(o, names[name], value)
         elif a in ("-h", "--help"):
             raise ValueError("help")
+        elif a == "--version":  # `wrap` runs `<wrapper> record --version` as cron would, to prove the line
+            raise ValueError("version")
         else:
             o.warnings.append(f"unknown {'option' if a.startswith('-') else 'argument'} {a!r} ignored")
         i += 1
@@ -455,6 +457,11 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         if str(e) == "help":
             os.write(1, USAGE.encode())
+            return 0
+        if str(e) == "version":
+            from cronshift import __version__
+
+            os.write(1, f"cronshift {__version__}\n".encode())
             return 0
         os.write(2, f"cronshift record: {e}\n{USAGE}".encode())
         return 2
