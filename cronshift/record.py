@@ -23,7 +23,7 @@ import os
 import time
 
 USAGE = (
-    "usage: cronshift record [--job ID] [--store PATH] [--redis URL] [--root DIR]\n"
+    "usage: cronshift record [--job ID] [--store PATH] [--redis URL | --redis-config FILE] [--root DIR]\n"
     "                        [--scheduled-for ISO|EPOCH] [--drain-at BYTES] -- CMD [ARGS...]\n"
 )
 TAIL = 4096
@@ -55,7 +55,7 @@ def parse(argv: list[str]) -> tuple[Options, list[str]]:
     """
     o = Options()
     names = {"--job": "job", "--store": "store", "--redis": "redis", "--root": "root"}
-    names |= {"--scheduled-for": "scheduled_for", "--drain-at": "drain_at"}
+    names |= {"--scheduled-for": "scheduled_for", "--drain-at": "drain_at", "--redis-config": "redis"}
     dashes = argv.index("--") if "--" in argv else -1
     i = 0
     while i < len(argv):
@@ -72,7 +72,9 @@ def parse(argv: list[str]) -> tuple[Options, list[str]]:
                     raise ValueError(f"option {name} needs a value")
                 i += 1
                 value = argv[i]
-            if name == "--drain-at":
+            if name == "--redis-config":
+                o.redis = _read_redis_config(value, o.warnings)
+            elif name == "--drain-at":
                 try:
                     o.drain_at = int(value)
                 except ValueError:
@@ -90,6 +92,25 @@ def parse(argv: list[str]) -> tuple[Options, list[str]]:
     if not cmd:
         raise ValueError("no command given")
     return o, cmd
+
+
+def _read_redis_config(path: str, warnings: list[str]) -> str | None:
+    """The Redis URL (password included) from a file only its owner can read: ours or root's, not a
+    symlink, no group/other access. Anything else is a syslog complaint and the run is spooled."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as e:
+        warnings.append(f"--redis-config {path}: {e.strerror}; runs are spooled")
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o077 or (st.st_mode & 0o170000) != 0o100000:
+            warnings.append(f"--redis-config {path}: not a private file of root or this user; ignored")
+            return None
+        url = os.read(fd, 65536).decode("utf-8", "surrogateescape").strip()
+    finally:
+        os.close(fd)
+    return url or None
 
 
 def _environ() -> dict[bytes, bytes]:
@@ -385,11 +406,21 @@ def record_run(o: Options, rec: dict) -> None:
     store = o.store or os.path.join(root, "var/lib/cronshift/ledger.db")
     key = spool.spool_key(os.path.abspath(store))
     path = _spool(root, spool, key, line)
-    if os.stat(path).st_size >= o.drain_at:
+    if os.stat(path).st_size >= o.drain_at and _writable(store):
         try:
             drain_to_sqlite(root, store, busy_ms=int(TIMEOUT * 1000))
         except Exception as e:  # sqlite3.Error, OSError, a newer schema: the runs wait in the spool
             complain(root, f"{store}: {e}; runs wait in the spool ({path})")
+
+
+def _writable(store: str) -> bool:
+    """Only root (or the owner of a private --store) drains: another user's job leaves its records in its
+    own spool for root's next drain, instead of failing on the root-only ledger every run."""
+    if os.geteuid() == 0:
+        return True  # and if the store refuses, syslog hears why
+    if os.path.exists(store):
+        return os.access(store, os.W_OK)
+    return os.access(os.path.dirname(store) or ".", os.W_OK | os.X_OK)
 
 
 def _spool(root: str, spool, key: str, line: bytes) -> str:
@@ -412,10 +443,14 @@ def _drain_to_redis(o: Options, spool, key: str, paths: list[str]) -> None:
     from cronshift.history.ledger_resp import xadd_all
 
     for path in paths:
-        got = spool.claim(path)
+        try:
+            got = spool.claim(path)
+        except OSError as e:
+            complain(o.root, f"{e.filename}: {e.strerror}; not sent")
+            continue
         if got is None:
             continue
-        claimed, data = got
+        claimed, data, _uid = got  # our own spool: the Redis credential speaks for these records
         lines = spool.split_records(data)
         try:
             for i in range(0, len(lines), 500):
@@ -426,9 +461,10 @@ def _drain_to_redis(o: Options, spool, key: str, paths: list[str]) -> None:
         spool.release(claimed)
 
 
-def drain_to_sqlite(root: str, store: str, busy_ms: int) -> int:
+def drain_to_sqlite(root: str, store: str, busy_ms: int, refused: list[str] | None = None) -> int:
     """Move every spooled record for `store` into it; return how many were new. Raises on store failure,
-    leaving unstored records in claimed spool files that the next drain adopts."""
+    leaving unstored records in claimed spool files that the next drain adopts. A spool file that is not
+    to be trusted (symlink, foreign owner) is left alone and reported to syslog."""
     from cronshift.history import spool
     from cronshift.history.ledger_schema import connect, insert_lines
 
@@ -440,11 +476,18 @@ def drain_to_sqlite(root: str, store: str, busy_ms: int) -> int:
     added = 0
     try:
         for path in paths:
-            got = spool.claim(path)
+            try:
+                got = spool.claim(path)
+            except OSError as e:  # Refused (untrusted), or another user's file we may not move
+                if refused is None:
+                    complain(root, f"{e.filename}: {e.strerror}; not drained")
+                elif isinstance(e, spool.Refused):
+                    refused.append(f"{e.filename}: {e.strerror}")
+                continue
             if got is None:
                 continue
-            claimed, data = got
-            added += insert_lines(conn, spool.split_records(data))
+            claimed, data, uid = got
+            added += insert_lines(conn, spool.split_records(data), spool.user_name(uid))
             spool.release(claimed)
     finally:
         conn.close()

@@ -12,6 +12,7 @@ would be broken or only half recorded. Those are refused with the reason; put th
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -149,12 +150,8 @@ def _runs_as(
     return f"exit {res.returncode}" + (f": {said[-1]}" if said else "")
 
 
-def resolve_wrapper(root: Path, job: CronJob, interpreters: list[str] | None = None) -> str:
-    """An absolute path to a `cronshift` that runs under cron's environment as the job's user.
-
-    Each candidate is proved by running `<wrapper> record --version` exactly that way (env -i with cron's
-    variables and the line's assignments, the line's SHELL, the job's user, no terminal) before any line
-    names it. Raises WrapRefused with how to install one when none works."""
+def job_account(root: Path, job: CronJob) -> pwd.struct_passwd:
+    """The account the job runs as on this host (under another --root: ours, when the name is unknown)."""
     where = (job.source.path, job.source.line)
     user = job.user or ("root" if os.geteuid() == 0 else "")
     try:
@@ -165,6 +162,21 @@ def resolve_wrapper(root: Path, job: CronJob, interpreters: list[str] | None = N
         pw = pwd.getpwuid(os.geteuid())  # a copy of another host's files: check as ourselves
     if os.geteuid() != 0 and pw.pw_uid != os.geteuid():
         raise WrapRefused(*where, f"only root can check that {user}'s job can run the wrapper; run as root")
+    return pw
+
+
+def redis_config_path(root: Path, uid: int) -> str:
+    return str(Path(root).resolve() / "etc/cronshift" / f"redis-{uid}.url")
+
+
+def resolve_wrapper(root: Path, job: CronJob, interpreters: list[str] | None = None) -> str:
+    """An absolute path to a `cronshift` that runs under cron's environment as the job's user.
+
+    Each candidate is proved by running `<wrapper> record --version` exactly that way (env -i with cron's
+    variables and the line's assignments, the line's SHELL, the job's user, no terminal) before any line
+    names it. Raises WrapRefused with how to install one when none works."""
+    where = (job.source.path, job.source.line)
+    pw = job_account(root, job)
     env = cron_env(job, pw.pw_dir, pw.pw_name)
     shell = env.get("SHELL") or "/bin/sh"
     tried = []
@@ -207,6 +219,8 @@ class WrapPlan:
     expected_sha256: str
     diff: str
     action: str  # "wrap" | "unwrap"
+    owner: tuple[int, int] | None = None  # (uid, gid) the job runs as: its spool is made for it
+    secret: tuple[str, str] | None = None  # (path, Redis URL) to write 0600 for the owner, never on the line
 
 
 def wrapper_words(
@@ -343,7 +357,8 @@ def plan_wrap(
         raise WrapRefused(
             job.source.path, job.source.line, f"{job.id} is already wrapped by cronshift record"
         )
-    for value, what in ((store, "--store"), (redis_url, "--redis")):
+    on_line = None if redis_url and _has_password(redis_url) else redis_url
+    for value, what in ((store, "--store"), (on_line, "--redis")):
         if value and any(c in value for c in "%\n\r"):
             raise WrapRefused(
                 job.source.path, job.source.line, f"{what} may not hold '%' or a line break in a crontab"
@@ -359,11 +374,50 @@ def plan_wrap(
     at = _command_span(before, job)
     if wrapper is None:
         wrapper = resolve_wrapper(root, job, [python] if python else None)
+    pw = job_account(root, job)
+    secret = None
+    if redis_url and _has_password(redis_url):
+        # A password on the line would be readable in the crontab, its backups and `ps`: the line names a
+        # file only the job's user (and root) can read instead.
+        redis_config = redis_config_path(root, pw.pw_uid)
+        secret = (redis_config, redis_url)
+        redis_url = None
     words = wrapper_words(
         job.id, store, redis_url, wrapper=wrapper, root=str(Path(root).resolve()), redis_config=redis_config
     )
     after = before[:at] + words.encode("utf-8", "surrogateescape") + before[at:]
-    return _plan(job, lines, digest, before, after, "wrap")
+    plan = _plan(job, lines, digest, before, after, "wrap")
+    return dataclasses.replace(plan, owner=(pw.pw_uid, pw.pw_gid), secret=secret)
+
+
+def _has_password(url: str) -> bool:
+    from cronshift.history.ledger_resp import parse_url
+
+    try:
+        return parse_url(url)[3] is not None
+    except ValueError as e:
+        raise WrapRefused("--redis", None, str(e)) from None
+
+
+def _write_secret(path: str, text: str, uid: int, gid: int) -> None:
+    """Write `text` to `path`, 0600 and owned by uid from creation (root-owned 0755 folder)."""
+    folder = os.path.dirname(path)
+    old = os.umask(0o022)
+    try:
+        os.makedirs(folder, 0o755, exist_ok=True)
+    finally:
+        os.umask(old)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        if os.geteuid() == 0:
+            os.fchown(fd, uid, gid)
+        os.write(fd, text.encode("utf-8", "surrogateescape") + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def plan_unwrap(root: Path, job: CronJob) -> WrapPlan:
@@ -393,6 +447,19 @@ def apply_plan(
     journal: EditJournal | None = None,
     lock_timeout: float = 10.0,
 ) -> EditRecord:
+    """Write the edit; for a wrap, first make the job user's spool and its Redis config file, so the very
+    first run has a private place to record to."""
+    if plan.action == "wrap" and plan.owner is not None:
+        from cronshift.history.spool import prepare_user_spool
+
+        uid, gid = plan.owner
+        try:
+            if os.geteuid() == 0 or uid == os.geteuid():
+                prepare_user_spool(str(root), uid, gid)
+            if plan.secret is not None:
+                _write_secret(*plan.secret, uid, gid)
+        except OSError as e:
+            raise WrapRefused(plan.path, plan.line, f"cannot prepare {e.filename}: {e.strerror}") from e
     edit = LineEdit(
         plan.path, plan.line, plan.before, plan.after, plan.expected_sha256, f"{plan.action} {plan.job_id}"
     )

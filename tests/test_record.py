@@ -75,7 +75,10 @@ def stored(root: Path, store: Path | None = None) -> list:
 
 def spooled(root: Path) -> list[dict]:
     out = []
-    for d in (root / "var/lib/cronshift/spool", root.parent / "tmp" / f"cronshift-spool-{os.geteuid()}"):
+    for d in (
+        root / "var/spool/cronshift" / str(os.geteuid()),
+        root.parent / "tmp" / f"cronshift-spool-{os.geteuid()}",
+    ):
         for f in sorted(d.glob("runs-*")) if d.is_dir() else []:
             out += [json.loads(line) for line in f.read_bytes().splitlines() if line]
     return out

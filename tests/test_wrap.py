@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,7 +26,7 @@ from cronshift.wrap import (
     plan_wrap,
     resolve_wrapper,
 )
-from tests.support.install import installed_python
+from tests.support.install import installed_python, shared_tmp
 from tests.support.users import throwaway_user
 
 from .conftest import FIXTURES, copy_tree
@@ -58,21 +56,9 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
     return {k: v for k, v in _snapshot(root).items() if not k.startswith(SHIM_DIR)}
 
 
-@contextmanager
-def open_dir(prefix: str) -> Iterator[Path]:
-    """A temp folder every user can traverse (pytest's own is 0700), so that a check made as another user
-    sees what cron would."""
-    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
-    base.chmod(0o755)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
 @pytest.fixture
 def debian_root() -> Iterator[Path]:
-    with open_dir("cs-wrap-") as base:
+    with shared_tmp("cs-wrap-") as base:
         yield copy_tree(FIXTURES / "debian", base / "debian")
 
 
@@ -278,7 +264,7 @@ def test_a_wrapped_line_runs_as_cron_runs_it(throwaway_user: pwd.struct_passwd) 
     """Cron's PATH has no venv, pipx or /usr/local/bin in it, and the job's environment may hold PYTHON*
     variables meant for the job: the wrapped line must still run the job, byte for byte as bare."""
     user = throwaway_user
-    with open_dir("cs-cron-") as base:
+    with shared_tmp("cs-cron-") as base:
         root = base / "root"
         app = base / "app"  # an app whose module would shadow the wrapper's `select`
         app.mkdir()
@@ -315,7 +301,7 @@ def test_wrap_refuses_a_wrapper_the_jobs_user_cannot_run(throwaway_user: pwd.str
     """A cronshift only root can reach (pipx in /root, a venv in a private home) would make the line exit
     127 for another user: wrap says how to install instead, and writes nothing."""
     user = throwaway_user
-    with open_dir("cs-cron-") as base, tempfile.TemporaryDirectory() as private:
+    with shared_tmp("cs-cron-") as base, tempfile.TemporaryDirectory() as private:
         os.chmod(private, 0o700)
         hidden = Path(private, "python3")
         hidden.symlink_to(sys.executable)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,5 +43,17 @@ def installed_python() -> Iterator[str]:
     base.chmod(0o755)
     try:
         yield str(build_install(base))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def shared_tmp(prefix: str) -> Iterator[Path]:
+    """A temp folder every user can traverse (pytest's own is 0700), so that what another user does there
+    (a job run as cron runs it, an attacker) meets only the permissions cronshift set."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    base.chmod(0o755)
+    try:
+        yield base
     finally:
         shutil.rmtree(base, ignore_errors=True)
