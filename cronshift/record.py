@@ -131,7 +131,27 @@ def _environ() -> dict[bytes, bytes]:
 def _quote(a: str) -> str:
     if a and all(c in _SAFE for c in a):
         return a
+    try:
+        a.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8: bash's $'...' says exactly which
+        raw = a.encode("utf-8", "surrogateescape")
+        out = []
+        for ch in raw.decode("utf-8", "surrogateescape"):
+            o = ord(ch)
+            if 0xDC80 <= o <= 0xDCFF:
+                out.append(f"\\x{o - 0xDC00:02x}")
+            elif ch in "\\'":
+                out.append("\\" + ch)
+            else:
+                out.append(ch)
+        return "$'" + "".join(out) + "'"
     return "'" + a.replace("'", "'\"'\"'") + "'"
+
+
+def _b64(data: bytes) -> str:
+    from binascii import b2a_base64
+
+    return b2a_base64(data, newline=False).decode("ascii")
 
 
 class Stream:
@@ -161,6 +181,19 @@ class Stream:
             return "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         return self.digest.hexdigest()
 
+    def tail_b64(self) -> str | None:
+        """The raw tail, when its text form would lose bytes (a NUL, which SQLite's JSON functions cut
+        at, or bytes that are not UTF-8)."""
+        t = self.tail
+        if b"\0" in t:
+            return _b64(t)
+        try:
+            t.decode("utf-8")
+        except UnicodeDecodeError:
+            if len(t) < TAIL or not _only_cut_at_start(t):
+                return _b64(t)
+        return None
+
     def tail_text(self) -> str:
         t = self.tail
         if len(t) == TAIL:  # the cut may have split a UTF-8 character: start at the next one
@@ -168,6 +201,17 @@ class Stream:
                 if t[:1] and 0x80 <= t[0] < 0xC0:
                     t = t[1:]
         return t.decode("utf-8", "replace")
+
+
+def _only_cut_at_start(t: bytes) -> bool:
+    """A full tail whose only bad bytes are a character split by the cut at its start."""
+    for k in range(1, 4):
+        try:
+            t[k:].decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            continue
+    return False
 
 
 def _hasher(big: bool):  # -> a hashlib-like sha256 object
@@ -355,9 +399,22 @@ def _scheduled(value: str | None, start: float) -> float:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+def _clean(v: str) -> str:
+    """Text SQLite and every reader can hold: a lone surrogate (an undecodable byte of an argument, by
+    surrogateescape) becomes a visible \\xNN escape instead of poisoning the ledger."""
+    try:
+        v.encode("utf-8")
+        return v
+    except UnicodeEncodeError:
+        return v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _dumps(d: dict) -> bytes:
     """One JSON line. json.dumps would cost ~7 ms to import; values here are str, int, float, None, dict."""
-    from _json import encode_basestring_ascii as q
+    from _json import encode_basestring_ascii as _q
+
+    def q(v: str) -> str:
+        return _q(_clean(v))
 
     parts = []
     for k, v in d.items():
@@ -600,8 +657,15 @@ def main(argv: list[str]) -> int:
         for s, name in zip(streams, ("stdout", "stderr"), strict=False):
             if s.closed_early:
                 extra[f"{name}_reader_closed"] = "1"
+        argv = [os.fsencode(a) for a in cmd]
+        if any(_clean(a) is not a for a in cmd):
+            extra["argv_b64"] = _b64(b"\0".join(argv))  # the exact bytes, NUL-separated
         out = streams[0] if streams and 1 not in closed else None
         err = None if merged or 2 in closed else streams[-1]
+        for s, name in ((out, "stdout"), (err, "stderr")):
+            raw = s.tail_b64() if s else None
+            if raw:
+                extra[f"{name}_tail_b64"] = raw
         rec = {
             "cronshift_run": 1,
             "uid": os.urandom(16).hex(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cronshift.history.ledger import open_ledger
+from cronshift.history.ledger import argv_bytes, open_ledger
 from tests.support.redis_server import RedisServer, free_port, redis_server, start_redis
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -397,3 +398,70 @@ def test_fifty_concurrent_wrappers_lose_nothing(root: Path, drain_at: str) -> No
     assert sorted(r.job_id for r in runs) == sorted(f"j{i}" for i in range(50))
     assert len({r.extra["uid"] for r in runs}) == 50
     assert spooled(root) == []
+
+
+# -- every byte survives ---------------------------------------------------------------------------------
+
+
+def test_an_argument_that_is_not_utf8_keeps_the_ledger_readable(root: Path) -> None:
+    """Before: the record's command held a lone surrogate, SQLite stored invalid UTF-8, and every later
+    read of the ledger failed ("ledger unreadable", 0 runs for every job)."""
+    odd = b"caf\xe9 \xff"
+    for job in ("odd", "plain"):
+        argv = ["/bin/echo", os.fsdecode(odd)] if job == "odd" else ["/bin/true"]
+        r = run(argv, root, "--job", job, "--drain-at", "0", "--store", str(root / "ledger.db"))
+        assert r.returncode == 0
+    assert run(["/bin/echo", os.fsdecode(odd)], root, bare=True).stdout == odd + b"\n"
+    with open_ledger(root, store=str(root / "ledger.db")) as led:
+        runs = {r.job_id: r for r in led.runs()}
+        assert led.skipped == []
+    assert set(runs) == {"odd", "plain"}
+    assert runs["odd"].command == "/bin/echo $'caf\\xe9 \\xff'"
+    assert argv_bytes(runs["odd"]) == [b"/bin/echo", odd]  # the exact bytes
+    assert argv_bytes(runs["plain"]) is None
+
+
+def test_output_tails_keep_nul_and_odd_bytes(root: Path) -> None:
+    out = b"before\0after \xff\xfe end\n"
+    script = f"import os; os.write(1, {out!r}); os.write(2, b'e\\0rr')"
+    r = run([sys.executable, "-c", script], root, "--job", "nul", "--drain-at", "0")
+    assert r.stdout == out and r.stderr == b"e\0rr"
+    (rec,) = stored(root)
+    assert rec.stdout_tail == out.decode("utf-8", "replace") and "\0after" in rec.stdout_tail
+    assert rec.stderr_tail == "e\0rr"
+    assert base64.b64decode(rec.extra["stdout_tail_b64"]) == out
+
+
+def test_a_damaged_row_is_skipped_and_named_the_rest_are_read(root: Path) -> None:
+    store = root / "ledger.db"
+    for job in ("a", "b", "c"):
+        assert (
+            run(["/bin/true"], root, "--job", job, "--drain-at", "0", "--store", str(store)).returncode == 0
+        )
+    conn = sqlite3.connect(store)
+    (uid,) = conn.execute("SELECT uid FROM runs WHERE job_id = 'b'").fetchone()
+    conn.execute("UPDATE runs SET extra = 'not json' WHERE uid = ?", (uid,))
+    conn.execute("UPDATE runs SET command = CAST(x'ff2f78' AS TEXT) WHERE job_id = 'c'")  # invalid UTF-8
+    conn.commit()
+    conn.close()
+    with open_ledger(root, store=str(store)) as led:
+        runs = list(led.runs())
+        assert [r.job_id for r in runs] == ["a", "c"]
+        assert runs[1].command == "\ufffd/x"
+        assert len(led.skipped) == 1 and uid in led.skipped[0]
+
+
+def test_spooled_runs_count_before_the_first_drain_creates_the_ledger(root: Path) -> None:
+    from datetime import UTC, datetime
+
+    from cronshift.discover.scan import scan
+    from cronshift.history.evidence import Evidence, _read_ledger
+
+    (root / "etc").mkdir()
+    (root / "etc/crontab").write_text("* * * * * root /bin/true\n")
+    (job,) = scan(root).jobs
+    assert run(["/bin/true"], root, "--job", job.id).returncode == 0  # default threshold: spooled only
+    assert not (root / "var/lib/cronshift/ledger.db").exists()
+    ev = Evidence(now=datetime(2030, 1, 1, tzinfo=UTC).timestamp())
+    _read_ledger(ev, root, scan(root).jobs, None, None)
+    assert len(ev.ledger_runs.get(job.id, [])) == 1, ev.notes

@@ -8,6 +8,7 @@ letters. Records read back carry their spool uid in `extra["uid"]`, so stages ca
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sqlite3
@@ -46,7 +47,17 @@ def doc_to_record(doc: dict[str, Any]) -> RunRecord:
     for text in ("host", "user", "command", "stdout_tail", "stderr_tail"):
         fields[text] = fields[text] or ""
     fields["source"] = fields["source"] or "record"
+    for name in ("stdout", "stderr"):  # the lossless tail, where the text one would drop bytes (NUL)
+        raw = extra.get(f"{name}_tail_b64")
+        if raw:
+            fields[f"{name}_tail"] = base64.b64decode(raw).decode("utf-8", "replace")
     return RunRecord(**fields, extra=extra)
+
+
+def argv_bytes(rec: RunRecord) -> list[bytes] | None:
+    """The exact argument bytes of a wrapped command whose text form had to escape some."""
+    raw = rec.extra.get("argv_b64")
+    return base64.b64decode(raw).split(b"\0") if raw else None
 
 
 def _in_window(r: RunRecord, job_id: str | None, since: float | None, until: float | None) -> bool:
