@@ -142,7 +142,10 @@ def _ensure_own_dir(root: str, path: str, primary: bool) -> None:
         if uid != 0:
             raise FileNotFoundError(2, "no spool folder for this user (run `cronshift wrap` as root)", path)
         _make_base(root)
-    _mkdir_private(path)
+    try:  # noqa: SIM105 - contextlib costs an import on the wrapper's path
+        _mkdir_private(path)
+    except FileExistsError:
+        pass  # a concurrent first run made it: checked just below like any other
     _check_private_dir(path, uid)
 
 
