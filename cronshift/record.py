@@ -276,20 +276,52 @@ def _install_forwarders() -> list[tuple[int, object]]:
             pass
     saved = []
     for name in FORWARDED:
-        if tty_fg and name in TTY_SIGNALS:
-            continue
         sig = getattr(_signal, name)
         old = _signal.getsignal(sig)
         if old == _signal.SIG_IGN:  # ignored by whoever started us: the job inherits that, as bare
             continue
-        _signal.signal(sig, Run.forward)
+        # From the terminal, ^C and ^\ reach the job straight from the kernel (same foreground group):
+        # the wrapper only lives through them (no KeyboardInterrupt) to copy the job's last output and
+        # return its status. A caught signal is back at its default in the job after exec.
+        _signal.signal(sig, _noop if tty_fg and name in TTY_SIGNALS else Run.forward)
         saved.append((sig, old))
     return saved
 
 
+def _noop(signum: int, frame: object) -> None:
+    pass
+
+
+_SHELLS = frozenset(("sh", "dash", "bash", "ash", "busybox", "zsh", "ksh", "mksh", "cron", "crond"))
+
+
+def _ignored_on_entry() -> int:
+    """The signal mask (SigIgn bits) we were most likely started with, for SIGPIPE and SIGXFSZ.
+
+    Python ignores both at start-up, so our own dispositions say nothing. A shell (or cron) cannot
+    un-ignore a signal that was ignored when it started, and passes that on: when our parent is one and
+    ignores them, so did we on entry, and so must the job (cron's child ignoring SIGPIPE makes a job's
+    write to a closed pipe fail with EPIPE instead of killing it). Other parents (Python's subprocess
+    resets SIGPIPE for its children) say nothing: the job gets the defaults."""
+    try:
+        ppid = os.getppid()
+        with open(f"/proc/{ppid}/comm", "rb") as f:
+            if f.read().strip().decode("ascii", "replace") not in _SHELLS:
+                return 0
+        with open(f"/proc/{ppid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"SigIgn:"):
+                    return int(line[7:].strip(), 16)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def _spawn(cmd: list[str], env: dict[bytes, bytes], actions: list) -> int:
-    # Python ignores SIGPIPE and SIGXFSZ at start-up; the job must get them back at their defaults.
-    kw = {"file_actions": actions, "setsigdef": (_signal.SIGPIPE, _signal.SIGXFSZ)}
+    # Python ignores SIGPIPE and SIGXFSZ at start-up; the job gets them back as we got them.
+    ignored = _ignored_on_entry()
+    reset = tuple(sig for sig in (_signal.SIGPIPE, _signal.SIGXFSZ) if not ignored >> (sig - 1) & 1)
+    kw = {"file_actions": actions, "setsigdef": reset}
     try:
         return os.posix_spawnp(cmd[0], cmd, env, **kw)
     except OSError as e:

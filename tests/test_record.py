@@ -465,3 +465,45 @@ def test_spooled_runs_count_before_the_first_drain_creates_the_ledger(root: Path
     ev = Evidence(now=datetime(2030, 1, 1, tzinfo=UTC).timestamp())
     _read_ledger(ev, root, scan(root).jobs, None, None)
     assert len(ev.ledger_runs.get(job.id, [])) == 1, ev.notes
+
+
+# -- signals as cron's child would see them ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ignore", [True, False])
+def test_the_sigpipe_disposition_is_passed_through(root: Path, ignore: bool) -> None:
+    """Cron's child may ignore SIGPIPE: the job then inherits it ignored (a write to a closed pipe fails
+    with EPIPE instead of killing it). Python ignores SIGPIPE for itself; the job must not see that."""
+    wrapped = shlex.join([*wrapper_argv(), "--root", str(root), "--"])
+    trap = "trap '' PIPE; " if ignore else ""
+    probe = "grep -E '^SigIgn' /proc/self/status"
+    out = subprocess.run(
+        ["/bin/sh", "-c", f"{trap}{probe}; {wrapped} {probe}; true"], env=cron_env(root), capture_output=True
+    )
+    bare, wrap = (int(line.split()[1], 16) for line in out.stdout.splitlines())
+    bit = 1 << (signal.SIGPIPE - 1)
+    assert bare & bit == wrap & bit == (bit if ignore else 0)
+
+
+def test_ctrl_c_on_a_terminal_reaches_the_job_and_returns_its_status(root: Path) -> None:
+    """^C on a terminal: the job runs its cleanup, its output and exit status come back, and the wrapper
+    prints no KeyboardInterrupt traceback."""
+    import pty
+
+    job = "trap 'echo cleanup; exit 130' INT; echo ready; while :; do sleep 0.05; done"
+    results = []
+    for argv in (["sh", "-c", job], [*wrapper_argv(), "--root", str(root), "--", "sh", "-c", job]):
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: a session leader with the pty as its terminal, in its foreground
+            os.execve(argv[0] if "/" in argv[0] else "/bin/sh", argv, cron_env(root))
+        got = b""
+        while b"ready" not in got:
+            got += os.read(fd, 1024)
+        os.write(fd, b"\x03")  # the terminal's ^C: SIGINT to the foreground process group
+        with contextlib.suppress(OSError):
+            while chunk := os.read(fd, 1024):
+                got += chunk
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        results.append((b"cleanup" in got, b"Traceback" in got, os.waitstatus_to_exitcode(status)))
+    assert results[0] == results[1] == (True, False, 130)
