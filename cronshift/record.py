@@ -27,6 +27,7 @@ USAGE = (
     "                        [--scheduled-for ISO|EPOCH] [--drain-at BYTES] -- CMD [ARGS...]\n"
 )
 TAIL = 4096
+REDIS_BACKOFF = 60  # after a Redis failure, runs spool at once for this long (seconds), then one retries
 TIMEOUT = 0.2  # the longest the wrapper waits on a store (SQLite lock, Redis round trip), in seconds
 DRAIN_AT = 64 * 1024  # drain the spool into SQLite once it holds this many bytes (0: on every run)
 FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
@@ -332,7 +333,25 @@ def _spawn(cmd: list[str], env: dict[bytes, bytes], actions: list) -> int:
             import shutil
 
             path = shutil.which(path) or path
-        return os.posix_spawn("/bin/sh", ["/bin/sh", path, *cmd[1:]], env, **kw)
+        # The line's shell runs it, as bare: bash runs a #!-less script itself, dash with /bin/sh.
+        shell = os.fsdecode(env.get(b"SHELL") or b"/bin/sh")
+        if os.path.basename(os.path.realpath(shell)) != "bash":
+            shell = "/bin/sh"
+        return os.posix_spawn(shell, [shell, path, *cmd[1:]], env, **kw)
+
+
+def _not_run(name: str, e: OSError, shell: bytes) -> tuple[int, bytes]:
+    """Exit status and message for a command that could not start, worded as the line's shell words it
+    bare (dash: `/bin/sh: 1: x: not found`; bash: `/bin/bash: line 1: x: command not found`)."""
+    missing = e.errno == 2
+    code = 127 if missing else 126
+    flavour = os.path.basename(os.path.realpath(shell))
+    word = name.encode("utf-8", "surrogateescape")
+    if flavour == b"bash":
+        why = b"command not found" if missing and b"/" not in word else os.fsencode(e.strerror or "")
+        return code, shell + b": line 1: " + word + b": " + why + b"\n"
+    why = b"not found" if missing else os.fsencode(e.strerror or "")
+    return code, shell + b": 1: " + word + b": " + why + b"\n"
 
 
 def _copy(streams: list[Stream], pidfd: int | None) -> bool:
@@ -481,14 +500,21 @@ def record_run(o: Options, rec: dict) -> None:
         target = o.redis
         key = spool.spool_key(target)
         waiting = spool.pending(root, key)
+        down = _down_since(spool, root, key)
+        if down is not None and time.time() - down < REDIS_BACKOFF:
+            _spool(root, spool, key, line)  # it failed a moment ago: do not make this run wait too
+            return
         try:
             from cronshift.history.ledger_resp import xadd_all
 
             xadd_all(target, [line.rstrip(b"\n")], TIMEOUT)
         except (OSError, RuntimeError, ValueError) as e:
             path = _spool(root, spool, key, line)
-            complain(root, f"{_safe_url(target)}: {e}; run spooled to {path}")
+            _mark_down(os.path.dirname(path), key)
+            complain(root, f"{_safe_url(target)}: {e}; run spooled to {path} (next try in {REDIS_BACKOFF}s)")
             return
+        if down is not None:
+            _mark_up(spool, root, key)
         if waiting:
             _drain_to_redis(o, spool, key, waiting)
         return
@@ -510,6 +536,33 @@ def _writable(store: str) -> bool:
     if os.path.exists(store):
         return os.access(store, os.W_OK)
     return os.access(os.path.dirname(store) or ".", os.W_OK | os.X_OK)
+
+
+def _down_since(spool, root: str, key: str) -> float | None:
+    """When the Redis ledger last failed (a marker beside the spool), or None."""
+    for d in spool.spool_dirs(root):
+        try:
+            return os.stat(os.path.join(d, f"down-{key}")).st_mtime
+        except OSError:
+            continue
+    return None
+
+
+def _mark_down(folder: str, key: str) -> None:
+    try:
+        fd = os.open(os.path.join(folder, f"down-{key}"), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+        os.utime(os.path.join(folder, f"down-{key}"))
+    except OSError:
+        pass
+
+
+def _mark_up(spool, root: str, key: str) -> None:
+    for d in spool.spool_dirs(root):
+        try:  # noqa: SIM105 - contextlib costs an import on the wrapper's path
+            os.unlink(os.path.join(d, f"down-{key}"))
+        except OSError:
+            pass
 
 
 def _spool(root: str, spool, key: str, line: bytes) -> str:
@@ -646,8 +699,8 @@ def main(argv: list[str]) -> int:
     lingering = False
     if pid is None:
         assert spawn_error is not None
-        code = 127 if spawn_error.errno == 2 else 126  # as sh reports a missing or unrunnable command
-        os.write(2, f"{cmd[0]}: {spawn_error.strerror}\n".encode("utf-8", "surrogateescape"))
+        code, message = _not_run(cmd[0], spawn_error, env.get(b"SHELL") or b"/bin/sh")
+        os.write(2, message)
         for s in streams:
             os.close(s.fd)
         exit_status, signum, core = code, None, False

@@ -362,6 +362,8 @@ def test_redis_hanging_spools_then_drains(root: Path) -> None:
         assert took < 2.0, took  # no retry loop: one short timeout
         assert [r["job_id"] for r in spooled(root)] == ["bad"]
         server.resume()
+        for marker in (root / "var/spool/cronshift").rglob("down-*"):  # a minute later
+            os.utime(marker, (time.time() - 61, time.time() - 61))
         assert run(["true"], root, "--redis", server.url, "--job", "good").returncode == 0
         assert spooled(root) == []
         with open_ledger(root, redis_url=server.url) as led:
@@ -507,3 +509,37 @@ def test_ctrl_c_on_a_terminal_reaches_the_job_and_returns_its_status(root: Path)
         os.close(fd)
         results.append((b"cleanup" in got, b"Traceback" in got, os.waitstatus_to_exitcode(status)))
     assert results[0] == results[1] == (True, False, 130)
+
+
+def test_a_silent_redis_port_costs_one_run_a_wait_not_every_run(root: Path) -> None:
+    """A port that accepts but never answers (a hung Redis, a firewall) made every run wait the full
+    timeout; after one failure the next runs spool at once, and one retries after REDIS_BACKOFF."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        for i in range(3):
+            r = run([sys.executable, "-c", PY_OUT, "3"], root, "--redis", url, "--job", f"j{i}")
+            assert (r.returncode, r.stdout, r.stderr) == (3, b"out", b"err")
+        silent.setblocking(False)
+        tries = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                silent.accept()[0].close()
+                tries += 1
+    assert tries == 1
+    assert sorted(r["job_id"] for r in spooled(root)) == ["j0", "j1", "j2"]
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash"])
+@pytest.mark.parametrize("cmd", ["no-such-command-x", "/no/such/file", "{root}/plain", "{root}/noshebang"])
+def test_a_command_that_cannot_start_is_reported_as_the_shell_would(root: Path, shell: str, cmd: str) -> None:
+    (root / "plain").write_text("not a program\n")  # not executable: 126
+    (root / "noshebang").write_text("echo ran by $0 $BASH_VERSION-x\nnot-a-command-y\n")
+    (root / "noshebang").chmod(0o755)
+    cmd = cmd.format(root=root)
+    wrapped = shlex.join([*wrapper_argv(), "--root", str(root), "--"])
+    env = cron_env(root) | {"SHELL": shell}
+    bare = subprocess.run([shell, "-c", f"{cmd} arg"], env=env, capture_output=True)
+    wrap = subprocess.run([shell, "-c", f"{wrapped} {cmd} arg"], env=env, capture_output=True)
+    assert (wrap.returncode, wrap.stdout, wrap.stderr) == (bare.returncode, bare.stdout, bare.stderr)
