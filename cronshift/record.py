@@ -490,6 +490,44 @@ def _user() -> str:
         return str(os.geteuid())
 
 
+def _target_key(o: Options) -> str:
+    from cronshift.history.spool import spool_key
+
+    if o.redis:
+        return spool_key(o.redis)
+    return spool_key(os.path.abspath(o.store or os.path.join(o.root, "var/lib/cronshift/ledger.db")))
+
+
+def _mark_inflight(o: Options, uid: str, pid: int, start: float, cmd: list[str]) -> str | None:
+    """The run as the next drain records it if this wrapper dies first (see spool.write_inflight)."""
+    try:
+        from cronshift.history import spool
+
+        try:
+            scheduled = _scheduled(o.scheduled_for, start)
+        except ValueError:
+            scheduled = _scheduled(None, start)
+        rec = {
+            "cronshift_run": 1,
+            "uid": uid,
+            "job_id": o.job,
+            "source": "record",
+            "host": os.uname().nodename,
+            "user": _user(),
+            "pid": pid,
+            "command": " ".join(_quote(a) for a in cmd),
+            "scheduled_for": scheduled,
+            "start": start,
+            "end": None,
+            "exit_status": None,
+            "signal": None,
+            "extra": {"lost": "1", "why": "the wrapper died before the job ended; the job was not watched"},
+        }
+        return spool.write_inflight(o.root, _target_key(o), _dumps(rec))
+    except Exception:  # never let the wrapper's own trouble reach the job
+        return None
+
+
 def record_run(o: Options, rec: dict) -> None:
     """Deliver the record: Redis stream, or spool then (past the threshold) SQLite. Raises on failure."""
     from cronshift.history import spool
@@ -612,7 +650,8 @@ def drain_to_sqlite(root: str, store: str, busy_ms: int, refused: list[str] | No
 
     key = spool.spool_key(os.path.abspath(store))
     paths = spool.pending(root, key)
-    if not paths:
+    gone = spool.lost(root, key)
+    if not paths and not gone:
         return 0
     conn = connect(store, busy_ms)
     added = 0
@@ -631,6 +670,15 @@ def drain_to_sqlite(root: str, store: str, busy_ms: int, refused: list[str] | No
             claimed, data, uid = got
             added += insert_lines(conn, spool.split_records(data), spool.user_name(uid))
             spool.release(claimed)
+        for path in gone:  # after the finished records: a real end wins over "lost"
+            try:
+                data, uid = spool.read_trusted(path)
+            except OSError as e:
+                if isinstance(e, spool.Refused) and refused is not None:
+                    refused.append(f"{e.filename}: {e.strerror}")
+                continue
+            added += insert_lines(conn, spool.split_records(data), spool.user_name(uid))
+            spool.release(path)
     finally:
         conn.close()
     return added
@@ -686,6 +734,8 @@ def main(argv: list[str]) -> int:
     t0 = time.monotonic()
     pid = None
     spawn_error = None
+    inflight = None
+    run_uid = os.urandom(16).hex()
     try:
         pid = Run.pid = _spawn(cmd, env, actions)
     except OSError as e:
@@ -705,6 +755,7 @@ def main(argv: list[str]) -> int:
             os.close(s.fd)
         exit_status, signum, core = code, None, False
     else:
+        inflight = _mark_inflight(o, run_uid, pid, start, cmd)
         try:
             pidfd = os.pidfd_open(pid)
         except (AttributeError, OSError):
@@ -753,7 +804,7 @@ def main(argv: list[str]) -> int:
                 extra[f"{name}_tail_b64"] = raw
         rec = {
             "cronshift_run": 1,
-            "uid": os.urandom(16).hex(),
+            "uid": run_uid,
             "job_id": o.job,
             "source": "record",
             "host": os.uname().nodename,
@@ -774,6 +825,8 @@ def main(argv: list[str]) -> int:
             "extra": extra,
         }
         record_run(o, rec)
+        if inflight:
+            os.unlink(inflight)  # only once the real record is spooled: until then the run reads "lost"
     except BaseException as e:  # never let the wrapper's own trouble change the job's outcome
         complain(o.root, f"record: {type(e).__name__}: {e}")
 

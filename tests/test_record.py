@@ -543,3 +543,34 @@ def test_a_command_that_cannot_start_is_reported_as_the_shell_would(root: Path, 
     bare = subprocess.run([shell, "-c", f"{cmd} arg"], env=env, capture_output=True)
     wrap = subprocess.run([shell, "-c", f"{wrapped} {cmd} arg"], env=env, capture_output=True)
     assert (wrap.returncode, wrap.stdout, wrap.stderr) == (bare.returncode, bare.stdout, bare.stderr)
+
+
+def test_a_run_whose_wrapper_is_killed_is_recorded_as_lost(root: Path) -> None:
+    """SIGKILL (the OOM killer, a careless kill -9) of the wrapper alone: the job goes on as it would if
+    cron's own child died, and the next drain records the run as lost instead of never hearing of it."""
+    p = subprocess.Popen(
+        [*wrapper_argv(), "--root", str(root), "--job", "doomed", "--", "sh", "-c", "echo started; sleep 60"],
+        env=cron_env(root),
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    assert p.stdout is not None
+    try:
+        assert p.stdout.readline() == b"started\n"
+        live = stored(root)  # the wrapper is alive: nothing is lost yet
+        assert live == []
+        p.kill()
+        p.wait(timeout=30)
+        (run_,) = stored(root)
+        assert (run_.job_id, run_.exit_status, run_.end, run_.extra.get("lost")) == (
+            "doomed",
+            None,
+            None,
+            "1",
+        )
+        assert run_.pid is not None and run_.user == "root"
+    finally:
+        with contextlib.suppress(ProcessLookupError, UnboundLocalError, TypeError):
+            os.kill(run_.pid, signal.SIGKILL)
+        p.stdout.close()
+    assert stored(root) == [run_]  # recorded once

@@ -208,6 +208,16 @@ class Ledger:
                 added += 1
             pipe.execute()
             spool.release(claimed)
+        for path in spool.lost(self.root, self.key):  # runs whose wrapper died: recorded as lost
+            try:
+                data, uid = spool.read_trusted(path)
+            except OSError:
+                continue
+            for line in spool.split_records(data):
+                doc = _spooled_record(json.loads(line), uid)
+                self._redis.xadd(STREAM, {"record": json.dumps(record_to_doc(doc), separators=(",", ":"))})
+                added += 1
+            spool.release(path)
         return added
 
     # -- documents ------------------------------------------------------------------------------------

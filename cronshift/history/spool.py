@@ -192,6 +192,55 @@ def append(root: str, key: str, line: bytes) -> tuple[str, int, list[OSError]]:
     raise errors[-1]
 
 
+def _starttime(pid: int) -> str:
+    """The process's start time in clock ticks since boot (with the pid, names it uniquely)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def write_inflight(root: str, key: str, line: bytes) -> str | None:
+    """Leave the record of a run that has started (marked lost) where the drainer finds it should this
+    wrapper die before the run ends (SIGKILL, OOM); `release` it once the real record is spooled. Named
+    by our pid and start time, so a drainer can tell a dead wrapper from a live one. None if no spool
+    folder takes it (the run is then simply not known to be lost)."""
+    name = f"inflight-{key}-{os.getpid()}-{_starttime(os.getpid())}.jsonl"
+    for i, d in enumerate(spool_dirs(root)):
+        try:
+            _ensure_own_dir(root, d, primary=i == 0)
+            path = os.path.join(d, name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def lost(root: str, key: str) -> list[str]:
+    """In-flight records of wrappers that are gone: their runs ended unobserved."""
+    prefix = f"inflight-{key}-"
+    out = []
+    for d in all_spool_dirs(root):
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for n in sorted(names):
+            if not n.startswith(prefix) or not n.endswith(".jsonl"):
+                continue
+            pid, _, start = n[len(prefix) : -len(".jsonl")].partition("-")
+            if pid.isdigit() and _starttime(int(pid)) == start:
+                continue  # that wrapper is still watching its run
+            out.append(os.path.join(d, n))
+    return out
+
+
 def pending(root: str, key: str) -> list[str]:
     """Live and abandoned spool files for `key` (cheap: one listdir per directory)."""
     out = []
