@@ -21,6 +21,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -110,15 +111,28 @@ def _interpreters() -> list[str]:
     return list(dict.fromkeys(p for p in found if p and os.path.isabs(p)))
 
 
+def shim_path(root: Path, python: str) -> str:
+    digest = hashlib.sha256(python.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return str(Path(root, SHIM_DIR, f"py-{digest}", "cronshift"))
+
+
+def _installed(root: Path, python: str) -> bool:
+    try:
+        return Path(shim_path(root, python)).read_bytes() == _shim_text(python).encode(
+            "utf-8", "surrogateescape"
+        )
+    except OSError:
+        return False
+
+
 def install_shim(root: Path, python: str) -> str:
     """Write (once) the shim for `python` under <root>/usr/local/lib/cronshift and return its path.
 
     Why a shim and not the console script pip writes: that one starts Python without -I (so PYTHONHOME in
     a crontab stops the job) and imports `re` (5 ms on every run). Its name stays `cronshift`, so scan
     recognises the wrapper on the line."""
-    digest = hashlib.sha256(python.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-    d = Path(root, SHIM_DIR, f"py-{digest}")
-    shim = d / "cronshift"
+    shim = Path(shim_path(root, python))
+    d = shim.parent
     text = _shim_text(python).encode("utf-8", "surrogateescape")
     try:
         if shim.read_bytes() == text:
@@ -198,12 +212,15 @@ def redis_config_path(root: Path, uid: int) -> str:
     return str(Path(root).resolve() / "etc/cronshift" / f"redis-{uid}.url")
 
 
-def resolve_wrapper(root: Path, job: CronJob, interpreters: list[str] | None = None) -> str:
+def resolve_wrapper(
+    root: Path, job: CronJob, interpreters: list[str] | None = None, *, dry_run: bool = False
+) -> str:
     """An absolute path to a `cronshift` that runs under cron's environment as the job's user.
 
     Each candidate is proved by running `<wrapper> record --version` exactly that way (env -i with cron's
     variables and the line's assignments, the line's SHELL, the job's user, no terminal) before any line
-    names it. Raises WrapRefused with how to install one when none works."""
+    names it. Raises WrapRefused with how to install one when none works. With `dry_run` nothing is
+    written under the root: a shim not installed yet is checked as a copy in a temporary folder."""
     where = (job.source.path, job.source.line)
     pw = job_account(root, job)
     env = cron_env(job, pw.pw_dir, pw.pw_name)
@@ -213,23 +230,33 @@ def resolve_wrapper(root: Path, job: CronJob, interpreters: list[str] | None = N
         if any(c.isspace() or c == "%" for c in python):
             tried.append(f"{python}: has a blank or '%' in its path")
             continue
+        real = shim_path(root, python)
+        if any(c.isspace() or c == "%" for c in real):
+            raise WrapRefused(*where, f"the wrapper path {real!r} has a blank or '%'; use a plainer --root")
+        scratch = None
         try:
-            shim = install_shim(root, python)
+            if dry_run and not _installed(root, python):
+                scratch = tempfile.mkdtemp(prefix="cronshift-wrap-")
+                os.chmod(scratch, 0o755)  # the job's user must reach the copy
+                shim = install_shim(Path(scratch), python)
+            else:
+                shim = install_shim(root, python)
+            why = _runs_as(
+                f"{shlex.quote(shim)} record --version",
+                shell,
+                tuple(sorted(env.items())),
+                pw.pw_uid,
+                pw.pw_gid,
+                pw.pw_dir,
+            )
         except OSError as e:
             tried.append(f"{python}: cannot write the wrapper: {e.strerror}")
             continue
-        if any(c.isspace() or c == "%" for c in shim):
-            raise WrapRefused(*where, f"the wrapper path {shim!r} has a blank or '%'; use a plainer --root")
-        why = _runs_as(
-            f"{shlex.quote(shim)} record --version",
-            shell,
-            tuple(sorted(env.items())),
-            pw.pw_uid,
-            pw.pw_gid,
-            pw.pw_dir,
-        )
+        finally:
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
         if not why:
-            return shim
+            return real
         tried.append(f"{shim} ({python}): {why}")
     raise WrapRefused(
         *where,
@@ -376,6 +403,7 @@ def plan_wrap(
     redis_config: str | None = None,
     wrapper: str | None = None,
     python: str | None = None,
+    dry_run: bool = False,
 ) -> WrapPlan:
     """Plan the wrapped line. `wrapper` (a path) skips resolve_wrapper's check: tests and callers that
     already proved it."""
@@ -402,7 +430,7 @@ def plan_wrap(
         )
     at = _command_span(before, job)
     if wrapper is None:
-        wrapper = resolve_wrapper(root, job, [python] if python else None)
+        wrapper = resolve_wrapper(root, job, [python] if python else None, dry_run=dry_run)
     pw = job_account(root, job)
     secret = None
     if redis_url and _has_password(redis_url):

@@ -114,7 +114,8 @@ def test_wrap_dry_run_and_store_option(debian_root: Path) -> None:
         "wrap", SYNC, "--root", str(debian_root), "--dry-run", "--store", "/var/lib/my ledger.db"
     )
     assert code == 0 and "--store '/var/lib/my ledger.db' -- flock" in out
-    assert snapshot(debian_root) == before
+    assert _snapshot(debian_root) == before  # nothing written, not even the wrapper shim
+    assert not (debian_root / SHIM_DIR).exists() and not (debian_root / "var/spool/cronshift").exists()
     code, _, err = cli("wrap", SYNC, "--root", str(debian_root), "--redis", "redis://h/0?x=%41")
     assert code == 4 and "'%'" in err
     assert snapshot(debian_root) == before

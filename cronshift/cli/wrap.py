@@ -90,7 +90,7 @@ def wrap(
         now,
         json,
         dry_run,
-        lambda j: plan_wrap(root, j, store=store, redis_url=redis, python=python),
+        lambda j: plan_wrap(root, j, store=store, redis_url=redis, python=python, dry_run=dry_run),
     )
 
 
