@@ -254,6 +254,7 @@ class Run:
     """State shared with the signal handlers."""
 
     pid = 0
+    tty_fg = False  # in a terminal's foreground group: the job stays in ours, as the terminal expects
     pending: list[int] = []  # noqa: RUF012 - signals that arrived before the job existed
 
     @classmethod
@@ -286,6 +287,7 @@ def _install_forwarders() -> list[tuple[int, object]]:
         # return its status. A caught signal is back at its default in the job after exec.
         _signal.signal(sig, _noop if tty_fg and name in TTY_SIGNALS else Run.forward)
         saved.append((sig, old))
+    Run.tty_fg = tty_fg
     return saved
 
 
@@ -318,11 +320,13 @@ def _ignored_on_entry() -> int:
     return 0
 
 
-def _spawn(cmd: list[str], env: dict[bytes, bytes], actions: list) -> int:
+def _spawn(cmd: list[str], env: dict[bytes, bytes], actions: list, own_group: bool) -> int:
     # Python ignores SIGPIPE and SIGXFSZ at start-up; the job gets them back as we got them.
     ignored = _ignored_on_entry()
     reset = tuple(sig for sig in (_signal.SIGPIPE, _signal.SIGXFSZ) if not ignored >> (sig - 1) & 1)
-    kw = {"file_actions": actions, "setsigdef": reset}
+    kw: dict = {"file_actions": actions, "setsigdef": reset}
+    if own_group:
+        kw["setpgroup"] = 0
     try:
         return os.posix_spawnp(cmd[0], cmd, env, **kw)
     except OSError as e:
@@ -338,6 +342,43 @@ def _spawn(cmd: list[str], env: dict[bytes, bytes], actions: list) -> int:
         if os.path.basename(os.path.realpath(shell)) != "bash":
             shell = "/bin/sh"
         return os.posix_spawn(shell, [shell, path, *cmd[1:]], env, **kw)
+
+
+def _guard(pid: int) -> int | None:
+    """A watcher in the job's process group that kills that group if this wrapper dies first (SIGKILL,
+    the OOM killer): it waits on a pipe only we hold, and a line from us (`_release`) lets it go. Why a
+    /bin/sh and not prctl(PR_SET_PDEATHSIG): that needs code between fork and exec (ctypes: ~3 ms a run),
+    and it would also kill the job when only the wrapper's thread exits."""
+    try:
+        r, w = os.pipe()
+    except OSError:
+        return None
+    try:
+        actions = [
+            (os.POSIX_SPAWN_DUP2, r, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ]
+        script = "read _ || kill -s KILL 0"  # its own group: the job's (dash reads -PGID as an option)
+        os.posix_spawn(
+            "/bin/sh", ["/bin/sh", "-c", script], {"PATH": "/usr/bin:/bin"},
+            file_actions=actions, setpgroup=pid, setsigdef=(_signal.SIGPIPE, _signal.SIGINT),
+        )  # fmt: skip
+    except OSError:
+        os.close(w)
+        return None
+    finally:
+        os.close(r)
+    return w
+
+
+def _release(guard: int | None) -> None:
+    if guard is not None:
+        try:  # noqa: SIM105 - contextlib costs an import on the wrapper's path
+            os.write(guard, b"\n")
+        except OSError:
+            pass
+        os.close(guard)
 
 
 def _not_run(name: str, e: OSError, shell: bytes) -> tuple[int, bytes]:
@@ -736,8 +777,13 @@ def main(argv: list[str]) -> int:
     spawn_error = None
     inflight = None
     run_uid = os.urandom(16).hex()
+    guard = None
     try:
-        pid = Run.pid = _spawn(cmd, env, actions)
+        # Off a terminal the job gets its own process group, so that a watcher can kill it should the
+        # wrapper be SIGKILLed (signals to the wrapper still reach it: they are forwarded).
+        pid = Run.pid = _spawn(cmd, env, actions, own_group=not Run.tty_fg)
+        if not Run.tty_fg:
+            guard = _guard(pid)
     except OSError as e:
         spawn_error = e
     for w in write_ends:
@@ -767,6 +813,7 @@ def main(argv: list[str]) -> int:
             if s.fd >= 0:
                 os.close(s.fd)
         _, status = os.waitpid(pid, 0)
+        _release(guard)
         Run.pid = 0
         if pidfd is not None:
             os.close(pidfd)

@@ -545,9 +545,18 @@ def test_a_command_that_cannot_start_is_reported_as_the_shell_would(root: Path, 
     assert (wrap.returncode, wrap.stdout, wrap.stderr) == (bare.returncode, bare.stdout, bare.stderr)
 
 
-def test_a_run_whose_wrapper_is_killed_is_recorded_as_lost(root: Path) -> None:
-    """SIGKILL (the OOM killer, a careless kill -9) of the wrapper alone: the job goes on as it would if
-    cron's own child died, and the next drain records the run as lost instead of never hearing of it."""
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] == b"Z"  # a zombie waiting for init
+    except FileNotFoundError:
+        return True
+
+
+def test_a_run_whose_wrapper_is_killed_is_recorded_as_lost_and_its_job_killed(root: Path) -> None:
+    """SIGKILL (the OOM killer, a careless kill -9) of the wrapper alone: the job, in its own process
+    group, is killed with it instead of running on unobserved, and the next drain records the run as lost
+    instead of never hearing of it."""
     p = subprocess.Popen(
         [*wrapper_argv(), "--root", str(root), "--job", "doomed", "--", "sh", "-c", "echo started; sleep 60"],
         env=cron_env(root),
@@ -557,8 +566,7 @@ def test_a_run_whose_wrapper_is_killed_is_recorded_as_lost(root: Path) -> None:
     assert p.stdout is not None
     try:
         assert p.stdout.readline() == b"started\n"
-        live = stored(root)  # the wrapper is alive: nothing is lost yet
-        assert live == []
+        assert stored(root) == []  # the wrapper is alive: nothing is lost yet
         p.kill()
         p.wait(timeout=30)
         (run_,) = stored(root)
@@ -569,8 +577,15 @@ def test_a_run_whose_wrapper_is_killed_is_recorded_as_lost(root: Path) -> None:
             "1",
         )
         assert run_.pid is not None and run_.user == "root"
+        assert os.getpgid(run_.pid) == run_.pid if not _gone(run_.pid) else True
+        for _ in range(300):  # bounded: the watcher acts as soon as the wrapper is gone
+            if _gone(run_.pid):
+                break
+            time.sleep(0.05)
+        assert _gone(run_.pid), "the job outlived its wrapper"
+        assert p.stdout.read() == b""  # and nothing holds cron's pipe open any more
     finally:
         with contextlib.suppress(ProcessLookupError, UnboundLocalError, TypeError):
-            os.kill(run_.pid, signal.SIGKILL)
+            os.killpg(run_.pid, signal.SIGKILL)
         p.stdout.close()
     assert stored(root) == [run_]  # recorded once
