@@ -344,7 +344,7 @@ def _spawn(cmd: list[str], env: dict[bytes, bytes], actions: list, own_group: bo
         return os.posix_spawn(shell, [shell, path, *cmd[1:]], env, **kw)
 
 
-def _guard(pid: int) -> int | None:
+def _guard(pid: int) -> tuple[int, int] | None:
     """A watcher in the job's process group that kills that group if this wrapper dies first (SIGKILL,
     the OOM killer): it waits on a pipe only we hold, and a line from us (`_release`) lets it go. Why a
     /bin/sh and not prctl(PR_SET_PDEATHSIG): that needs code between fork and exec (ctypes: ~3 ms a run),
@@ -360,7 +360,7 @@ def _guard(pid: int) -> int | None:
             (os.POSIX_SPAWN_DUP2, 1, 2),
         ]
         script = "read _ || kill -s KILL 0"  # its own group: the job's (dash reads -PGID as an option)
-        os.posix_spawn(
+        watcher = os.posix_spawn(
             "/bin/sh", ["/bin/sh", "-c", script], {"PATH": "/usr/bin:/bin"},
             file_actions=actions, setpgroup=pid, setsigdef=(_signal.SIGPIPE, _signal.SIGINT),
         )  # fmt: skip
@@ -369,16 +369,19 @@ def _guard(pid: int) -> int | None:
         return None
     finally:
         os.close(r)
-    return w
+    return watcher, w
 
 
-def _release(guard: int | None) -> None:
+def _release(guard: tuple[int, int] | None) -> None:
+    """Let the watcher go, and reap it (its time is the wrapper's cost, not the job's)."""
     if guard is not None:
-        try:  # noqa: SIM105 - contextlib costs an import on the wrapper's path
-            os.write(guard, b"\n")
+        watcher, w = guard
+        try:
+            os.write(w, b"\n")
+            os.close(w)
+            os.waitpid(watcher, 0)
         except OSError:
             pass
-        os.close(guard)
 
 
 def _not_run(name: str, e: OSError, shell: bytes) -> tuple[int, bytes]:
