@@ -23,10 +23,11 @@ import os
 import time
 
 USAGE = (
-    "usage: cronshift record [--job ID] [--store PATH] [--redis URL] [--root DIR]\n"
+    "usage: cronshift record [--job ID] [--store PATH] [--redis URL | --redis-config FILE] [--root DIR]\n"
     "                        [--scheduled-for ISO|EPOCH] [--drain-at BYTES] -- CMD [ARGS...]\n"
 )
 TAIL = 4096
+REDIS_BACKOFF = 60  # after a Redis failure, runs spool at once for this long (seconds), then one retries
 TIMEOUT = 0.2  # the longest the wrapper waits on a store (SQLite lock, Redis round trip), in seconds
 DRAIN_AT = 64 * 1024  # drain the spool into SQLite once it holds this many bytes (0: on every run)
 FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
@@ -55,7 +56,7 @@ def parse(argv: list[str]) -> tuple[Options, list[str]]:
     """
     o = Options()
     names = {"--job": "job", "--store": "store", "--redis": "redis", "--root": "root"}
-    names |= {"--scheduled-for": "scheduled_for", "--drain-at": "drain_at"}
+    names |= {"--scheduled-for": "scheduled_for", "--drain-at": "drain_at", "--redis-config": "redis"}
     dashes = argv.index("--") if "--" in argv else -1
     i = 0
     while i < len(argv):
@@ -72,7 +73,9 @@ def parse(argv: list[str]) -> tuple[Options, list[str]]:
                     raise ValueError(f"option {name} needs a value")
                 i += 1
                 value = argv[i]
-            if name == "--drain-at":
+            if name == "--redis-config":
+                o.redis = _read_redis_config(value, o.warnings)
+            elif name == "--drain-at":
                 try:
                     o.drain_at = int(value)
                 except ValueError:
@@ -81,6 +84,8 @@ def parse(argv: list[str]) -> tuple[Options, list[str]]:
                 setattr(o, names[name], value)
         elif a in ("-h", "--help"):
             raise ValueError("help")
+        elif a == "--version":  # `wrap` runs `<wrapper> record --version` as cron would, to prove the line
+            raise ValueError("version")
         else:
             o.warnings.append(f"unknown {'option' if a.startswith('-') else 'argument'} {a!r} ignored")
         i += 1
@@ -88,6 +93,25 @@ def parse(argv: list[str]) -> tuple[Options, list[str]]:
     if not cmd:
         raise ValueError("no command given")
     return o, cmd
+
+
+def _read_redis_config(path: str, warnings: list[str]) -> str | None:
+    """The Redis URL (password included) from a file only its owner can read: ours or root's, not a
+    symlink, no group/other access. Anything else is a syslog complaint and the run is spooled."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as e:
+        warnings.append(f"--redis-config {path}: {e.strerror}; runs are spooled")
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o077 or (st.st_mode & 0o170000) != 0o100000:
+            warnings.append(f"--redis-config {path}: not a private file of root or this user; ignored")
+            return None
+        url = os.read(fd, 65536).decode("utf-8", "surrogateescape").strip()
+    finally:
+        os.close(fd)
+    return url or None
 
 
 def _environ() -> dict[bytes, bytes]:
@@ -108,7 +132,27 @@ def _environ() -> dict[bytes, bytes]:
 def _quote(a: str) -> str:
     if a and all(c in _SAFE for c in a):
         return a
+    try:
+        a.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8: bash's $'...' says exactly which
+        raw = a.encode("utf-8", "surrogateescape")
+        out = []
+        for ch in raw.decode("utf-8", "surrogateescape"):
+            o = ord(ch)
+            if 0xDC80 <= o <= 0xDCFF:
+                out.append(f"\\x{o - 0xDC00:02x}")
+            elif ch in "\\'":
+                out.append("\\" + ch)
+            else:
+                out.append(ch)
+        return "$'" + "".join(out) + "'"
     return "'" + a.replace("'", "'\"'\"'") + "'"
+
+
+def _b64(data: bytes) -> str:
+    from binascii import b2a_base64
+
+    return b2a_base64(data, newline=False).decode("ascii")
 
 
 class Stream:
@@ -138,6 +182,19 @@ class Stream:
             return "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         return self.digest.hexdigest()
 
+    def tail_b64(self) -> str | None:
+        """The raw tail, when its text form would lose bytes (a NUL, which SQLite's JSON functions cut
+        at, or bytes that are not UTF-8)."""
+        t = self.tail
+        if b"\0" in t:
+            return _b64(t)
+        try:
+            t.decode("utf-8")
+        except UnicodeDecodeError:
+            if len(t) < TAIL or not _only_cut_at_start(t):
+                return _b64(t)
+        return None
+
     def tail_text(self) -> str:
         t = self.tail
         if len(t) == TAIL:  # the cut may have split a UTF-8 character: start at the next one
@@ -145,6 +202,17 @@ class Stream:
                 if t[:1] and 0x80 <= t[0] < 0xC0:
                     t = t[1:]
         return t.decode("utf-8", "replace")
+
+
+def _only_cut_at_start(t: bytes) -> bool:
+    """A full tail whose only bad bytes are a character split by the cut at its start."""
+    for k in range(1, 4):
+        try:
+            t[k:].decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            continue
+    return False
 
 
 def _hasher(big: bool):  # -> a hashlib-like sha256 object
@@ -186,6 +254,7 @@ class Run:
     """State shared with the signal handlers."""
 
     pid = 0
+    tty_fg = False  # in a terminal's foreground group: the job stays in ours, as the terminal expects
     pending: list[int] = []  # noqa: RUF012 - signals that arrived before the job existed
 
     @classmethod
@@ -209,20 +278,55 @@ def _install_forwarders() -> list[tuple[int, object]]:
             pass
     saved = []
     for name in FORWARDED:
-        if tty_fg and name in TTY_SIGNALS:
-            continue
         sig = getattr(_signal, name)
         old = _signal.getsignal(sig)
         if old == _signal.SIG_IGN:  # ignored by whoever started us: the job inherits that, as bare
             continue
-        _signal.signal(sig, Run.forward)
+        # From the terminal, ^C and ^\ reach the job straight from the kernel (same foreground group):
+        # the wrapper only lives through them (no KeyboardInterrupt) to copy the job's last output and
+        # return its status. A caught signal is back at its default in the job after exec.
+        _signal.signal(sig, _noop if tty_fg and name in TTY_SIGNALS else Run.forward)
         saved.append((sig, old))
+    Run.tty_fg = tty_fg
     return saved
 
 
-def _spawn(cmd: list[str], env: dict[bytes, bytes], actions: list) -> int:
-    # Python ignores SIGPIPE and SIGXFSZ at start-up; the job must get them back at their defaults.
-    kw = {"file_actions": actions, "setsigdef": (_signal.SIGPIPE, _signal.SIGXFSZ)}
+def _noop(signum: int, frame: object) -> None:
+    pass
+
+
+_SHELLS = frozenset(("sh", "dash", "bash", "ash", "busybox", "zsh", "ksh", "mksh", "cron", "crond"))
+
+
+def _ignored_on_entry() -> int:
+    """The signal mask (SigIgn bits) we were most likely started with, for SIGPIPE and SIGXFSZ.
+
+    Python ignores both at start-up, so our own dispositions say nothing. A shell (or cron) cannot
+    un-ignore a signal that was ignored when it started, and passes that on: when our parent is one and
+    ignores them, so did we on entry, and so must the job (cron's child ignoring SIGPIPE makes a job's
+    write to a closed pipe fail with EPIPE instead of killing it). Other parents (Python's subprocess
+    resets SIGPIPE for its children) say nothing: the job gets the defaults."""
+    try:
+        ppid = os.getppid()
+        with open(f"/proc/{ppid}/comm", "rb") as f:
+            if f.read().strip().decode("ascii", "replace") not in _SHELLS:
+                return 0
+        with open(f"/proc/{ppid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"SigIgn:"):
+                    return int(line[7:].strip(), 16)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _spawn(cmd: list[str], env: dict[bytes, bytes], actions: list, own_group: bool) -> int:
+    # Python ignores SIGPIPE and SIGXFSZ at start-up; the job gets them back as we got them.
+    ignored = _ignored_on_entry()
+    reset = tuple(sig for sig in (_signal.SIGPIPE, _signal.SIGXFSZ) if not ignored >> (sig - 1) & 1)
+    kw: dict = {"file_actions": actions, "setsigdef": reset}
+    if own_group:
+        kw["setpgroup"] = 0
     try:
         return os.posix_spawnp(cmd[0], cmd, env, **kw)
     except OSError as e:
@@ -233,7 +337,65 @@ def _spawn(cmd: list[str], env: dict[bytes, bytes], actions: list) -> int:
             import shutil
 
             path = shutil.which(path) or path
-        return os.posix_spawn("/bin/sh", ["/bin/sh", path, *cmd[1:]], env, **kw)
+        # The line's shell runs it, as bare: bash runs a #!-less script itself, dash with /bin/sh.
+        shell = os.fsdecode(env.get(b"SHELL") or b"/bin/sh")
+        if os.path.basename(os.path.realpath(shell)) != "bash":
+            shell = "/bin/sh"
+        return os.posix_spawn(shell, [shell, path, *cmd[1:]], env, **kw)
+
+
+def _guard(pid: int) -> tuple[int, int] | None:
+    """A watcher in the job's process group that kills that group if this wrapper dies first (SIGKILL,
+    the OOM killer): it waits on a pipe only we hold, and a line from us (`_release`) lets it go. Why a
+    /bin/sh and not prctl(PR_SET_PDEATHSIG): that needs code between fork and exec (ctypes: ~3 ms a run),
+    and it would also kill the job when only the wrapper's thread exits."""
+    try:
+        r, w = os.pipe()
+    except OSError:
+        return None
+    try:
+        actions = [
+            (os.POSIX_SPAWN_DUP2, r, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ]
+        script = "read _ || kill -s KILL 0"  # its own group: the job's (dash reads -PGID as an option)
+        watcher = os.posix_spawn(
+            "/bin/sh", ["/bin/sh", "-c", script], {"PATH": "/usr/bin:/bin"},
+            file_actions=actions, setpgroup=pid, setsigdef=(_signal.SIGPIPE, _signal.SIGINT),
+        )  # fmt: skip
+    except OSError:
+        os.close(w)
+        return None
+    finally:
+        os.close(r)
+    return watcher, w
+
+
+def _release(guard: tuple[int, int] | None) -> None:
+    """Let the watcher go, and reap it (its time is the wrapper's cost, not the job's)."""
+    if guard is not None:
+        watcher, w = guard
+        try:
+            os.write(w, b"\n")
+            os.close(w)
+            os.waitpid(watcher, 0)
+        except OSError:
+            pass
+
+
+def _not_run(name: str, e: OSError, shell: bytes) -> tuple[int, bytes]:
+    """Exit status and message for a command that could not start, worded as the line's shell words it
+    bare (dash: `/bin/sh: 1: x: not found`; bash: `/bin/bash: line 1: x: command not found`)."""
+    missing = e.errno == 2
+    code = 127 if missing else 126
+    flavour = os.path.basename(os.path.realpath(shell))
+    word = name.encode("utf-8", "surrogateescape")
+    if flavour == b"bash":
+        why = b"command not found" if missing and b"/" not in word else os.fsencode(e.strerror or "")
+        return code, shell + b": line 1: " + word + b": " + why + b"\n"
+    why = b"not found" if missing else os.fsencode(e.strerror or "")
+    return code, shell + b": 1: " + word + b": " + why + b"\n"
 
 
 def _copy(streams: list[Stream], pidfd: int | None) -> bool:
@@ -332,9 +494,22 @@ def _scheduled(value: str | None, start: float) -> float:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+def _clean(v: str) -> str:
+    """Text SQLite and every reader can hold: a lone surrogate (an undecodable byte of an argument, by
+    surrogateescape) becomes a visible \\xNN escape instead of poisoning the ledger."""
+    try:
+        v.encode("utf-8")
+        return v
+    except UnicodeEncodeError:
+        return v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _dumps(d: dict) -> bytes:
     """One JSON line. json.dumps would cost ~7 ms to import; values here are str, int, float, None, dict."""
-    from _json import encode_basestring_ascii as q
+    from _json import encode_basestring_ascii as _q
+
+    def q(v: str) -> str:
+        return _q(_clean(v))
 
     parts = []
     for k, v in d.items():
@@ -359,6 +534,44 @@ def _user() -> str:
         return str(os.geteuid())
 
 
+def _target_key(o: Options) -> str:
+    from cronshift.history.spool import spool_key
+
+    if o.redis:
+        return spool_key(o.redis)
+    return spool_key(os.path.abspath(o.store or os.path.join(o.root, "var/lib/cronshift/ledger.db")))
+
+
+def _mark_inflight(o: Options, uid: str, pid: int, start: float, cmd: list[str]) -> str | None:
+    """The run as the next drain records it if this wrapper dies first (see spool.write_inflight)."""
+    try:
+        from cronshift.history import spool
+
+        try:
+            scheduled = _scheduled(o.scheduled_for, start)
+        except ValueError:
+            scheduled = _scheduled(None, start)
+        rec = {
+            "cronshift_run": 1,
+            "uid": uid,
+            "job_id": o.job,
+            "source": "record",
+            "host": os.uname().nodename,
+            "user": _user(),
+            "pid": pid,
+            "command": " ".join(_quote(a) for a in cmd),
+            "scheduled_for": scheduled,
+            "start": start,
+            "end": None,
+            "exit_status": None,
+            "signal": None,
+            "extra": {"lost": "1", "why": "the wrapper died before the job ended; the job was not watched"},
+        }
+        return spool.write_inflight(o.root, _target_key(o), _dumps(rec))
+    except Exception:  # never let the wrapper's own trouble reach the job
+        return None
+
+
 def record_run(o: Options, rec: dict) -> None:
     """Deliver the record: Redis stream, or spool then (past the threshold) SQLite. Raises on failure."""
     from cronshift.history import spool
@@ -369,25 +582,69 @@ def record_run(o: Options, rec: dict) -> None:
         target = o.redis
         key = spool.spool_key(target)
         waiting = spool.pending(root, key)
+        down = _down_since(spool, root, key)
+        if down is not None and time.time() - down < REDIS_BACKOFF:
+            _spool(root, spool, key, line)  # it failed a moment ago: do not make this run wait too
+            return
         try:
             from cronshift.history.ledger_resp import xadd_all
 
             xadd_all(target, [line.rstrip(b"\n")], TIMEOUT)
         except (OSError, RuntimeError, ValueError) as e:
             path = _spool(root, spool, key, line)
-            complain(root, f"{_safe_url(target)}: {e}; run spooled to {path}")
+            _mark_down(os.path.dirname(path), key)
+            complain(root, f"{_safe_url(target)}: {e}; run spooled to {path} (next try in {REDIS_BACKOFF}s)")
             return
+        if down is not None:
+            _mark_up(spool, root, key)
         if waiting:
             _drain_to_redis(o, spool, key, waiting)
         return
     store = o.store or os.path.join(root, "var/lib/cronshift/ledger.db")
     key = spool.spool_key(os.path.abspath(store))
     path = _spool(root, spool, key, line)
-    if os.stat(path).st_size >= o.drain_at:
+    if os.stat(path).st_size >= o.drain_at and _writable(store):
         try:
             drain_to_sqlite(root, store, busy_ms=int(TIMEOUT * 1000))
         except Exception as e:  # sqlite3.Error, OSError, a newer schema: the runs wait in the spool
             complain(root, f"{store}: {e}; runs wait in the spool ({path})")
+
+
+def _writable(store: str) -> bool:
+    """Only root (or the owner of a private --store) drains: another user's job leaves its records in its
+    own spool for root's next drain, instead of failing on the root-only ledger every run."""
+    if os.geteuid() == 0:
+        return True  # and if the store refuses, syslog hears why
+    if os.path.exists(store):
+        return os.access(store, os.W_OK)
+    return os.access(os.path.dirname(store) or ".", os.W_OK | os.X_OK)
+
+
+def _down_since(spool, root: str, key: str) -> float | None:
+    """When the Redis ledger last failed (a marker beside the spool), or None."""
+    for d in spool.spool_dirs(root):
+        try:
+            return os.stat(os.path.join(d, f"down-{key}")).st_mtime
+        except OSError:
+            continue
+    return None
+
+
+def _mark_down(folder: str, key: str) -> None:
+    try:
+        fd = os.open(os.path.join(folder, f"down-{key}"), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+        os.utime(os.path.join(folder, f"down-{key}"))
+    except OSError:
+        pass
+
+
+def _mark_up(spool, root: str, key: str) -> None:
+    for d in spool.spool_dirs(root):
+        try:  # noqa: SIM105 - contextlib costs an import on the wrapper's path
+            os.unlink(os.path.join(d, f"down-{key}"))
+        except OSError:
+            pass
 
 
 def _spool(root: str, spool, key: str, line: bytes) -> str:
@@ -410,10 +667,14 @@ def _drain_to_redis(o: Options, spool, key: str, paths: list[str]) -> None:
     from cronshift.history.ledger_resp import xadd_all
 
     for path in paths:
-        got = spool.claim(path)
+        try:
+            got = spool.claim(path)
+        except OSError as e:
+            complain(o.root, f"{e.filename}: {e.strerror}; not sent")
+            continue
         if got is None:
             continue
-        claimed, data = got
+        claimed, data, _uid = got  # our own spool: the Redis credential speaks for these records
         lines = spool.split_records(data)
         try:
             for i in range(0, len(lines), 500):
@@ -424,26 +685,44 @@ def _drain_to_redis(o: Options, spool, key: str, paths: list[str]) -> None:
         spool.release(claimed)
 
 
-def drain_to_sqlite(root: str, store: str, busy_ms: int) -> int:
+def drain_to_sqlite(root: str, store: str, busy_ms: int, refused: list[str] | None = None) -> int:
     """Move every spooled record for `store` into it; return how many were new. Raises on store failure,
-    leaving unstored records in claimed spool files that the next drain adopts."""
+    leaving unstored records in claimed spool files that the next drain adopts. A spool file that is not
+    to be trusted (symlink, foreign owner) is left alone and reported to syslog."""
     from cronshift.history import spool
     from cronshift.history.ledger_schema import connect, insert_lines
 
     key = spool.spool_key(os.path.abspath(store))
     paths = spool.pending(root, key)
-    if not paths:
+    gone = spool.lost(root, key)
+    if not paths and not gone:
         return 0
     conn = connect(store, busy_ms)
     added = 0
     try:
         for path in paths:
-            got = spool.claim(path)
+            try:
+                got = spool.claim(path)
+            except OSError as e:  # Refused (untrusted), or another user's file we may not move
+                if refused is None:
+                    complain(root, f"{e.filename}: {e.strerror}; not drained")
+                elif isinstance(e, spool.Refused):
+                    refused.append(f"{e.filename}: {e.strerror}")
+                continue
             if got is None:
                 continue
-            claimed, data = got
-            added += insert_lines(conn, spool.split_records(data))
+            claimed, data, uid = got
+            added += insert_lines(conn, spool.split_records(data), spool.user_name(uid))
             spool.release(claimed)
+        for path in gone:  # after the finished records: a real end wins over "lost"
+            try:
+                data, uid = spool.read_trusted(path)
+            except OSError as e:
+                if isinstance(e, spool.Refused) and refused is not None:
+                    refused.append(f"{e.filename}: {e.strerror}")
+                continue
+            added += insert_lines(conn, spool.split_records(data), spool.user_name(uid))
+            spool.release(path)
     finally:
         conn.close()
     return added
@@ -455,6 +734,11 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         if str(e) == "help":
             os.write(1, USAGE.encode())
+            return 0
+        if str(e) == "version":
+            from cronshift import __version__
+
+            os.write(1, f"cronshift {__version__}\n".encode())
             return 0
         os.write(2, f"cronshift record: {e}\n{USAGE}".encode())
         return 2
@@ -494,8 +778,15 @@ def main(argv: list[str]) -> int:
     t0 = time.monotonic()
     pid = None
     spawn_error = None
+    inflight = None
+    run_uid = os.urandom(16).hex()
+    guard = None
     try:
-        pid = Run.pid = _spawn(cmd, env, actions)
+        # Off a terminal the job gets its own process group, so that a watcher can kill it should the
+        # wrapper be SIGKILLed (signals to the wrapper still reach it: they are forwarded).
+        pid = Run.pid = _spawn(cmd, env, actions, own_group=not Run.tty_fg)
+        if not Run.tty_fg:
+            guard = _guard(pid)
     except OSError as e:
         spawn_error = e
     for w in write_ends:
@@ -507,12 +798,13 @@ def main(argv: list[str]) -> int:
     lingering = False
     if pid is None:
         assert spawn_error is not None
-        code = 127 if spawn_error.errno == 2 else 126  # as sh reports a missing or unrunnable command
-        os.write(2, f"{cmd[0]}: {spawn_error.strerror}\n".encode("utf-8", "surrogateescape"))
+        code, message = _not_run(cmd[0], spawn_error, env.get(b"SHELL") or b"/bin/sh")
+        os.write(2, message)
         for s in streams:
             os.close(s.fd)
         exit_status, signum, core = code, None, False
     else:
+        inflight = _mark_inflight(o, run_uid, pid, start, cmd)
         try:
             pidfd = os.pidfd_open(pid)
         except (AttributeError, OSError):
@@ -524,6 +816,7 @@ def main(argv: list[str]) -> int:
             if s.fd >= 0:
                 os.close(s.fd)
         _, status = os.waitpid(pid, 0)
+        _release(guard)
         Run.pid = 0
         if pidfd is not None:
             os.close(pidfd)
@@ -550,11 +843,18 @@ def main(argv: list[str]) -> int:
         for s, name in zip(streams, ("stdout", "stderr"), strict=False):
             if s.closed_early:
                 extra[f"{name}_reader_closed"] = "1"
+        argv = [os.fsencode(a) for a in cmd]
+        if any(_clean(a) is not a for a in cmd):
+            extra["argv_b64"] = _b64(b"\0".join(argv))  # the exact bytes, NUL-separated
         out = streams[0] if streams and 1 not in closed else None
         err = None if merged or 2 in closed else streams[-1]
+        for s, name in ((out, "stdout"), (err, "stderr")):
+            raw = s.tail_b64() if s else None
+            if raw:
+                extra[f"{name}_tail_b64"] = raw
         rec = {
             "cronshift_run": 1,
-            "uid": os.urandom(16).hex(),
+            "uid": run_uid,
             "job_id": o.job,
             "source": "record",
             "host": os.uname().nodename,
@@ -575,6 +875,8 @@ def main(argv: list[str]) -> int:
             "extra": extra,
         }
         record_run(o, rec)
+        if inflight:
+            os.unlink(inflight)  # only once the real record is spooled: until then the run reads "lost"
     except BaseException as e:  # never let the wrapper's own trouble change the job's outcome
         complain(o.root, f"record: {type(e).__name__}: {e}")
 

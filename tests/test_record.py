@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cronshift.history.ledger import open_ledger
+from cronshift.history.ledger import argv_bytes, open_ledger
 from tests.support.redis_server import RedisServer, free_port, redis_server, start_redis
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -75,7 +76,10 @@ def stored(root: Path, store: Path | None = None) -> list:
 
 def spooled(root: Path) -> list[dict]:
     out = []
-    for d in (root / "var/lib/cronshift/spool", root.parent / "tmp" / f"cronshift-spool-{os.geteuid()}"):
+    for d in (
+        root / "var/spool/cronshift" / str(os.geteuid()),
+        root.parent / "tmp" / f"cronshift-spool-{os.geteuid()}",
+    ):
         for f in sorted(d.glob("runs-*")) if d.is_dir() else []:
             out += [json.loads(line) for line in f.read_bytes().splitlines() if line]
     return out
@@ -358,6 +362,8 @@ def test_redis_hanging_spools_then_drains(root: Path) -> None:
         assert took < 2.0, took  # no retry loop: one short timeout
         assert [r["job_id"] for r in spooled(root)] == ["bad"]
         server.resume()
+        for marker in (root / "var/spool/cronshift").rglob("down-*"):  # a minute later
+            os.utime(marker, (time.time() - 61, time.time() - 61))
         assert run(["true"], root, "--redis", server.url, "--job", "good").returncode == 0
         assert spooled(root) == []
         with open_ledger(root, redis_url=server.url) as led:
@@ -394,3 +400,192 @@ def test_fifty_concurrent_wrappers_lose_nothing(root: Path, drain_at: str) -> No
     assert sorted(r.job_id for r in runs) == sorted(f"j{i}" for i in range(50))
     assert len({r.extra["uid"] for r in runs}) == 50
     assert spooled(root) == []
+
+
+# -- every byte survives ---------------------------------------------------------------------------------
+
+
+def test_an_argument_that_is_not_utf8_keeps_the_ledger_readable(root: Path) -> None:
+    """Before: the record's command held a lone surrogate, SQLite stored invalid UTF-8, and every later
+    read of the ledger failed ("ledger unreadable", 0 runs for every job)."""
+    odd = b"caf\xe9 \xff"
+    for job in ("odd", "plain"):
+        argv = ["/bin/echo", os.fsdecode(odd)] if job == "odd" else ["/bin/true"]
+        r = run(argv, root, "--job", job, "--drain-at", "0", "--store", str(root / "ledger.db"))
+        assert r.returncode == 0
+    assert run(["/bin/echo", os.fsdecode(odd)], root, bare=True).stdout == odd + b"\n"
+    with open_ledger(root, store=str(root / "ledger.db")) as led:
+        runs = {r.job_id: r for r in led.runs()}
+        assert led.skipped == []
+    assert set(runs) == {"odd", "plain"}
+    assert runs["odd"].command == "/bin/echo $'caf\\xe9 \\xff'"
+    assert argv_bytes(runs["odd"]) == [b"/bin/echo", odd]  # the exact bytes
+    assert argv_bytes(runs["plain"]) is None
+
+
+def test_output_tails_keep_nul_and_odd_bytes(root: Path) -> None:
+    out = b"before\0after \xff\xfe end\n"
+    script = f"import os; os.write(1, {out!r}); os.write(2, b'e\\0rr')"
+    r = run([sys.executable, "-c", script], root, "--job", "nul", "--drain-at", "0")
+    assert r.stdout == out and r.stderr == b"e\0rr"
+    (rec,) = stored(root)
+    assert rec.stdout_tail == out.decode("utf-8", "replace") and "\0after" in rec.stdout_tail
+    assert rec.stderr_tail == "e\0rr"
+    assert base64.b64decode(rec.extra["stdout_tail_b64"]) == out
+
+
+def test_a_damaged_row_is_skipped_and_named_the_rest_are_read(root: Path) -> None:
+    store = root / "ledger.db"
+    for job in ("a", "b", "c"):
+        assert (
+            run(["/bin/true"], root, "--job", job, "--drain-at", "0", "--store", str(store)).returncode == 0
+        )
+    conn = sqlite3.connect(store)
+    (uid,) = conn.execute("SELECT uid FROM runs WHERE job_id = 'b'").fetchone()
+    conn.execute("UPDATE runs SET extra = 'not json' WHERE uid = ?", (uid,))
+    conn.execute("UPDATE runs SET command = CAST(x'ff2f78' AS TEXT) WHERE job_id = 'c'")  # invalid UTF-8
+    conn.commit()
+    conn.close()
+    with open_ledger(root, store=str(store)) as led:
+        runs = list(led.runs())
+        assert [r.job_id for r in runs] == ["a", "c"]
+        assert runs[1].command == "\ufffd/x"
+        assert len(led.skipped) == 1 and uid in led.skipped[0]
+
+
+def test_spooled_runs_count_before_the_first_drain_creates_the_ledger(root: Path) -> None:
+    from datetime import UTC, datetime
+
+    from cronshift.discover.scan import scan
+    from cronshift.history.evidence import Evidence, _read_ledger
+
+    (root / "etc").mkdir()
+    (root / "etc/crontab").write_text("* * * * * root /bin/true\n")
+    (job,) = scan(root).jobs
+    assert run(["/bin/true"], root, "--job", job.id).returncode == 0  # default threshold: spooled only
+    assert not (root / "var/lib/cronshift/ledger.db").exists()
+    ev = Evidence(now=datetime(2030, 1, 1, tzinfo=UTC).timestamp())
+    _read_ledger(ev, root, scan(root).jobs, None, None)
+    assert len(ev.ledger_runs.get(job.id, [])) == 1, ev.notes
+
+
+# -- signals as cron's child would see them ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ignore", [True, False])
+def test_the_sigpipe_disposition_is_passed_through(root: Path, ignore: bool) -> None:
+    """Cron's child may ignore SIGPIPE: the job then inherits it ignored (a write to a closed pipe fails
+    with EPIPE instead of killing it). Python ignores SIGPIPE for itself; the job must not see that."""
+    wrapped = shlex.join([*wrapper_argv(), "--root", str(root), "--"])
+    trap = "trap '' PIPE; " if ignore else ""
+    probe = "grep -E '^SigIgn' /proc/self/status"
+    out = subprocess.run(
+        ["/bin/sh", "-c", f"{trap}{probe}; {wrapped} {probe}; true"], env=cron_env(root), capture_output=True
+    )
+    bare, wrap = (int(line.split()[1], 16) for line in out.stdout.splitlines())
+    bit = 1 << (signal.SIGPIPE - 1)
+    assert bare & bit == wrap & bit == (bit if ignore else 0)
+
+
+def test_ctrl_c_on_a_terminal_reaches_the_job_and_returns_its_status(root: Path) -> None:
+    """^C on a terminal: the job runs its cleanup, its output and exit status come back, and the wrapper
+    prints no KeyboardInterrupt traceback."""
+    import pty
+
+    job = "trap 'echo cleanup; exit 130' INT; echo ready; while :; do sleep 0.05; done"
+    results = []
+    for argv in (["sh", "-c", job], [*wrapper_argv(), "--root", str(root), "--", "sh", "-c", job]):
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: a session leader with the pty as its terminal, in its foreground
+            os.execve(argv[0] if "/" in argv[0] else "/bin/sh", argv, cron_env(root))
+        got = b""
+        while b"ready" not in got:
+            got += os.read(fd, 1024)
+        os.write(fd, b"\x03")  # the terminal's ^C: SIGINT to the foreground process group
+        with contextlib.suppress(OSError):
+            while chunk := os.read(fd, 1024):
+                got += chunk
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        results.append((b"cleanup" in got, b"Traceback" in got, os.waitstatus_to_exitcode(status)))
+    assert results[0] == results[1] == (True, False, 130)
+
+
+def test_a_silent_redis_port_costs_one_run_a_wait_not_every_run(root: Path) -> None:
+    """A port that accepts but never answers (a hung Redis, a firewall) made every run wait the full
+    timeout; after one failure the next runs spool at once, and one retries after REDIS_BACKOFF."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        for i in range(3):
+            r = run([sys.executable, "-c", PY_OUT, "3"], root, "--redis", url, "--job", f"j{i}")
+            assert (r.returncode, r.stdout, r.stderr) == (3, b"out", b"err")
+        silent.setblocking(False)
+        tries = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                silent.accept()[0].close()
+                tries += 1
+    assert tries == 1
+    assert sorted(r["job_id"] for r in spooled(root)) == ["j0", "j1", "j2"]
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash"])
+@pytest.mark.parametrize("cmd", ["no-such-command-x", "/no/such/file", "{root}/plain", "{root}/noshebang"])
+def test_a_command_that_cannot_start_is_reported_as_the_shell_would(root: Path, shell: str, cmd: str) -> None:
+    (root / "plain").write_text("not a program\n")  # not executable: 126
+    (root / "noshebang").write_text("echo ran by $0 $BASH_VERSION-x\nnot-a-command-y\n")
+    (root / "noshebang").chmod(0o755)
+    cmd = cmd.format(root=root)
+    wrapped = shlex.join([*wrapper_argv(), "--root", str(root), "--"])
+    env = cron_env(root) | {"SHELL": shell}
+    bare = subprocess.run([shell, "-c", f"{cmd} arg"], env=env, capture_output=True)
+    wrap = subprocess.run([shell, "-c", f"{wrapped} {cmd} arg"], env=env, capture_output=True)
+    assert (wrap.returncode, wrap.stdout, wrap.stderr) == (bare.returncode, bare.stdout, bare.stderr)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] == b"Z"  # a zombie waiting for init
+    except FileNotFoundError:
+        return True
+
+
+def test_a_run_whose_wrapper_is_killed_is_recorded_as_lost_and_its_job_killed(root: Path) -> None:
+    """SIGKILL (the OOM killer, a careless kill -9) of the wrapper alone: the job, in its own process
+    group, is killed with it instead of running on unobserved, and the next drain records the run as lost
+    instead of never hearing of it."""
+    p = subprocess.Popen(
+        [*wrapper_argv(), "--root", str(root), "--job", "doomed", "--", "sh", "-c", "echo started; sleep 60"],
+        env=cron_env(root),
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    assert p.stdout is not None
+    try:
+        assert p.stdout.readline() == b"started\n"
+        assert stored(root) == []  # the wrapper is alive: nothing is lost yet
+        p.kill()
+        p.wait(timeout=30)
+        (run_,) = stored(root)
+        assert (run_.job_id, run_.exit_status, run_.end, run_.extra.get("lost")) == (
+            "doomed",
+            None,
+            None,
+            "1",
+        )
+        assert run_.pid is not None and run_.user == "root"
+        assert os.getpgid(run_.pid) == run_.pid if not _gone(run_.pid) else True
+        for _ in range(300):  # bounded: the watcher acts as soon as the wrapper is gone
+            if _gone(run_.pid):
+                break
+            time.sleep(0.05)
+        assert _gone(run_.pid), "the job outlived its wrapper"
+        assert p.stdout.read() == b""  # and nothing holds cron's pipe open any more
+    finally:
+        with contextlib.suppress(ProcessLookupError, UnboundLocalError, TypeError):
+            os.killpg(run_.pid, signal.SIGKILL)
+        p.stdout.close()
+    assert stored(root) == [run_]  # recorded once

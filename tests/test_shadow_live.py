@@ -28,6 +28,7 @@ from cronshift.runtime.records import record_from_result, write_run
 from cronshift.shadow import live
 from cronshift.shadow.execute import cron_spec
 from cronshift.shadow.normalize import build_normalizer
+from cronshift.wrap import SHIM_DIR
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "cronshift"
 USER = pwd.getpwuid(__import__("os").geteuid()).pw_name
@@ -149,9 +150,19 @@ def test_live_wraps_the_cron_line_and_records_the_shadow_live_document(root: Pat
     r = setup_live(root, 2, "--mode", "allow", "--project", "/srv/gen", "--package", "jobs")
     assert r.exit_code == 0, r.output
     line = (root / "etc/cron.d/live").read_text().splitlines()[1]
-    assert line == f"*/5 * * * * {USER} cronshift record --job {job.id} --store {store(root)} -- " + str(
-        root / "usr/local/bin/job.sh"
+    (wrapper,) = Path(root, SHIM_DIR).glob("py-*/cronshift")  # the same wrapper resolution as `wrap`
+    assert line == (
+        f"*/5 * * * * {USER} {wrapper} record --root {root} --job {job.id} --store {store(root)} -- "
+        + str(root / "usr/local/bin/job.sh")
     )
+    # The line runs under cron's minimal environment (no venv on PATH) and writes where --report reads.
+    cron = {"PATH": "/usr/bin:/bin", "SHELL": "/bin/sh", "HOME": str(root), "LOGNAME": USER}
+    ran = subprocess.run(
+        ["/bin/sh", "-c", line.split(None, 6)[6]], env=cron, capture_output=True, timeout=60, check=False
+    )
+    assert ran.returncode == 0 and b"rows: 3" in ran.stdout, ran.stderr
+    with open_ledger(root, store=store(root)) as led:
+        assert [r.job_id for r in led.runs()] == [job.id]
     assert "+*/5 * * * *" in r.stdout  # the diff was shown
     assert f"CRONSHIFT_LEDGER={store(root)}" in r.stdout and "celery -A jobs.app beat" in r.stdout
     with open_ledger(root, store=store(root)) as led:

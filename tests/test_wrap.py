@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,11 +17,54 @@ from hypothesis import strategies as st
 from cronshift import crontab_edit as ce
 from cronshift.discover.scan import scan
 from cronshift.model import CronJob, Format
-from cronshift.wrap import WrapRefused, apply_plan, not_simple, plan_unwrap, plan_wrap
+from cronshift.wrap import (
+    SHIM_DIR,
+    WrapRefused,
+    apply_plan,
+    not_simple,
+    plan_unwrap,
+    plan_wrap,
+    resolve_wrapper,
+)
+from tests.support.install import installed_python, shared_tmp
+from tests.support.users import throwaway_user
 
-from .test_retire import NOW, changed_lines, cli, snapshot
+from .conftest import FIXTURES, copy_tree
+from .test_retire import NOW, changed_lines
+from .test_retire import cli as _cli
+from .test_retire import snapshot as _snapshot
 
 SYNC = "etc/cron.d/shop-sync:8"
+__all__ = ["installed_python", "throwaway_user"]
+PYTHON: list[str] = []  # the python of a regular install every user can run (set per test)
+
+
+@pytest.fixture(autouse=True)
+def _regular_install(installed_python: str) -> None:
+    PYTHON[:] = [installed_python]
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """The CLI; `wrap` is pointed at the regular install (this checkout's venv may sit under /root)."""
+    if args[0] == "wrap":
+        args = (*args, "--python", PYTHON[0])
+    return _cli(*args)
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    """The root's files, without the wrapper `wrap` installs (it stays for the other wrapped lines)."""
+    return {k: v for k, v in _snapshot(root).items() if not k.startswith(SHIM_DIR)}
+
+
+@pytest.fixture
+def debian_root() -> Iterator[Path]:
+    with shared_tmp("cs-wrap-") as base:
+        yield copy_tree(FIXTURES / "debian", base / "debian")
+
+
+def shim(root: Path) -> str:
+    (path,) = Path(root, SHIM_DIR).glob("py-*/cronshift")
+    return str(path)
 
 
 def job_at(root: Path, path: str, line: int) -> CronJob:
@@ -30,12 +78,13 @@ def test_wrap_inserts_the_wrapper_in_front_of_the_command_and_unwrap_takes_it_of
     old = path.read_bytes()
     job = job_at(debian_root, "etc/cron.d/shop-sync", 8)
     code, out, _ = cli("wrap", SYNC, "--root", str(debian_root))
-    assert code == 0 and "+*/5 * * * *\twww-data\tcronshift record --job" in out
+    words = f"{shim(debian_root)} record --root {debian_root} --job"
+    assert code == 0 and f"+*/5 * * * *\twww-data\t{words}" in out
     new = path.read_bytes()
     assert changed_lines(old, new) == [8]
     line = ce.split_lines(new)[7]
     assert line == ce.split_lines(old)[7].replace(
-        b"www-data\tflock", b"www-data\tcronshift record --job " + job.id.encode() + b" -- flock"
+        b"www-data\tflock", f"www-data\t{words} {job.id}".encode() + b" -- flock"
     )
     wrapped = job_at(debian_root, "etc/cron.d/shop-sync", 8)
     assert [w.kind for w in wrapped.wrappers][:2] == ["cronshift-record", "flock"]
@@ -65,7 +114,8 @@ def test_wrap_dry_run_and_store_option(debian_root: Path) -> None:
         "wrap", SYNC, "--root", str(debian_root), "--dry-run", "--store", "/var/lib/my ledger.db"
     )
     assert code == 0 and "--store '/var/lib/my ledger.db' -- flock" in out
-    assert snapshot(debian_root) == before
+    assert _snapshot(debian_root) == before  # nothing written, not even the wrapper shim
+    assert not (debian_root / SHIM_DIR).exists() and not (debian_root / "var/spool/cronshift").exists()
     code, _, err = cli("wrap", SYNC, "--root", str(debian_root), "--redis", "redis://h/0?x=%41")
     assert code == 4 and "'%'" in err
     assert snapshot(debian_root) == before
@@ -79,7 +129,8 @@ def test_wrap_keeps_percent_stdin_and_escapes(debian_root: Path) -> None:
         assert cli("wrap", f"{spool}:{n}", "--root", str(debian_root))[0] == 0
         wrapped = job_at(debian_root, spool, n)
         assert wrapped.stdin == job.stdin
-        assert wrapped.shell_command == f"cronshift record --job {job.id} -- {job.shell_command}"
+        words = f"{shim(debian_root)} record --root {debian_root} --job {job.id}"
+        assert wrapped.shell_command == f"{words} -- {job.shell_command}"
         assert cli("unwrap", f"{spool}:{n}", "--root", str(debian_root))[0] == 0
     assert snapshot(debian_root) == before
 
@@ -100,7 +151,8 @@ def test_an_anacrontab_line_can_be_wrapped(debian_root: Path) -> None:
     assert cli("wrap", job.id, "--root", str(debian_root))[0] == 0
     wrapped = job_at(debian_root, job.source.path, job.source.line or 0)
     assert wrapped.job_id == job.job_id and wrapped.schedule == job.schedule
-    assert wrapped.command.startswith(f"cronshift record --job {job.id} -- run-parts")
+    words = f"{shim(debian_root)} record --root {debian_root} --job {job.id}"
+    assert wrapped.command.startswith(f"{words} -- run-parts")
     assert cli("unwrap", f"{job.source}", "--root", str(debian_root))[0] == 0
     assert snapshot(debian_root) == before
 
@@ -162,7 +214,7 @@ def test_wrap_then_unwrap_is_the_identity(
         return
     (job,) = jobs
     try:
-        plan = plan_wrap(root, job)
+        plan = plan_wrap(root, job, wrapper="/opt/cronshift/bin/cronshift")  # proved elsewhere
     except WrapRefused as exc:
         event("refused")
         assert not_simple(job.shell_command) is not None, exc
@@ -177,3 +229,90 @@ def test_wrap_then_unwrap_is_the_identity(
     assert again.stdin == job.stdin and again.schedule == job.schedule and again.user == job.user
     apply_plan(root, plan_unwrap(root, again), now=NOW)
     assert (root / rel).read_bytes() == content
+
+
+JOB_SH = """#!/bin/sh
+echo "out $1 $(id -un)"
+env | grep '^PYTHON' | sort
+echo "err" >&2
+exit 3
+"""
+
+
+def cron_run(
+    command: str, env: dict[str, str], user: pwd.struct_passwd
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a crontab command as cron does: `env -i` plus cron's variables and the line's, /bin/sh -c, the
+    job's user, no terminal, stdout and stderr on one pipe."""
+    base = {"PATH": "/usr/bin:/bin", "SHELL": "/bin/sh", "HOME": user.pw_dir, "LOGNAME": user.pw_name}
+    return subprocess.run(
+        ["/bin/sh", "-c", command],
+        env=base | env,
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+        cwd=user.pw_dir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_wrapped_line_runs_as_cron_runs_it(throwaway_user: pwd.struct_passwd) -> None:
+    """Cron's PATH has no venv, pipx or /usr/local/bin in it, and the job's environment may hold PYTHON*
+    variables meant for the job: the wrapped line must still run the job, byte for byte as bare."""
+    user = throwaway_user
+    with shared_tmp("cs-cron-") as base:
+        root = base / "root"
+        app = base / "app"  # an app whose module would shadow the wrapper's `select`
+        app.mkdir()
+        (app / "select.py").write_text("raise SystemExit('the wrong select')\n")
+        job = base / "job.sh"
+        job.write_text(JOB_SH)
+        job.chmod(0o755)
+        assigns = {
+            "PYTHONHOME": "/nonexistent",
+            "PYTHONPATH": str(app),
+            "PYTHONINSPECT": "1",
+            "PYTHONVERBOSE": "1",
+        }
+        crontab = "".join(f"{k}={v}\n" for k, v in assigns.items())
+        crontab += f"* * * * * {user.pw_name} {job} arg\n"
+        (root / "etc/cron.d").mkdir(parents=True)
+        (root / "etc/cron.d/job").write_text(crontab)
+        bare = cron_run(f"{job} arg", assigns, user)
+        assert bare.returncode == 3 and b"out arg " + user.pw_name.encode() in bare.stdout
+
+        # What wrap wrote before: a bare `cronshift`, not on cron's PATH.
+        old = cron_run(f"cronshift record --root {root} -- {job} arg", assigns, user)
+        assert old.returncode == 127
+
+        code, _, err = cli("wrap", "etc/cron.d/job:5", "--root", str(root))
+        assert code == 0, err
+        (wrapped,) = scan(root).jobs
+        assert wrapped.shell_command.startswith("/") and f"--root {root}" in wrapped.shell_command
+        got = cron_run(wrapped.shell_command, assigns, user)
+        assert (got.returncode, got.stdout) == (bare.returncode, bare.stdout)
+
+
+def test_wrap_refuses_a_wrapper_the_jobs_user_cannot_run(throwaway_user: pwd.struct_passwd) -> None:
+    """A cronshift only root can reach (pipx in /root, a venv in a private home) would make the line exit
+    127 for another user: wrap says how to install instead, and writes nothing."""
+    user = throwaway_user
+    with shared_tmp("cs-cron-") as base, tempfile.TemporaryDirectory() as private:
+        os.chmod(private, 0o700)
+        hidden = Path(private, "python3")
+        hidden.symlink_to(sys.executable)
+        root = base / "root"
+        (root / "etc/cron.d").mkdir(parents=True)
+        (root / "etc/cron.d/job").write_text(f"* * * * * {user.pw_name} /bin/true\n")
+        (job,) = scan(root).jobs
+        with pytest.raises(WrapRefused) as exc:
+            resolve_wrapper(root, job, interpreters=[str(hidden)])
+        msg = str(exc.value)
+        assert "pipx install" in msg and "/usr/local/bin" in msg and user.pw_name in msg
+        assert "\n" not in msg
+        assert (root / "etc/cron.d/job").read_text() == f"* * * * * {user.pw_name} /bin/true\n"

@@ -69,13 +69,29 @@ def wrap(
     root: RootOpt = Path("/"),
     store: Annotated[str | None, typer.Option("--store", help="Ledger path the wrapper writes to.")] = None,
     redis: Annotated[str | None, typer.Option("--redis", help="Redis URL the wrapper writes to.")] = None,
+    python: Annotated[
+        str | None,
+        typer.Option(
+            "--python",
+            help="Python that has cronshift installed, for the wrapper (default: this one, then those of "
+            "installed cronshift scripts). Checked as the job's user under cron's environment.",
+        ),
+    ] = None,
     dry_run: DryRunOpt = False,
     json: JsonOpt = False,
     dialect: DialectOpt = None,
     now: NowOpt = None,
 ) -> None:
     """Put `cronshift record --job ID --` in front of a job's command, so its runs leave a history."""
-    _run(root, job, dialect, now, json, dry_run, lambda j: plan_wrap(root, j, store=store, redis_url=redis))
+    _run(
+        root,
+        job,
+        dialect,
+        now,
+        json,
+        dry_run,
+        lambda j: plan_wrap(root, j, store=store, redis_url=redis, python=python, dry_run=dry_run),
+    )
 
 
 def unwrap(

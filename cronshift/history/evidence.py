@@ -132,7 +132,7 @@ def _read_ledger(
 ) -> None:
     if redis is None:
         path = Path(store) if store else default_store(root)
-        if not path.is_file():
+        if not path.is_file() and not ledger_mod.has_spooled(root, str(path)):
             if store:  # asked for by name: say so; the default store simply is not there yet
                 ev.notes.append(f"no ledger at {path}")
             return
@@ -140,7 +140,8 @@ def _read_ledger(
     else:
         where = redis
     ids = {j.id for j in jobs}
-    skipped = 0
+    users = {j.id: j.user for j in jobs}
+    skipped = foreign = 0
     try:
         with ledger_mod.open_ledger(root, store=None if redis else where, redis_url=redis) as led:
             for r in led.runs(since=ev.since, until=ev.until):
@@ -150,9 +151,13 @@ def _read_ledger(
                     skipped += 1
                     continue
                 if r.job_id in ids:
+                    if r.source == "record" and r.user and users[r.job_id] not in ("", r.user):
+                        foreign += 1  # the wrapper runs as the job's user: another user wrote this
+                        continue
                     ev.ledger_runs.setdefault(r.job_id, []).append(r)  # type: ignore[arg-type]
                 else:
                     ev.ledger_unmatched += 1
+            ev.notes += [f"ledger record skipped: {s}" for s in led.skipped]
     except (OSError, sqlite3.Error, RuntimeError, ValueError) as exc:
         ev.notes.append(f"ledger {where} unreadable: {exc}")
         return
@@ -164,6 +169,8 @@ def _read_ledger(
     ev.ledger_where = where
     if skipped:
         ev.notes.append(f"{skipped} ledger record(s) of runs a policy skipped are not counted as runs")
+    if foreign:
+        ev.notes.append(f"{foreign} ledger record(s) written by another user than the job's are ignored")
 
 
 def last_runs(

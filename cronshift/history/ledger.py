@@ -8,6 +8,7 @@ letters. Records read back carry their spool uid in `extra["uid"]`, so stages ca
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sqlite3
@@ -46,7 +47,17 @@ def doc_to_record(doc: dict[str, Any]) -> RunRecord:
     for text in ("host", "user", "command", "stdout_tail", "stderr_tail"):
         fields[text] = fields[text] or ""
     fields["source"] = fields["source"] or "record"
+    for name in ("stdout", "stderr"):  # the lossless tail, where the text one would drop bytes (NUL)
+        raw = extra.get(f"{name}_tail_b64")
+        if raw:
+            fields[f"{name}_tail"] = base64.b64decode(raw).decode("utf-8", "replace")
     return RunRecord(**fields, extra=extra)
+
+
+def argv_bytes(rec: RunRecord) -> list[bytes] | None:
+    """The exact argument bytes of a wrapped command whose text form had to escape some."""
+    raw = rec.extra.get("argv_b64")
+    return base64.b64decode(raw).split(b"\0") if raw else None
 
 
 def _in_window(r: RunRecord, job_id: str | None, since: float | None, until: float | None) -> bool:
@@ -76,8 +87,12 @@ class Ledger:
             self._redis_errors = (redis.RedisError,)
         else:
             assert self.store is not None
-            os.makedirs(os.path.dirname(self.store), exist_ok=True)
+            _tighten_default(self.root, self.store)
             self._db = ledger_schema.connect(self.store, busy_ms=self.busy_ms)
+            # Never fail a whole read on one row: text that is not UTF-8 (an older wrapper stored raw
+            # arguments) comes back with U+FFFD instead of raising for every row after it.
+            self._db.text_factory = lambda b: b.decode("utf-8", "replace")
+        self.skipped: list[str] = []  # "<where>: <why>" for each record a read could not use
 
     # -- runs -----------------------------------------------------------------------------------------
     def add_run(self, rec: RunRecord) -> None:
@@ -107,6 +122,9 @@ class Ledger:
             found.setdefault(r.extra.get("uid"), r)
         yield from sorted(found.values(), key=lambda r: (r.start, r.extra.get("uid", "")))
 
+    def _skip(self, where: str, why: object) -> None:
+        self.skipped.append(f"{where}: {why}")
+
     def _sqlite_runs(self, job_id: str | None, since: float | None, until: float | None) -> list[RunRecord]:
         where, args = [], []
         for cond, value in (("job_id = ?", job_id), ("start >= ?", since), ("start < ?", until)):
@@ -115,8 +133,14 @@ class Ledger:
                 args.append(value)
         cols = ", ".join(f'"{c}"' for c in ledger_schema.RUN_COLUMNS)
         sql = f"SELECT {cols} FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self._db.execute(sql + " ORDER BY start", args).fetchall()
-        return [doc_to_record(dict(zip(ledger_schema.RUN_COLUMNS, row, strict=True))) for row in rows]
+        out = []
+        for row in self._db.execute(sql + " ORDER BY start", args):
+            doc = dict(zip(ledger_schema.RUN_COLUMNS, row, strict=True))
+            try:
+                out.append(doc_to_record(doc))
+            except (ValueError, TypeError) as e:  # one damaged row: skip it, say which, keep the rest
+                self._skip(f"{self.store}: run {doc.get('uid')}", e)
+        return out
 
     def _stream_runs(self) -> Iterator[RunRecord]:
         last = "-"
@@ -127,24 +151,27 @@ class Ledger:
                 if raw is not None:
                     try:
                         yield doc_to_record(json.loads(raw))
-                    except (ValueError, TypeError):
-                        continue  # a foreign or damaged entry: skipped, never fatal
+                    except (ValueError, TypeError) as e:  # a foreign or damaged entry: never fatal
+                        self._skip(f"{STREAM} entry {_entry_id.decode()}", e)
             if len(batch) < 1000:
                 return
             last = "(" + batch[-1][0].decode()
 
     def _spooled(self) -> list[RunRecord]:
+        """Records still waiting in spools we may read, with the same trust rules as a drain."""
         out = []
         for path in spool.pending(self.root, self.key):
             try:
-                data = Path(path).read_bytes()
-            except OSError:
+                data, uid = spool.read_trusted(path)
+            except OSError as e:
+                if isinstance(e, spool.Refused):
+                    self._skip(path, e.strerror)
                 continue
             for line in spool.split_records(data):
                 try:
-                    out.append(doc_to_record(json.loads(line)))
-                except (ValueError, TypeError):
-                    continue
+                    out.append(_spooled_record(json.loads(line), uid))
+                except (ValueError, TypeError) as e:
+                    self._skip(path, e)
         return out
 
     def drain_spool(self) -> int:
@@ -153,23 +180,44 @@ class Ledger:
             from cronshift.record import drain_to_sqlite
 
             assert self.store is not None
-            return drain_to_sqlite(self.root, self.store, busy_ms=self.busy_ms)
+            refused: list[str] = []
+            try:
+                return drain_to_sqlite(self.root, self.store, busy_ms=self.busy_ms, refused=refused)
+            finally:
+                self.skipped += [r for r in refused if r not in self.skipped]
         added = 0
         for path in spool.pending(self.root, self.key):
-            got = spool.claim(path)
+            try:
+                got = spool.claim(path)
+            except OSError as e:
+                if isinstance(e, spool.Refused):
+                    self._skip(path, e.strerror)
+                continue
             if got is None:
                 continue
-            claimed, data = got
+            claimed, data, uid = got
             pipe = self._redis.pipeline(transaction=False)
             for line in spool.split_records(data):
                 try:
-                    json.loads(line)
-                except ValueError:
+                    doc = json.loads(line)
+                    doc["user"], doc["source"] = spool.user_name(uid), "record"  # the owner, not the claim
+                except (ValueError, TypeError):
                     continue  # a fragment cut short by a full disk
-                pipe.xadd(STREAM, {"record": line})  # a re-sent record is deduped by uid on reading
+                # a re-sent record is deduped by uid on reading
+                pipe.xadd(STREAM, {"record": json.dumps(doc, separators=(",", ":"))})
                 added += 1
             pipe.execute()
             spool.release(claimed)
+        for path in spool.lost(self.root, self.key):  # runs whose wrapper died: recorded as lost
+            try:
+                data, uid = spool.read_trusted(path)
+            except OSError:
+                continue
+            for line in spool.split_records(data):
+                doc = _spooled_record(json.loads(line), uid)
+                self._redis.xadd(STREAM, {"record": json.dumps(record_to_doc(doc), separators=(",", ":"))})
+                added += 1
+            spool.release(path)
         return added
 
     # -- documents ------------------------------------------------------------------------------------
@@ -216,6 +264,34 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _spooled_record(doc: dict[str, Any], uid: int) -> RunRecord:
+    if not isinstance(doc, dict):
+        raise TypeError("not a JSON object")
+    return doc_to_record(doc | {"user": spool.user_name(uid), "source": "record"})
+
+
+def _tighten_default(root: str, store: str) -> None:
+    """The default ledger's folder holds job output and crontab backups: 0700, created so (see
+    ledger_schema.private_dir); one an earlier version left 0755 is closed here, if it is ours."""
+    folder = os.path.dirname(store)
+    ledger_schema.private_dir(folder)
+    if os.path.join(root, DEFAULT_STORE) != store:
+        return
+    for path, mode in ((folder, 0o700), (store, 0o600)):
+        try:
+            st = os.lstat(path)
+            if st.st_uid == os.geteuid() and st.st_mode & 0o077 and not os.path.islink(path):
+                os.chmod(path, mode)
+        except OSError:
+            pass
+
+
+def has_spooled(root: Path, store: str | None = None, redis_url: str | None = None) -> bool:
+    """Whether runs wait in a spool for this store: readers must look even before the store exists."""
+    target = redis_url or os.path.abspath(store or os.path.join(str(root), DEFAULT_STORE))
+    return bool(spool.pending(str(root), spool.spool_key(target)))
 
 
 def open_ledger(root: Path, store: str | None = None, redis_url: str | None = None) -> Ledger:

@@ -65,16 +65,23 @@ CREATE TABLE IF NOT EXISTS docs (
 """
 
 _COLS = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
+# A spooled record's user is the spool file's owner (:user, from fstat) and its source is "record": never
+# what the record itself claims (any local user can write any JSON into their own spool).
 _FROM_JSON = ", ".join(
     "coalesce(json_extract(j, '$.extra'), '{}')"
     if c == "extra"
-    else "coalesce(json_extract(j, '$.source'), 'record')"
+    else "'record'"
     if c == "source"
+    else ":user"
+    if c == "user"
+    # NOT NULL columns: a record without them is still a run (INSERT OR IGNORE would drop it silently)
+    else f"coalesce(json_extract(j, '$.{c}'), '')"
+    if c in ("host", "command", "stdout_tail", "stderr_tail")
     else f"json_extract(j, '$.{c}')"
     for c in RUN_COLUMNS
 )
 INSERT_FROM_JSON = (
-    f"INSERT OR IGNORE INTO runs ({_COLS}) SELECT {_FROM_JSON} FROM (SELECT ? AS j) "
+    f"INSERT OR IGNORE INTO runs ({_COLS}) SELECT {_FROM_JSON} FROM (SELECT :j AS j) "
     # CASE, not AND: SQLite does not promise to test json_valid before json_extract raises on bad JSON.
     "WHERE CASE WHEN json_valid(j) THEN json_extract(j, '$.uid') IS NOT NULL "
     "AND json_extract(j, '$.start') IS NOT NULL ELSE 0 END"
@@ -90,6 +97,32 @@ def connect(path: str, busy_ms: int, create: bool = True):  # -> sqlite3.Connect
 
     if not create and not os.path.exists(path):
         raise FileNotFoundError(2, "no ledger", path)
+    # Job output and crontab secrets end up here: the file (and SQLite's -wal/-shm, which copy its mode)
+    # is 0600 from creation, in a 0700 folder.
+    private_dir(os.path.dirname(path) or ".")
+    old = os.umask(0o077)
+    try:
+        if create:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        conn = _connect(sqlite3, path, busy_ms)
+    finally:
+        os.umask(old)
+    return conn
+
+
+def private_dir(path: str) -> None:
+    """Create `path` (and missing parents) 0700 with umask 077 in force, so nothing is ever readable by
+    others, not even for a moment. An existing folder is left as it is."""
+    if os.path.isdir(path):
+        return
+    old = os.umask(0o077)
+    try:
+        os.makedirs(path, 0o700, exist_ok=True)
+    finally:
+        os.umask(old)
+
+
+def _connect(sqlite3, path: str, busy_ms: int):  # -> sqlite3.Connection
     conn = sqlite3.connect(path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
@@ -117,12 +150,14 @@ def connect(path: str, busy_ms: int, create: bool = True):  # -> sqlite3.Connect
     return conn
 
 
-def insert_lines(conn, lines: list[bytes]) -> int:
-    """Store spooled record lines in one transaction; return how many were new."""
+def insert_lines(conn, lines: list[bytes], user: str) -> int:
+    """Store spooled record lines, written by `user` (the spool file's owner), in one transaction; return
+    how many were new."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         before = conn.total_changes
-        conn.executemany(INSERT_FROM_JSON, [(ln.decode("utf-8", "replace"),) for ln in lines])
+        rows = [{"j": ln.decode("utf-8", "replace"), "user": user} for ln in lines]
+        conn.executemany(INSERT_FROM_JSON, rows)
         added = conn.total_changes - before
         conn.execute("COMMIT")
     except BaseException:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cronshift.history.ledger_schema import private_dir
 from cronshift.retire import SHADOW_DIR, VERDICT_KIND, verdict_path
 
 __all__ = ["OBSERVATION_KIND", "VERDICT_KIND", "read_report", "write_verdict_file"]
@@ -17,9 +18,16 @@ OBSERVATION_KIND = "shadow-observation"
 def write_verdict_file(root: Path, job_id: str, doc: dict[str, Any]) -> str:
     """Atomically write var/lib/cronshift/shadow/<job-id>.json under the root; return its relative path."""
     path = verdict_path(root, job_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(str(path.parent))  # verdicts quote job output: 0700/0600 from creation
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    old = os.umask(0o077)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    finally:
+        os.umask(old)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
     os.replace(tmp, path)
     return "/".join((*SHADOW_DIR, f"{job_id}.json"))
 
