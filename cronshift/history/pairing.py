@@ -1,0 +1,513 @@
+"""The whole history, once: drop lines several files hold, then pair every end with its start in one pass.
+
+Segments (one per file, or per worker's piece of a big file) hold events in file order. `merge` concatenates
+them with one table of names, orders them by second (file order inside a second), and where two or more
+sources hold the same second keeps each line once: a line's content identity is (host, pid, message) within
+its second, and a line repeated inside one source (cronie's identical CMDOUT lines) is kept as often as the
+source that holds it most often. `Pairer` then walks that one time-ordered stream:
+
+- exact links first: Debian's job pid (`CMD ([pid] ...)`, `END ([pid] ...)`, `grandchild #pid`), and the
+  pid of the cron child that wrote a note (`No MTA`, `MAIL`, `CMDOUT`) and, for cronie, the `CMDEND` after it;
+- then first-in-first-out by host, user and command (cronie's `CMDEND`, run-parts, anacron), marked
+  `inferred` on the run with the number of runs that were open;
+- a note with no exact link goes to the user the line names when that user ran exactly one job, and
+  otherwise is counted unattributed, never guessed;
+- the daemon's own start/stop lines (and the first and last cron line) say when cron was observed running,
+  so that expected runs are counted only there; whether failures were logged (so that a plain Debian `END`
+  means exit 0) is decided per daemon run.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cronshift.history.events import CMD_ONLY, END, STATUS, History, JobEvidence, UnmatchedEvidence
+from cronshift.history.match import Matcher
+from cronshift.history.syslog import (
+    E_AN_END,
+    E_AN_START,
+    E_CMD,
+    E_CMD_FIFO,
+    E_CMDEND,
+    E_END,
+    E_FAIL,
+    E_INFO,
+    E_NOTE,
+    E_RP_END,
+    E_RP_START,
+    E_START,
+    E_STOP,
+    N_CRONIE,
+    N_MAIL,
+    N_NOMTA,
+    Events,
+    Options,
+    Segment,
+)
+from cronshift.model import RunRecord
+
+MAX_OPEN = 20000  # open runs kept by pid; older ones are given up (their end is never logged)
+MAX_FIFO = 2000  # open runs kept per (host, user, command) for FIFO pairing
+NOTE_AFTER_END = 60.0  # a child's note may follow its run's end by this much and still be linked
+
+
+@dataclass(slots=True)
+class Merged:
+    """All events, in pairing order, with one table; per-source counts for the history line."""
+
+    ev: Events
+    order: Sequence[int]
+    table: list[tuple]
+    duplicates: list[int] = field(default_factory=list)  # per source: lines dropped as already read
+
+
+def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
+    """Join segments (tagged with their source index, in reading order) into one ordered stream."""
+    table: list[tuple] = [()]
+    names: dict[tuple, int] = {(): 0}
+    ev = Events()
+    src = array("l")
+    for s, seg in segments:
+        remap = array("q", [0]) * len(seg.table)
+        for i, value in enumerate(seg.table):
+            j = names.get(value)
+            if j is None:
+                j = names[value] = len(table)
+                table.append(value)
+            remap[i] = j
+        e = seg.ev
+        ev.t.extend(e.t)
+        ev.kind.extend(e.kind)
+        ev.pid.extend(e.pid)
+        ev.a.extend(e.a)
+        same = len(seg.table) == len(table) and remap == array("q", range(len(remap)))
+        ev.b.extend(e.b if same else array("q", map(remap.__getitem__, e.b)))
+        ev.host.extend(e.host if same else array("q", map(remap.__getitem__, e.host)))
+        ev.ident.extend(e.ident)
+        src.extend(array("l", [s]) * len(e))
+        seg.ev = Events()  # free the piece now that the whole holds it
+    sec = array("q", map(int, ev.t))
+    order: Sequence[int] = sorted(range(len(sec)), key=sec.__getitem__)
+    dup = [0] * nsources
+    if len({s for s, _ in segments}) > 1:
+        order = _dedup(order, sec, ev.ident, src, dup)
+    return Merged(ev, order, table, dup)
+
+
+def _dedup(order: Sequence[int], sec: array, ident: array, src: array, dup: list[int]) -> list[int]:
+    """Keep each line once per second: of the sources holding an identity, the one holding it most often."""
+    out: list[int] = []
+    n = len(order)
+    i = 0
+    while i < n:
+        s = sec[order[i]]
+        j = i + 1
+        first_src = src[order[i]]
+        mixed = False
+        while j < n and sec[order[j]] == s:
+            if src[order[j]] != first_src:
+                mixed = True
+            j += 1
+        group = order[i:j]
+        if not mixed:
+            out.extend(group)
+        else:
+            counts: dict[tuple[int, int], int] = {}
+            for k in group:
+                key = (ident[k], src[k])
+                counts[key] = counts.get(key, 0) + 1
+            best: dict[int, tuple[int, int]] = {}  # identity -> (count, -source)
+            for (idn, sr), cnt in counts.items():
+                cur = best.get(idn)
+                if cur is None or (cnt, -sr) > cur:
+                    best[idn] = (cnt, -sr)
+            for k in group:
+                if -best[ident[k]][1] == src[k]:
+                    out.append(k)
+                else:
+                    dup[src[k]] += 1
+        i = j
+    return out
+
+
+# a run: [start, hit, jobpid, host, status, signal, epoch, end, pairing, candidates, debian]
+_START, _HIT, _PID, _HOST, _STATUS, _SIG, _EPOCH, _END, _PAIRING, _CAND, _DEB = range(11)
+
+
+class Pairer:
+    """One pass over the merged stream into per-job evidence; see the module docstring."""
+
+    def __init__(self, matcher: Matcher, opts: Options, failures_logged: bool | None) -> None:
+        self.matcher = matcher
+        self.opts = opts
+        self.forced = failures_logged
+        self.agg: dict[str, JobEvidence] = {}
+        self.unmatched: dict[tuple[str, str], UnmatchedEvidence] = {}
+        self.ambiguous: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.ambiguous_runs = 0
+        self.orphans = 0
+        self.lost = [0, 0, 0]  # notes not attributed: No MTA, MAIL, CMDOUT
+        self.runs: dict[str, deque[RunRecord]] = {}
+        self.clean: list[tuple[list, str | None]] = []  # Debian runs with a plain END: (run, job)
+        self.failing_epochs: set[int] = set()
+        self.windows: list[tuple[float, float]] = []
+        self.first: float | None = None
+        self.last: float | None = None
+
+    # -- matching ----------------------------------------------------------------------------------------
+    def _hit(self, value: tuple) -> tuple:
+        """('j', job id, user, cmd) | ('a', candidates, user, cmd) | ('u', (user, cmd), user, cmd)."""
+        if value[0] == b"r":
+            folder, script = value[1].decode("utf-8", "replace"), value[2].decode("utf-8", "replace")
+            found = self.matcher.match_script(folder, script)
+            u, cmd = "root", f"{folder.rstrip('/')}/{script}"
+        elif value[0] == b"a":
+            ident = value[1].decode("utf-8", "replace")
+            found = self.matcher.match_anacron(ident)
+            u, cmd = "root", f"anacron job {ident}"
+        else:
+            u = value[0].decode("utf-8", "replace")
+            cmd = value[1].decode("utf-8", "replace")
+            found = self.matcher.match(u, cmd)
+        if isinstance(found, str):
+            return ("j", found, u, cmd)
+        if found:
+            self.ambiguous[(u, cmd)] = found
+            return ("a", found, u, cmd)
+        return ("u", (u, cmd), u, cmd)
+
+    # -- the pass ----------------------------------------------------------------------------------------
+    def run(self, m: Merged) -> None:
+        ev, table = m.ev, m.table
+        T, K, P, A, B, H = ev.t, ev.kind, ev.pid, ev.a, ev.b, ev.host
+        hits: dict[int, tuple] = {}
+        by_pid: dict[tuple[int, int], list] = {}
+        child: dict[tuple[int, int], list] = {}
+        fifo: dict[tuple[int, int], deque] = {}
+        pending: dict[tuple[int, int], list[tuple[float, int, int]]] = {}
+        user_jobs: dict[tuple[int, bytes], set] = {}
+        daemon: dict[int, list] = {}  # host -> [daemon pid, window start, last line, epoch]
+        epochs = [0]
+        o = self.opts
+        since, until = o.since, o.until
+
+        def start(t: float, b: int, h: int, jobpid: int, debian: bool) -> list:
+            hit = hits.get(b)
+            if hit is None:
+                hit = hits[b] = self._hit(table[b])
+            counted = (since is None or t >= since) and (until is None or t < until)
+            if counted:
+                self._count_start(hit, t)
+            value = table[b]
+            if value[0] not in (b"r", b"a"):
+                user_jobs.setdefault((h, value[0]), set()).add(hit[1])
+            return [t, hit if counted else None, jobpid, h, None, None, d[3], None, "", 0, debian]
+
+        d: list = [0, 0.0, 0.0, 0]
+        for i in m.order:
+            t = T[i]
+            k = K[i]
+            h = H[i]
+            d = daemon.get(h)  # type: ignore[assignment]
+            if d is None:
+                d = daemon[h] = [-1, t, t, epochs[0]]
+                epochs[0] += 1
+            if k == E_START:
+                if P[i] != d[0]:
+                    if d[0] != -1 or d[2] > d[1]:
+                        self.windows.append((d[1], d[2]))
+                    d[0], d[1], d[2], d[3] = P[i], t, t, epochs[0]
+                    epochs[0] += 1
+                continue
+            if d[0] == -2:  # lines after a stop line with no start line: cron was back
+                d[0], d[1], d[3] = -1, t, epochs[0]
+                epochs[0] += 1
+            d[2] = t
+            if k in (E_CMD, E_CMD_FIFO):
+                jobpid = A[i]
+                run = start(t, B[i], h, jobpid, k == E_CMD)
+                old = by_pid.get((h, jobpid))
+                if old is not None:  # pid reused: the earlier run's end was never logged
+                    self._record(old)
+                by_pid[(h, jobpid)] = run
+                if P[i] != jobpid:
+                    child[(h, P[i])] = run
+                if k == E_CMD_FIFO:
+                    q = fifo.get((h, B[i]))
+                    if q is None:
+                        q = fifo[(h, B[i])] = deque()
+                    q.append(run)
+                    if len(q) > MAX_FIFO:
+                        self._record(q.popleft())
+                if len(by_pid) > MAX_OPEN:
+                    for key in list(by_pid)[: MAX_OPEN // 4]:
+                        self._record(by_pid.pop(key))
+            elif k == E_END:
+                run = by_pid.pop((h, A[i]), None)
+                if run is None:
+                    self.orphans += 1
+                else:
+                    self._finish(run, t, "exact", 1)
+            elif k == E_CMDEND:
+                q = fifo.get((h, B[i]))
+                notes = pending.pop((h, P[i]), ())
+                if not q:
+                    self.orphans += 1
+                    for _nt, what, user in notes:
+                        self._note_by_user(user_jobs, h, table[user][1], what)
+                    continue
+                n = len(q)
+                run = q.popleft()
+                if not q:
+                    del fifo[(h, B[i])]
+                if by_pid.get((h, run[_PID])) is run:
+                    del by_pid[(h, run[_PID])]
+                self._finish(run, t, "inferred", n)
+                child[(h, P[i])] = run
+                for _nt, what, _user in notes:
+                    self._note(run, what)
+            elif k == E_FAIL:
+                self.failing_epochs.add(d[3])
+                run = by_pid.get((h, A[i]))
+                if run is None:
+                    self.orphans += 1
+                    continue
+                child[(h, P[i])] = run
+                st = table[B[i]]
+                self._status(run, t, st[1], st[2])
+            elif k == E_NOTE:
+                what = A[i]
+                run = child.get((h, P[i]))
+                # a link holds while the run is open (Debian) or just after its end; cronie's child is
+                # only known from its CMDEND, so a note before that waits for it
+                if run is not None and (
+                    (run[_END] is None and not what & N_CRONIE)
+                    or (run[_END] is not None and t - run[_END] <= NOTE_AFTER_END)
+                ):
+                    self._note(run, what & 3)
+                    continue
+                if what & N_CRONIE:  # its CMDEND, from the same child, is still to come
+                    pending.setdefault((h, P[i]), []).append((t, what & 3, B[i]))
+                else:
+                    self._note_by_user(user_jobs, h, table[B[i]][1], what & 3)
+            elif k == E_STOP:
+                self.windows.append((d[1], t))
+                d[0] = -2
+            elif k in (E_RP_START, E_AN_START):
+                run = start(t, B[i], h, 0, False)
+                q = fifo.get((h, B[i]))
+                if q is None:
+                    q = fifo[(h, B[i])] = deque()
+                q.append(run)
+                if len(q) > MAX_FIFO:
+                    self._record(q.popleft())
+            elif k in (E_RP_END, E_AN_END):
+                q = fifo.get((h, B[i]))
+                if not q:
+                    self.orphans += 1
+                    continue
+                n = len(q)
+                run = q.popleft()
+                if not q:
+                    del fifo[(h, B[i])]
+                code = A[i]
+                if k == E_AN_END and code >= 1000:
+                    self._status(run, t, None, code - 1000)
+                elif k == E_AN_END and code > 0:
+                    self._status(run, t, code, None)
+                self._finish(run, t, "inferred", n)
+            elif k == E_INFO:
+                pass
+        for d in daemon.values():
+            if d[0] != -2:
+                self.windows.append((d[1], d[2]))
+        for notes in pending.values():
+            for _t, what, user in notes:
+                self._note_by_user(user_jobs, 0, table[user][1], what, any_host=True)
+        for run in by_pid.values():
+            if run[_END] is None:
+                self._record(run)
+        for q in fifo.values():
+            for run in q:
+                if run[_END] is None and by_pid.get((run[_HOST], run[_PID])) is not run:
+                    self._record(run)
+        self._settle_clean()
+        if len(m.order):
+            self.first, self.last = min(T), max(T)
+
+    # -- runs ------------------------------------------------------------------------------------------
+    def _count_start(self, hit: tuple, t: float) -> None:
+        kind = hit[0]
+        if kind == "j":
+            ev = self.agg.get(hit[1])
+            if ev is None:
+                ev = self.agg[hit[1]] = JobEvidence()
+            ev.runs += 1
+            ev.starts.append(t)
+            if ev.first_seen is None or t < ev.first_seen:
+                ev.first_seen = t
+            if ev.last_seen is None or t > ev.last_seen:
+                ev.last_seen = t
+            ev.evidence.add(CMD_ONLY)
+        elif kind == "u":
+            u = self.unmatched.get(hit[1])
+            if u is None:
+                u = self.unmatched[hit[1]] = UnmatchedEvidence(hit[2], hit[3])
+            u.count += 1
+            u.first_seen = t if u.first_seen is None else min(u.first_seen, t)
+            u.last_seen = t if u.last_seen is None else max(u.last_seen, t)
+        else:
+            self.ambiguous_runs += 1
+
+    def _job(self, run: list) -> JobEvidence | None:
+        hit = run[_HIT]
+        return self.agg[hit[1]] if hit is not None and hit[0] == "j" else None
+
+    def _finish(self, run: list, t: float, pairing: str, candidates: int) -> None:
+        run[_END], run[_PAIRING], run[_CAND] = t, pairing, candidates
+        ev = self._job(run)
+        if ev is not None:
+            ev.ended += 1
+            ev.durations.append(max(0.0, t - run[_START]))
+            ev.ended_starts.append(run[_START])
+            if pairing == "inferred":
+                ev.inferred_pairings += 1
+                if candidates > 1:
+                    ev.guessed_pairings += 1
+            if run[_STATUS] is None and run[_SIG] is None:
+                ev.evidence.add(END)
+        if run[_STATUS] is None and run[_SIG] is None and run[_DEB]:
+            self.clean.append((run, None if ev is None else run[_HIT][1]))
+        self._record(run)
+
+    def _status(self, run: list, t: float, status: int | None, sig: int | None) -> None:
+        """A failure line: counted at once, since without END logging the run is never closed."""
+        run[_STATUS], run[_SIG] = status, sig
+        ev = self._job(run)
+        if ev is None:
+            return
+        ev.evidence.add(STATUS)
+        ev.status_known += 1
+        ev.failed += 1
+        ev.last_failure = t if ev.last_failure is None else max(ev.last_failure, t)
+        if sig is not None:
+            ev.signals[sig] = ev.signals.get(sig, 0) + 1
+        elif status is not None:
+            ev.exit_statuses[status] = ev.exit_statuses.get(status, 0) + 1
+
+    def _note(self, run: list, what: int) -> None:
+        ev = self._job(run)
+        if ev is None:
+            return
+        if what == N_NOMTA:
+            ev.output_discarded += 1
+        elif what == N_MAIL:
+            ev.mail_failures += 1
+        else:
+            ev.output_lines += 1
+
+    def _note_by_user(self, user_jobs: dict, h: int, user: bytes, what: int, any_host: bool = False) -> None:
+        """No exact link: the user the line names, when that user ran exactly one job; else unattributed."""
+        if any_host:
+            jobs: set = set()
+            for (_h, u), s in user_jobs.items():
+                if u == user:
+                    jobs |= s
+        else:
+            jobs = user_jobs.get((h, user), set())
+        if user != b"CRON" and len(jobs) == 1:
+            (target,) = jobs
+            ev = self.agg.get(target) if isinstance(target, str) else None
+            if ev is not None:
+                if what == N_NOMTA:
+                    ev.output_discarded += 1
+                elif what == N_MAIL:
+                    ev.mail_failures += 1
+                else:
+                    ev.output_lines += 1
+                return
+        self.lost[what] += 1
+
+    def _settle_clean(self) -> None:
+        """Plain Debian ENDs are successes in daemon runs whose failures were being logged."""
+        for run, job in self.clean:
+            ok = self.forced if self.forced is not None else run[_EPOCH] in self.failing_epochs
+            if not ok:
+                continue
+            run[_STATUS] = 0
+            rec = run[-1] if len(run) > 11 else None
+            if isinstance(rec, RunRecord):
+                object.__setattr__(rec, "exit_status", 0)
+            if job is None:
+                continue
+            ev = self.agg[job]
+            ev.status_known += 1
+            ev.evidence.add(STATUS)
+            end = run[_END]
+            ev.last_success = end if ev.last_success is None else max(ev.last_success, end)
+        self.clean = []
+
+    def _record(self, run: list) -> None:
+        o = self.opts
+        hit = run[_HIT]
+        if not o.keep_runs or hit is None:
+            return
+        job_id = hit[1] if hit[0] == "j" else None
+        if o.only_job is not None and job_id != o.only_job:
+            return
+        extra: dict[str, str] = {}
+        if run[_PAIRING]:
+            extra["pairing"] = run[_PAIRING]
+            if run[_PAIRING] == "inferred":
+                extra["open_runs"] = str(run[_CAND])
+                if run[_CAND] > 1:
+                    extra["guessed"] = "1"
+        if hit[0] == "a":
+            extra["candidates"] = ",".join(hit[1])
+        rec = RunRecord(
+            job_id=job_id,
+            source="syslog",
+            start=run[_START],
+            end=run[_END],
+            exit_status=run[_STATUS],
+            signal=run[_SIG],
+            user=hit[2],
+            pid=run[_PID] or None,
+            command=hit[3],
+            extra=extra,
+        )
+        if len(run) == 11:
+            run.append(rec)
+        q = self.runs.get(job_id or "")
+        if q is None:
+            q = self.runs[job_id or ""] = deque(maxlen=o.keep_runs)
+        q.append(rec)
+
+    def to_history(self, history: History) -> None:
+        for ev in self.agg.values():
+            if len(ev.starts) > 1:
+                ev.starts = array("d", sorted(ev.starts))
+        history.per_job.update(self.agg)
+        history.unmatched.update(self.unmatched)
+        history.ambiguous.update(self.ambiguous)
+        history.ambiguous_runs += self.ambiguous_runs
+        history.orphan_ends += self.orphans
+        history.unattributed_discarded += self.lost[N_NOMTA]
+        history.unattributed_mail_failures += self.lost[N_MAIL]
+        history.unattributed_output += self.lost[2]
+        history.daemon_windows = _union(self.windows)
+        if self.first is not None and self.last is not None:
+            history.window = (self.first, self.last)
+
+
+def _union(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(windows):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
