@@ -26,7 +26,7 @@ from cronshift.history.pairing import Pairer, merge
 from cronshift.history.syslog import _CLASSIC_ANYWHERE, MONTHS, Options, Segment
 from cronshift.model import CronJob, RunRecord
 
-BLOCK = 4 << 20
+BLOCK = 1 << 20  # a block is copied twice on its way in: small keeps the peak low
 PARALLEL_MIN = 8 << 20  # smaller files are not worth a fork
 _NAME = re.compile(r"^(syslog|cron|messages)(\.log)?(?:[.-](\d+))?(\.gz)?$")
 _FAMILY = {"cron": 0, "syslog": 1, "messages": 2}

@@ -23,6 +23,7 @@ from array import array
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from cronshift.history.events import CMD_ONLY, END, STATUS, History, JobEvidence, UnmatchedEvidence
 from cronshift.history.match import Matcher
@@ -66,12 +67,17 @@ class Merged:
 
 def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
     """Join segments (tagged with their source index, in reading order) into one ordered stream."""
-    table: list[tuple] = [()]
-    names: dict[tuple, int] = {(): 0}
-    ev = Events()
-    src = array("l")
-    for s, seg in segments:
-        remap = array("q", [0]) * len(seg.table)
+    if len(segments) == 1:  # nothing to renumber or copy
+        seg = segments[0][1]
+        return Merged(seg.ev, _order(array("q", map(int, seg.ev.t))), seg.table, [0] * nsources)
+    # the first piece is the base: its arrays grow in place, its table numbers stay
+    base = segments[0][1]
+    table: list[tuple] = base.table
+    names: dict[tuple, int] = dict(base.names)
+    ev = base.ev
+    src = array("l", [segments[0][0]]) * len(ev)
+    for s, seg in segments[1:]:
+        remap = array("i", [0]) * len(seg.table)
         for i, value in enumerate(seg.table):
             j = names.get(value)
             if j is None:
@@ -83,18 +89,25 @@ def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
         ev.kind.extend(e.kind)
         ev.pid.extend(e.pid)
         ev.a.extend(e.a)
-        same = len(seg.table) == len(table) and remap == array("q", range(len(remap)))
-        ev.b.extend(e.b if same else array("q", map(remap.__getitem__, e.b)))
-        ev.host.extend(e.host if same else array("q", map(remap.__getitem__, e.host)))
+        same = len(seg.table) == len(table) and remap == array("i", range(len(remap)))
+        ev.b.extend(e.b if same else array("i", map(remap.__getitem__, e.b)))
+        ev.host.extend(e.host if same else array("i", map(remap.__getitem__, e.host)))
         ev.ident.extend(e.ident)
         src.extend(array("l", [s]) * len(e))
         seg.ev = Events()  # free the piece now that the whole holds it
     sec = array("q", map(int, ev.t))
-    order: Sequence[int] = sorted(range(len(sec)), key=sec.__getitem__)
+    order = _order(sec)
     dup = [0] * nsources
     if len({s for s, _ in segments}) > 1:
         order = _dedup(order, sec, ev.ident, src, dup)
     return Merged(ev, order, table, dup)
+
+
+def _order(sec: array) -> Sequence[int]:
+    """Events by second, file order inside a second; a range when they already are (no list of ints)."""
+    if all(a <= b for a, b in pairwise(sec)):
+        return range(len(sec))
+    return sorted(range(len(sec)), key=sec.__getitem__)
 
 
 def _dedup(order: Sequence[int], sec: array, ident: array, src: array, dup: list[int]) -> list[int]:
@@ -133,8 +146,9 @@ def _dedup(order: Sequence[int], sec: array, ident: array, src: array, dup: list
     return out
 
 
-# a run: [start, hit, jobpid, host, status, signal, epoch, end, pairing, candidates, debian]
-_START, _HIT, _PID, _HOST, _STATUS, _SIG, _EPOCH, _END, _PAIRING, _CAND, _DEB = range(11)
+# a run: [start, hit, jobpid, host, status, signal, epoch, end, pairing, candidates, debian, child key,
+#         JobEvidence or None, RunRecord or None]
+_START, _HIT, _PID, _HOST, _STATUS, _SIG, _EPOCH, _END, _PAIRING, _CAND, _DEB, _CHILD, _EV, _REC = range(14)
 
 
 class Pairer:
@@ -151,7 +165,9 @@ class Pairer:
         self.orphans = 0
         self.lost = [0, 0, 0]  # notes not attributed: No MTA, MAIL, CMDOUT
         self.runs: dict[str, deque[RunRecord]] = {}
-        self.clean: list[tuple[list, str | None]] = []  # Debian runs with a plain END: (run, job)
+        # Debian runs with a plain END, per (job, daemon run): [count, last end]; and their records
+        self.clean: dict[tuple[str | None, int], list[float]] = {}
+        self.clean_records: list[tuple[RunRecord, int]] = []
         self.failing_epochs: set[int] = set()
         self.windows: list[tuple[float, float]] = []
         self.first: float | None = None
@@ -194,17 +210,31 @@ class Pairer:
         o = self.opts
         since, until = o.since, o.until
 
+        seen_users: set[tuple[int, int]] = set()
+        recent: deque[tuple[float, tuple[int, int], list]] = deque()  # ended runs' child links, by end
+
         def start(t: float, b: int, h: int, jobpid: int, debian: bool) -> list:
             hit = hits.get(b)
             if hit is None:
                 hit = hits[b] = self._hit(table[b])
-            counted = (since is None or t >= since) and (until is None or t < until)
-            if counted:
-                self._count_start(hit, t)
-            value = table[b]
-            if value[0] not in (b"r", b"a"):
-                user_jobs.setdefault((h, value[0]), set()).add(hit[1])
-            return [t, hit if counted else None, jobpid, h, None, None, d[3], None, "", 0, debian]
+            if (h, b) not in seen_users:
+                seen_users.add((h, b))
+                value = table[b]
+                if value[0] not in (b"r", b"a"):
+                    user_jobs.setdefault((h, value[0]), set()).add(hit[1])
+            if (since is None or t >= since) and (until is None or t < until):
+                je = self._count_start(hit, t)
+                return [t, hit, jobpid, h, None, None, d[3], None, "", 0, debian, None, je, None]
+            return [t, None, jobpid, h, None, None, d[3], None, "", 0, debian, None, None, None]
+
+        def link_after_end(t: float, key: tuple[int, int], run: list) -> None:
+            """Keep a finished run's child link for notes that follow its end, then let it go."""
+            child[key] = run
+            recent.append((t, key, run))
+            while recent and recent[0][0] < t - NOTE_AFTER_END:
+                _t, old_key, old = recent.popleft()
+                if child.get(old_key) is old:
+                    del child[old_key]
 
         d: list = [0, 0.0, 0.0, 0]
         for i in m.order:
@@ -235,6 +265,7 @@ class Pairer:
                 by_pid[(h, jobpid)] = run
                 if P[i] != jobpid:
                     child[(h, P[i])] = run
+                    run[_CHILD] = (h, P[i])
                 if k == E_CMD_FIFO:
                     q = fifo.get((h, B[i]))
                     if q is None:
@@ -251,6 +282,8 @@ class Pairer:
                     self.orphans += 1
                 else:
                     self._finish(run, t, "exact", 1)
+                    if run[_CHILD] is not None:
+                        link_after_end(t, run[_CHILD], run)
             elif k == E_CMDEND:
                 q = fifo.get((h, B[i]))
                 notes = pending.pop((h, P[i]), ())
@@ -266,7 +299,7 @@ class Pairer:
                 if by_pid.get((h, run[_PID])) is run:
                     del by_pid[(h, run[_PID])]
                 self._finish(run, t, "inferred", n)
-                child[(h, P[i])] = run
+                link_after_end(t, (h, P[i]), run)
                 for _nt, what, _user in notes:
                     self._note(run, what)
             elif k == E_FAIL:
@@ -276,6 +309,7 @@ class Pairer:
                     self.orphans += 1
                     continue
                 child[(h, P[i])] = run
+                run[_CHILD] = (h, P[i])
                 st = table[B[i]]
                 self._status(run, t, st[1], st[2])
             elif k == E_NOTE:
@@ -339,20 +373,21 @@ class Pairer:
             self.first, self.last = min(T), max(T)
 
     # -- runs ------------------------------------------------------------------------------------------
-    def _count_start(self, hit: tuple, t: float) -> None:
+    def _count_start(self, hit: tuple, t: float) -> JobEvidence | None:
         kind = hit[0]
         if kind == "j":
             ev = self.agg.get(hit[1])
             if ev is None:
                 ev = self.agg[hit[1]] = JobEvidence()
+                ev.evidence.add(CMD_ONLY)
             ev.runs += 1
             ev.starts.append(t)
             if ev.first_seen is None or t < ev.first_seen:
                 ev.first_seen = t
             if ev.last_seen is None or t > ev.last_seen:
                 ev.last_seen = t
-            ev.evidence.add(CMD_ONLY)
-        elif kind == "u":
+            return ev
+        if kind == "u":
             u = self.unmatched.get(hit[1])
             if u is None:
                 u = self.unmatched[hit[1]] = UnmatchedEvidence(hit[2], hit[3])
@@ -361,27 +396,41 @@ class Pairer:
             u.last_seen = t if u.last_seen is None else max(u.last_seen, t)
         else:
             self.ambiguous_runs += 1
+        return None
 
     def _job(self, run: list) -> JobEvidence | None:
-        hit = run[_HIT]
-        return self.agg[hit[1]] if hit is not None and hit[0] == "j" else None
+        return run[_EV]
 
     def _finish(self, run: list, t: float, pairing: str, candidates: int) -> None:
         run[_END], run[_PAIRING], run[_CAND] = t, pairing, candidates
-        ev = self._job(run)
+        ev = run[_EV]
+        clean = run[_STATUS] is None and run[_SIG] is None
         if ev is not None:
             ev.ended += 1
-            ev.durations.append(max(0.0, t - run[_START]))
+            ev.durations.append(t - run[_START] if t > run[_START] else 0.0)
             ev.ended_starts.append(run[_START])
             if pairing == "inferred":
                 ev.inferred_pairings += 1
                 if candidates > 1:
                     ev.guessed_pairings += 1
-            if run[_STATUS] is None and run[_SIG] is None:
+            if clean:
                 ev.evidence.add(END)
-        if run[_STATUS] is None and run[_SIG] is None and run[_DEB]:
-            self.clean.append((run, None if ev is None else run[_HIT][1]))
-        self._record(run)
+                if run[_DEB]:
+                    key = (run[_HIT][1], run[_EPOCH])
+                    ce = self.clean.get(key)
+                    if ce is None:
+                        self.clean[key] = [1.0, t]
+                    else:
+                        ce[0] += 1
+                        if t > ce[1]:
+                            ce[1] = t
+        if self.opts.keep_runs:
+            self._record(run)
+            if clean and run[_DEB] and run[_REC] is not None:
+                self.clean_records.append((run[_REC], run[_EPOCH]))
+                if len(self.clean_records) > 4 * self.opts.keep_runs:
+                    kept = {id(r) for d in self.runs.values() for r in d}
+                    self.clean_records = [x for x in self.clean_records if id(x[0]) in kept]
 
     def _status(self, run: list, t: float, status: int | None, sig: int | None) -> None:
         """A failure line: counted at once, since without END logging the run is never closed."""
@@ -433,22 +482,22 @@ class Pairer:
 
     def _settle_clean(self) -> None:
         """Plain Debian ENDs are successes in daemon runs whose failures were being logged."""
-        for run, job in self.clean:
-            ok = self.forced if self.forced is not None else run[_EPOCH] in self.failing_epochs
-            if not ok:
+
+        def ok(epoch: int) -> bool:
+            return self.forced if self.forced is not None else epoch in self.failing_epochs
+
+        for (job, epoch), (n, last) in self.clean.items():
+            if not ok(epoch):
                 continue
-            run[_STATUS] = 0
-            rec = run[-1] if len(run) > 11 else None
-            if isinstance(rec, RunRecord):
-                object.__setattr__(rec, "exit_status", 0)
-            if job is None:
-                continue
-            ev = self.agg[job]
-            ev.status_known += 1
+            ev = self.agg[job]  # type: ignore[index]
+            ev.status_known += int(n)
             ev.evidence.add(STATUS)
-            end = run[_END]
-            ev.last_success = end if ev.last_success is None else max(ev.last_success, end)
-        self.clean = []
+            ev.last_success = last if ev.last_success is None else max(ev.last_success, last)
+        for rec, epoch in self.clean_records:
+            if ok(epoch):
+                object.__setattr__(rec, "exit_status", 0)
+        self.clean = {}
+        self.clean_records = []
 
     def _record(self, run: list) -> None:
         o = self.opts
@@ -479,8 +528,7 @@ class Pairer:
             command=hit[3],
             extra=extra,
         )
-        if len(run) == 11:
-            run.append(rec)
+        run[_REC] = rec
         q = self.runs.get(job_id or "")
         if q is None:
             q = self.runs[job_id or ""] = deque(maxlen=o.keep_runs)

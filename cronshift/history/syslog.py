@@ -32,8 +32,11 @@ _RFC = re.compile(
 _TAG_ANYWHERE = re.compile(rb"(?:^|\s)" + _TAG)
 _CLASSIC_ANYWHERE = re.compile(rb"(?:^|\s)([A-Z][a-z]{2}) ([ \d]?\d) (\d\d):(\d\d):(\d\d)(?:\.\d+)? ")
 # Debian-only blocks: find cron's lines at C speed by their tag, then read the stamp before it.
+# Groups: 1 pid, 2 user, 3 event, 4 job pid of `([pid] command)`, 5 the rest, 6 a cut line.
 _DEBIAN = re.compile(
-    rb"CRON\[(\d+)\]: (?:\(([^()\s]*)\) ([A-Za-z][A-Za-z ]*?) \(([^\n]*)\)[ \t\r]*$|(\([^\n]*))", re.M
+    rb"CRON\[(\d+)\]: (?:\(([^()\s]*)\) ([A-Za-z][A-Za-z ]*?) \((?:\[(\d+)\] )?([^\n]*)\)[ \t\r]*$"
+    rb"|(\([^\n]*))",
+    re.M,
 )
 # Any of these means the block has cronie, anacron or run-parts lines: the general per-line path.
 _OTHER_TAGS = (b"cron[", b"rond[", b"ROND[", b"run-parts")  # cron[ also covers anacron[
@@ -83,6 +86,9 @@ def _host_of(prefix: bytes) -> bytes:
     return p.rpartition(b" ")[2]
 
 
+_BIG = 1 << 62
+
+
 class Events:
     """Columns of events: ~56 bytes per cron line kept, so a year of per-minute jobs stays small."""
 
@@ -93,8 +99,8 @@ class Events:
         self.kind = array("b")
         self.pid = array("q")
         self.a = array("q")  # job pid, note flags, anacron exit code
-        self.b = array("q")  # table id: (user, command), status, run-parts script...
-        self.host = array("q")  # table id of (b"h", host)
+        self.b = array("i")  # table id: (user, command), status, run-parts script...
+        self.host = array("i")  # table id of (b"h", host)
         self.ident = array("q")  # hash of (host, pid, message): the content identity of the line
 
     def __len__(self) -> int:
@@ -203,6 +209,11 @@ class Segment:
         cache = self._prefix_cache
         event = self._event
         hosts = self._host_cache
+        names = self.names
+        ev = self.ev
+        t_add, k_add, p_add, a_add = ev.t.append, ev.kind.append, ev.pid.append, ev.a.append
+        b_add, h_add, i_add = ev.b.append, ev.host.append, ev.ident.append
+        dialects = c.dialects
         for m in _DEBIAN.finditer(block):
             user = m[2]
             s = m.start()
@@ -214,8 +225,10 @@ class Segment:
             if prefix[15:16] == b" " and prefix[12:13] == b":":  # classic stamp: cache per minute
                 base = cache.get(prefix[:12] + prefix[15:])
                 t = None if base is None else base + int(prefix[13:15])
+                tail = prefix[16:]
             else:
                 t = cache.get(prefix)
+                tail = prefix
             if t is None:
                 t = self._prefix_time(prefix)
                 if t is None:
@@ -223,11 +236,36 @@ class Segment:
             if t < 0:
                 c.cron_lines -= 1  # "CRON[" inside another word
                 continue
-            tail = prefix[16:] if prefix[15:16] == b" " else prefix
             host = hosts.get(tail)
             if host is None:
-                host = hosts[tail] = _host_of(tail)
-            event(t, b"CRON", int(m[1]), user, m[3], m[4], host, block[m.end(1) + 3 : m.end()])
+                host = hosts[tail] = self._host(_host_of(tail))
+            what = m[3]
+            jp = m[4]
+            if len(m[1]) > 18 or (jp is not None and len(jp) > 18):  # no kernel gives such a pid
+                c.malformed += 1
+                continue
+            pid = int(m[1])
+            msg = block[m.end(1) + 3 : m.end(5) + 1]
+            if what == b"CMD" or what == b"END":
+                k = (user, m[5])
+                key = names.get(k)
+                if key is None:
+                    key = self._id(k)
+                if what == b"CMD":
+                    dialects.add("debian")
+                    k_add(E_CMD)
+                else:
+                    dialects.add("debian-L")
+                    k_add(E_END)
+                t_add(t)
+                p_add(pid)
+                a_add(pid if jp is None else int(jp))
+                b_add(key)
+                h_add(host)
+                i_add(hash((host, pid, msg)))
+            else:
+                payload = block[m.start(4) - 1 if m[4] is not None else m.start(5) : m.end(5)]
+                event(t, b"CRON", pid, user, what, payload, self.table[host][1], msg)
 
     def _prefix_time(self, prefix: bytes) -> float | None:
         """The stamp of a Debian line from the text before its tag; cached per distinct prefix (second).
@@ -302,6 +340,9 @@ class Segment:
         return i
 
     def _emit(self, t: float, kind: int, pid: int, a: int, b: int, host: int, ident: int) -> None:
+        if not (0 <= pid < _BIG and -_BIG < a < _BIG):  # a pid no kernel gives: a damaged line
+            self.c.malformed += 1
+            return
         ev = self.ev
         ev.t.append(t)
         ev.kind.append(kind)
