@@ -179,6 +179,8 @@ def test_show_uses_the_ledger_store(debian_root: Path) -> None:
             "stdout_bytes": 12,
             "stderr_bytes": 40,
             "guessed_pairing": False,
+            "pairing": None,
+            "open_runs": None,
         }
     ]
     assert js["job"]["metrics"]["sources"] == ["logs", "ledger"]
