@@ -156,6 +156,36 @@ def test_rfc3339_syslog_and_cron_log_and_journal_export_once(tmp_path: Path) -> 
     assert_exact(tmp_path, [a, b, c], 10)
 
 
+def journal_entries(events: list[tuple], delay: float) -> list[str]:
+    out = []
+    for t, line in events:
+        tag, _, msg = line.split(" ", 4)[4].partition(": ")
+        ident, pid = tag[:-1].split("[")
+        us = int((t.timestamp() + delay) * 1e6)
+        out.append(
+            json.dumps(
+                {
+                    "__REALTIME_TIMESTAMP": str(us),
+                    "SYSLOG_IDENTIFIER": ident,
+                    "_PID": pid,
+                    "_HOSTNAME": "web-01",
+                    "MESSAGE": msg,
+                }
+            )
+        )
+    return out
+
+
+def test_journal_a_fraction_of_a_second_off_the_file_still_counts_once(tmp_path: Path) -> None:
+    """rsyslog stamps a line when it receives it; the journal when it was sent: the second can differ."""
+    ev = [(t + timedelta(seconds=0.8), line) for t, line in debian_l15(10)]
+    a = write(tmp_path / "syslog", [f"{rfc(t)} web-01 {line.split(' ', 4)[4]}" for t, line in ev])
+    c = write(tmp_path / "cron.json", journal_entries(ev, 0.4))  # next second for every line
+    assert_exact(tmp_path, [a, c], 10)
+    h = read_history([a, c], JOBS, None, None, NOW)
+    assert h.duplicates_dropped == 10 * 2 * 2
+
+
 def test_messages_and_cron_on_rhel_once(tmp_path: Path) -> None:
     ev = cronie(20)
     a = write(tmp_path / "var/log/messages", with_noise(ev, "db-01"))
@@ -178,6 +208,9 @@ def test_repeated_identical_lines_in_one_file_are_not_duplicates(tmp_path: Path)
     )
     h = read_history([log], JOBS, None, None, NOW)
     assert h.per_job["tick"].output_lines == 2 and h.duplicates_dropped == 0
+    other = write(tmp_path / "messages", log.read_text().splitlines())
+    h = read_history([log, other], JOBS, None, None, NOW)
+    assert h.per_job["tick"].output_lines == 2 and h.duplicates_dropped == 4
 
 
 # -- 2. one pairing pass ----------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """The whole history, once: drop lines several files hold, then pair every end with its start in one pass.
 
 Segments (one per file, or per worker's piece of a big file) hold events in file order. `merge` concatenates
-them with one table of names, orders them by second (file order inside a second), and where two or more
-sources hold the same second keeps each line once: a line's content identity is (host, pid, message) within
-its second, and a line repeated inside one source (cronie's identical CMDOUT lines) is kept as often as the
-source that holds it most often. `Pairer` then walks that one time-ordered stream:
+them with one table of names, orders them by second (file order inside a second), and when two or more
+sources were read keeps each line once: a line's content identity is (host, pid, message) and its stamp to
+within a second, and a line repeated inside one source (cronie's identical CMDOUT lines) is kept as often as
+the source that holds it most often. `Pairer` then walks that one time-ordered stream:
 
 - exact links first: Debian's job pid (`CMD ([pid] ...)`, `END ([pid] ...)`, `grandchild #pid`), and the
   pid of the cron child that wrote a note (`No MTA`, `MAIL`, `CMDOUT`) and, for cronie, the `CMDEND` after it;
@@ -111,38 +111,37 @@ def _order(sec: array) -> Sequence[int]:
 
 
 def _dedup(order: Sequence[int], sec: array, ident: array, src: array, dup: list[int]) -> list[int]:
-    """Keep each line once per second: of the sources holding an identity, the one holding it most often."""
+    """Keep each line once: a line is a copy of a line another source holds with the same identity up to
+    one second earlier (rsyslog stamps on receipt, the journal on sending: the second can differ). Each
+    kept line absorbs at most one copy per other source, so a line repeated inside one source (identical
+    CMDOUT lines) survives as often as the source holding it most often has it."""
     out: list[int] = []
-    n = len(order)
-    i = 0
-    while i < n:
-        s = sec[order[i]]
-        j = i + 1
-        first_src = src[order[i]]
-        mixed = False
-        while j < n and sec[order[j]] == s:
-            if src[order[j]] != first_src:
-                mixed = True
-            j += 1
-        group = order[i:j]
-        if not mixed:
-            out.extend(group)
-        else:
-            counts: dict[tuple[int, int], int] = {}
-            for k in group:
-                key = (ident[k], src[k])
-                counts[key] = counts.get(key, 0) + 1
-            best: dict[int, tuple[int, int]] = {}  # identity -> (count, -source)
-            for (idn, sr), cnt in counts.items():
-                cur = best.get(idn)
-                if cur is None or (cnt, -sr) > cur:
-                    best[idn] = (cnt, -sr)
-            for k in group:
-                if -best[ident[k]][1] == src[k]:
-                    out.append(k)
-                else:
-                    dup[src[k]] += 1
-        i = j
+    recent: dict[int, list[list]] = {}  # identity -> [[second, source, sources it absorbed a copy from]]
+    horizon: deque[tuple[int, int]] = deque()  # (second, identity) in arrival order, to forget old ones
+    for k in order:
+        s, idn, sr = sec[k], ident[k], src[k]
+        while horizon and horizon[0][0] < s - 1:
+            _old_s, old_id = horizon.popleft()
+            lst = recent.get(old_id)
+            if lst is not None:
+                lst[:] = [x for x in lst if x[0] >= s - 1]
+                if not lst:
+                    del recent[old_id]
+        lst = recent.get(idn)
+        if lst is not None:
+            for entry in lst:
+                if entry[1] != sr and sr not in entry[2]:
+                    entry[2].add(sr)
+                    dup[sr] += 1
+                    break
+            else:
+                lst.append([s, sr, set()])
+                horizon.append((s, idn))
+                out.append(k)
+            continue
+        recent[idn] = [[s, sr, set()]]
+        horizon.append((s, idn))
+        out.append(k)
     return out
 
 
