@@ -198,7 +198,7 @@ def _status(r: RunRecord) -> str:
 
 def _runs(env: Env, runs: list[RunRecord], now: datetime) -> None:
     tab = Table(title=f"last {len(runs)} runs", title_justify="left")
-    for col in ("start", "duration", "status", "output", "source"):
+    for col in ("start", "duration", "status", "output", "source, end paired"):
         tab.add_column(col)
     for r in runs:
         size = "" if r.stdout_bytes is None else f"{r.stdout_bytes}+{r.stderr_bytes or 0} B"
@@ -214,8 +214,8 @@ def _pairing(r: RunRecord) -> str:
     how = r.extra.get("pairing")
     if how == "inferred":
         n = r.extra.get("open_runs", "1")
-        return " inferred (only open run)" if n == "1" else f" inferred (oldest of {n} open)"
-    return " exact" if how == "exact" else ""
+        return ", inferred (only open run)" if n == "1" else f", inferred (oldest of {n} open)"
+    return ", exact (pid)" if how == "exact" else ""
 
 
 def _run_dict(r: RunRecord, now: datetime) -> dict[str, Any]:
