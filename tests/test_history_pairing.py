@@ -379,3 +379,43 @@ def test_overlaps_from_start_end_pairs(tmp_path: Path) -> None:
     assert m.overlaps == 4  # every run but the first started while the one before was going
     m, _ = _rank_one([log], JOBS[0])
     assert m.overlaps == 0
+
+
+def test_damaged_pids_and_stamps_are_malformed_not_a_crash(tmp_path: Path) -> None:
+    t = classic(T0)
+    big = "9" * 25
+    log = write(
+        tmp_path / "syslog",
+        [
+            f"{t} h CRON[{big}]: (root) CMD ([1] /usr/local/bin/tick)",
+            f"{t} h CRON[5]: (root) CMD ([{big}] /usr/local/bin/tick)",
+            f"{t} h CRON[6]: (CRON) error (grandchild #{big} failed with exit status 1)",
+            "0001-01-01T00:00:00+00:00 h CRON[7]: (root) CMD ([8] /usr/local/bin/tick)",
+            f"{t} h CROND[{big}]: (root) CMD (/usr/local/bin/tick)",
+            f"{t} h CRON[9]: (root) CMD ([10] /usr/local/bin/tick)",
+        ],
+    )
+    journal = write(
+        tmp_path / "cron.json",
+        [
+            json.dumps(
+                {
+                    "__REALTIME_TIMESTAMP": "9" * 30,
+                    "SYSLOG_IDENTIFIER": "CRON",
+                    "_PID": "3",
+                    "MESSAGE": "(root) CMD (x)",
+                }
+            ),
+            json.dumps(
+                {
+                    "__REALTIME_TIMESTAMP": "1",
+                    "SYSLOG_IDENTIFIER": "CRON",
+                    "_PID": big,
+                    "MESSAGE": "(root) CMD (x)",
+                }
+            ),
+        ],
+    )
+    h = read_history([log, journal], JOBS, None, None, NOW)
+    assert h.per_job["tick"].runs == 1
+    assert h.malformed >= 6

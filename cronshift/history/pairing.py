@@ -210,7 +210,14 @@ class Pairer:
         since, until = o.since, o.until
 
         seen_users: set[tuple[int, int]] = set()
-        recent: deque[tuple[float, tuple[int, int], list]] = deque()  # ended runs' child links, by end
+        child_cap = [4 * MAX_FIFO]
+
+        def prune_children(t: float) -> None:
+            """Forget child links of runs that ended more than NOTE_AFTER_END ago (amortised: the map is
+            rebuilt only when it doubled), so a long log does not keep every run alive."""
+            for key in [k for k, r in child.items() if r[_END] is not None and t - r[_END] > NOTE_AFTER_END]:
+                del child[key]
+            child_cap[0] = max(4 * MAX_FIFO, 2 * len(child))
 
         def start(t: float, b: int, h: int, jobpid: int, debian: bool) -> list:
             hit = hits.get(b)
@@ -221,26 +228,21 @@ class Pairer:
                 value = table[b]
                 if value[0] not in (b"r", b"a"):
                     user_jobs.setdefault((h, value[0]), set()).add(hit[1])
+            epoch = d[3]  # type: ignore[index]
             if (since is None or t >= since) and (until is None or t < until):
                 je = self._count_start(hit, t)
-                return [t, hit, jobpid, h, None, None, d[3], None, "", 0, debian, None, je, None]
-            return [t, None, jobpid, h, None, None, d[3], None, "", 0, debian, None, None, None]
+                return [t, hit, jobpid, h, None, None, epoch, None, "", 0, debian, None, je, None]
+            return [t, None, jobpid, h, None, None, epoch, None, "", 0, debian, None, None, None]
 
-        def link_after_end(t: float, key: tuple[int, int], run: list) -> None:
-            """Keep a finished run's child link for notes that follow its end, then let it go."""
-            child[key] = run
-            recent.append((t, key, run))
-            while recent and recent[0][0] < t - NOTE_AFTER_END:
-                _t, old_key, old = recent.popleft()
-                if child.get(old_key) is old:
-                    del child[old_key]
-
-        d: list = [0, 0.0, 0.0, 0]
+        d: list | None = None
+        last_h = -1
         for i in m.order:
             t = T[i]
             k = K[i]
             h = H[i]
-            d = daemon.get(h)  # type: ignore[assignment]
+            if h != last_h:
+                d = daemon.get(h)  # type: ignore[assignment]
+                last_h = h
             if d is None:
                 d = daemon[h] = [-1, t, t, epochs[0]]
                 epochs[0] += 1
@@ -264,7 +266,8 @@ class Pairer:
                 by_pid[(h, jobpid)] = run
                 if P[i] != jobpid:
                     child[(h, P[i])] = run
-                    run[_CHILD] = (h, P[i])
+                    if len(child) > child_cap[0]:
+                        prune_children(t)
                 if k == E_CMD_FIFO:
                     q = fifo.get((h, B[i]))
                     if q is None:
@@ -281,8 +284,6 @@ class Pairer:
                     self.orphans += 1
                 else:
                     self._finish(run, t, "exact", 1)
-                    if run[_CHILD] is not None:
-                        link_after_end(t, run[_CHILD], run)
             elif k == E_CMDEND:
                 q = fifo.get((h, B[i]))
                 notes = pending.pop((h, P[i]), ())
@@ -298,7 +299,9 @@ class Pairer:
                 if by_pid.get((h, run[_PID])) is run:
                     del by_pid[(h, run[_PID])]
                 self._finish(run, t, "inferred", n)
-                link_after_end(t, (h, P[i]), run)
+                child[(h, P[i])] = run
+                if len(child) > child_cap[0]:
+                    prune_children(t)
                 for _nt, what, _user in notes:
                     self._note(run, what)
             elif k == E_FAIL:
@@ -308,7 +311,6 @@ class Pairer:
                     self.orphans += 1
                     continue
                 child[(h, P[i])] = run
-                run[_CHILD] = (h, P[i])
                 st = table[B[i]]
                 self._status(run, t, st[1], st[2])
             elif k == E_NOTE:

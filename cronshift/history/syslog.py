@@ -87,6 +87,7 @@ def _host_of(prefix: bytes) -> bytes:
 
 
 _BIG = 1 << 62
+_LAST = 1 << 38  # seconds: the year 10680
 
 
 class Events:
@@ -215,7 +216,7 @@ class Segment:
         b_add, h_add, i_add = ev.b.append, ev.host.append, ev.ident.append
         dialects = c.dialects
         for m in _DEBIAN.finditer(block):
-            user = m[2]
+            pid_b, user, what, jp, rest, _cut = m.groups()
             s = m.start()
             if user is None:  # a cut line: "(user) CMD (comm" and no more
                 if block[s - 1] in b" /":
@@ -239,15 +240,13 @@ class Segment:
             host = hosts.get(tail)
             if host is None:
                 host = hosts[tail] = self._host(_host_of(tail))
-            what = m[3]
-            jp = m[4]
-            if len(m[1]) > 18 or (jp is not None and len(jp) > 18):  # no kernel gives such a pid
+            if len(pid_b) > 18 or (jp is not None and len(jp) > 18):  # no kernel gives such a pid
                 c.malformed += 1
                 continue
-            pid = int(m[1])
+            pid = int(pid_b)
             msg = block[m.end(1) + 3 : m.end(5) + 1]
             if what == b"CMD" or what == b"END":
-                k = (user, m[5])
+                k = (user, rest)
                 key = names.get(k)
                 if key is None:
                     key = self._id(k)
@@ -264,7 +263,7 @@ class Segment:
                 h_add(host)
                 i_add(hash((host, pid, msg)))
             else:
-                payload = block[m.start(4) - 1 if m[4] is not None else m.start(5) : m.end(5)]
+                payload = block[m.start(4) - 1 if jp is not None else m.start(5) : m.end(5)]
                 event(t, b"CRON", pid, user, what, payload, self.table[host][1], msg)
 
     def _prefix_time(self, prefix: bytes) -> float | None:
@@ -340,7 +339,8 @@ class Segment:
         return i
 
     def _emit(self, t: float, kind: int, pid: int, a: int, b: int, host: int, ident: int) -> None:
-        if not (0 <= pid < _BIG and -_BIG < a < _BIG):  # a pid no kernel gives: a damaged line
+        # a pid no kernel gives, a stamp before 1970 or after 9999: a damaged line, not a crash
+        if not (0 <= pid < _BIG and -_BIG < a < _BIG and 0 <= t < _LAST):
             self.c.malformed += 1
             return
         ev = self.ev
