@@ -3,7 +3,7 @@
 Big plain files are cut into byte ranges at line boundaries and read by forked workers into compact events;
 every piece of every file is then merged, de-duplicated and paired in one pass (pairing.py), so the result
 does not depend on how the history was split into files or pieces. Memory stays bounded: blocks of a few
-MiB, ~56 bytes per cron line kept, and per-job aggregates.
+MiB, 29 bytes per cron line kept, and per-job aggregates.
 """
 
 from __future__ import annotations

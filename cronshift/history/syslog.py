@@ -86,23 +86,24 @@ def _host_of(prefix: bytes) -> bytes:
     return p.rpartition(b" ")[2]
 
 
-_BIG = 1 << 62
+_BIG = 1 << 31  # pids are below 2^22 on Linux; the columns are 32-bit
+_MASK = (1 << 31) - 1
 _LAST = 1 << 38  # seconds: the year 10680
 
 
 class Events:
-    """Columns of events: ~56 bytes per cron line kept, so a year of per-minute jobs stays small."""
+    """Columns of events: 29 bytes per cron line kept (a run logged with its end: two lines)."""
 
     __slots__ = ("a", "b", "host", "ident", "kind", "pid", "t")
 
     def __init__(self) -> None:
         self.t = array("d")
         self.kind = array("b")
-        self.pid = array("q")
-        self.a = array("q")  # job pid, note flags, anacron exit code
+        self.pid = array("i")
+        self.a = array("i")  # job pid, note flags, anacron exit code
         self.b = array("i")  # table id: (user, command), status, run-parts script...
         self.host = array("i")  # table id of (b"h", host)
-        self.ident = array("q")  # hash of (host, pid, message): the content identity of the line
+        self.ident = array("i")  # hash of (host, pid, message), 31 bits: the content identity of the line
 
     def __len__(self) -> int:
         return len(self.t)
@@ -240,7 +241,7 @@ class Segment:
             host = hosts.get(tail)
             if host is None:
                 host = hosts[tail] = self._host(_host_of(tail))
-            if len(pid_b) > 18 or (jp is not None and len(jp) > 18):  # no kernel gives such a pid
+            if len(pid_b) > 9 or (jp is not None and len(jp) > 9):  # no kernel gives such a pid
                 c.malformed += 1
                 continue
             pid = int(pid_b)
@@ -261,7 +262,7 @@ class Segment:
                 a_add(pid if jp is None else int(jp))
                 b_add(key)
                 h_add(host)
-                i_add(hash((host, pid, msg)))
+                i_add(hash((host, pid, msg)) & _MASK)
             else:
                 payload = block[m.start(4) - 1 if jp is not None else m.start(5) : m.end(5)]
                 event(t, b"CRON", pid, user, what, payload, self.table[host][1], msg)
@@ -383,7 +384,7 @@ class Segment:
         """One `(user) EVENT (payload)` line as a compact event; nothing is paired here (see pairing.py)."""
         c = self.c
         hid = self._host(host)
-        ident = hash((hid, pid, msg.rstrip()))
+        ident = hash((hid, pid, msg.rstrip())) & _MASK
         cronie = tag[-1] == 0x44 or tag[-1] == 0x64  # CROND / crond
         if event == b"CMD":
             jm = _JOBPID.match(payload)
@@ -441,7 +442,7 @@ class Segment:
         hid = self._host(host)
         key = self._id((b"r", folder, m["script"]))
         kind = E_RP_START if m["what"] == b"starting" else E_RP_END
-        self._emit(t, kind, pid, 0, key, hid, hash((hid, pid, msg.rstrip())))
+        self._emit(t, kind, pid, 0, key, hid, hash((hid, pid, msg.rstrip())) & _MASK)
 
     def _anacron(self, t: float, pid: int, msg: bytes, host: bytes) -> None:
         m = _ANACRON.search(msg)
@@ -450,7 +451,7 @@ class Segment:
         self.c.dialects.add("anacron")
         hid = self._host(host)
         key = self._id((b"a", m["id"]))
-        ident = hash((hid, pid, msg.rstrip()))
+        ident = hash((hid, pid, msg.rstrip())) & _MASK
         if m["what"] == b"started":
             self._emit(t, E_AN_START, pid, 0, key, hid, ident)
             return
