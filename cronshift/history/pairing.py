@@ -99,7 +99,11 @@ def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
     order = _order(sec)
     dup = [0] * nsources
     if len({s for s, _ in segments}) > 1:
-        order = _dedup(order, sec, ev.ident, src, dup)
+        ident = ev.ident
+        for i in range(len(ident)):
+            if not ident[i]:  # CMD, END, CMDEND, grandchild: the columns are the line
+                ident[i] = hash((ev.host[i], ev.pid[i], ev.kind[i], ev.a[i], ev.b[i])) & 0x7FFFFFFF or 1
+        order = _dedup(order, sec, ident, src, dup)
     return Merged(ev, order, table, dup)
 
 

@@ -262,7 +262,7 @@ class Segment:
                 a_add(pid if jp is None else int(jp))
                 b_add(key)
                 h_add(host)
-                i_add(hash((host, pid, msg)) & _MASK)
+                i_add(0)  # identity from the columns, if ever needed (merge)
             else:
                 payload = block[m.start(4) - 1 if jp is not None else m.start(5) : m.end(5)]
                 event(t, b"CRON", pid, user, what, payload, self.table[host][1], msg)
@@ -384,7 +384,9 @@ class Segment:
         """One `(user) EVENT (payload)` line as a compact event; nothing is paired here (see pairing.py)."""
         c = self.c
         hid = self._host(host)
-        ident = hash((hid, pid, msg.rstrip())) & _MASK
+        # Identity for duplicate detection: 0 where the columns already say everything the line says
+        # (CMD, END, CMDEND, grandchild; merge() hashes the columns then), else a hash of the message.
+        ident = 0
         cronie = tag[-1] == 0x44 or tag[-1] == 0x64  # CROND / crond
         if event == b"CMD":
             jm = _JOBPID.match(payload)
@@ -405,29 +407,41 @@ class Segment:
                 self._emit(t, E_END, pid, pid, self._id((user, payload)), hid, ident)
         elif event == b"CMDEND":
             self._emit(t, E_CMDEND, pid, 0, self._id((user, payload)), hid, ident)
-        elif user == b"CRON":
-            if event == b"error":
-                g = _GRANDCHILD.search(payload)
-                if g is not None:
-                    st = (b"s", None if g[2] is None else int(g[2]), None if g[3] is None else int(g[3]))
-                    self._emit(t, E_FAIL, pid, int(g[1]), self._id(st), hid, ident)
-                    return
-            elif event == b"info" and payload.startswith(b"No MTA"):
-                self._emit(
-                    t, E_NOTE, pid, N_NOMTA | (N_CRONIE if cronie else 0), self._id((b"u", user)), hid, ident
-                )
+        else:
+            self._other(t, pid, user, event, payload, hid, msg, cronie)
+
+    def _other(
+        self,
+        t: float,
+        pid: int,
+        user: bytes,
+        event: bytes,
+        payload: bytes,
+        hid: int,
+        msg: bytes,
+        cronie: bool,
+    ) -> None:
+        """Failure, note and daemon lines."""
+        if user == b"CRON" and event == b"error":
+            g = _GRANDCHILD.search(payload)
+            if g is not None:
+                st = (b"s", None if g[2] is None else int(g[2]), None if g[3] is None else int(g[3]))
+                self._emit(t, E_FAIL, pid, int(g[1]), self._id(st), hid, 0)
                 return
+        ident = hash((hid, pid, msg.rstrip())) & _MASK or 1
+        flag = N_CRONIE if cronie else 0
+        if user == b"CRON":
             low = event.lower()
-            if low == b"startup" or (low == b"info" and payload.startswith(b"pidfile fd")):
+            if low == b"info" and payload.startswith(b"No MTA"):
+                self._emit(t, E_NOTE, pid, N_NOMTA | flag, self._id((b"u", user)), hid, ident)
+            elif low == b"startup" or (low == b"info" and payload.startswith(b"pidfile fd")):
                 self._emit(t, E_START, pid, 0, 0, hid, ident)
             elif low == b"info" and payload.startswith(b"Shutting down"):
                 self._emit(t, E_STOP, pid, 0, 0, hid, ident)
             else:
                 self._emit(t, E_INFO, pid, 0, 0, hid, ident)
         elif event == b"MAIL" and _MAILED.search(payload) is not None:
-            self._emit(
-                t, E_NOTE, pid, N_MAIL | (N_CRONIE if cronie else 0), self._id((b"u", user)), hid, ident
-            )
+            self._emit(t, E_NOTE, pid, N_MAIL | flag, self._id((b"u", user)), hid, ident)
         elif event == b"CMDOUT":
             self._emit(t, E_NOTE, pid, N_OUT | N_CRONIE, self._id((b"u", user)), hid, ident)
         else:  # RELOAD, PAM ERROR, LIST...: the daemon was there
@@ -442,7 +456,7 @@ class Segment:
         hid = self._host(host)
         key = self._id((b"r", folder, m["script"]))
         kind = E_RP_START if m["what"] == b"starting" else E_RP_END
-        self._emit(t, kind, pid, 0, key, hid, hash((hid, pid, msg.rstrip())) & _MASK)
+        self._emit(t, kind, pid, 0, key, hid, hash((hid, pid, msg.rstrip())) & _MASK or 1)
 
     def _anacron(self, t: float, pid: int, msg: bytes, host: bytes) -> None:
         m = _ANACRON.search(msg)
@@ -451,7 +465,7 @@ class Segment:
         self.c.dialects.add("anacron")
         hid = self._host(host)
         key = self._id((b"a", m["id"]))
-        ident = hash((hid, pid, msg.rstrip())) & _MASK
+        ident = hash((hid, pid, msg.rstrip())) & _MASK or 1
         if m["what"] == b"started":
             self._emit(t, E_AN_START, pid, 0, key, hid, ident)
             return
