@@ -419,3 +419,17 @@ def test_damaged_pids_and_stamps_are_malformed_not_a_crash(tmp_path: Path) -> No
     h = read_history([log, journal], JOBS, None, None, NOW)
     assert h.per_job["tick"].runs == 1
     assert h.malformed >= 6
+
+
+def test_show_lists_each_run_once_when_a_pid_is_reused_without_end_lines(tmp_path: Path) -> None:
+    """Old crond logs only CMD; a pid the kernel hands out again must not list the earlier run twice."""
+    a, b = classic(T0), classic(T0 + timedelta(hours=1))
+    log = write(
+        tmp_path / "cron",
+        [
+            f"{a} h crond[500]: (root) CMD (/usr/local/bin/tick)",
+            f"{b} h crond[500]: (root) CMD (/usr/local/bin/tick)",
+        ],
+    )
+    runs = list(iter_runs([log], JOBS, "tick", NOW))
+    assert [r.start for r in runs] == [T0.timestamp(), (T0 + timedelta(hours=1)).timestamp()]

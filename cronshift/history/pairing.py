@@ -264,24 +264,25 @@ class Pairer:
             if k in (E_CMD, E_CMD_FIFO):
                 jobpid = A[i]
                 run = start(t, B[i], h, jobpid, k == E_CMD)
-                old = by_pid.get((h, jobpid))
-                if old is not None:  # pid reused: the earlier run's end was never logged
-                    self._record(old)
-                by_pid[(h, jobpid)] = run
-                if P[i] != jobpid:
-                    child[(h, P[i])] = run
-                    if len(child) > child_cap[0]:
-                        prune_children(t)
-                if k == E_CMD_FIFO:
+                if k == E_CMD:  # Debian: its END, failure and notes link by pid
+                    old = by_pid.get((h, jobpid))
+                    if old is not None:  # pid reused: the earlier run's end was never logged
+                        self._record(old)
+                    by_pid[(h, jobpid)] = run
+                    if P[i] != jobpid:
+                        child[(h, P[i])] = run
+                        if len(child) > child_cap[0]:
+                            prune_children(t)
+                    if len(by_pid) > MAX_OPEN:
+                        for key in list(by_pid)[: MAX_OPEN // 4]:
+                            self._record(by_pid.pop(key))
+                else:  # cronie: its CMDEND pairs by user and command
                     q = fifo.get((h, B[i]))
                     if q is None:
                         q = fifo[(h, B[i])] = deque()
                     q.append(run)
                     if len(q) > MAX_FIFO:
                         self._record(q.popleft())
-                if len(by_pid) > MAX_OPEN:
-                    for key in list(by_pid)[: MAX_OPEN // 4]:
-                        self._record(by_pid.pop(key))
             elif k == E_END:
                 run = by_pid.pop((h, A[i]), None)
                 if run is None:
@@ -300,8 +301,6 @@ class Pairer:
                 run = q.popleft()
                 if not q:
                     del fifo[(h, B[i])]
-                if by_pid.get((h, run[_PID])) is run:
-                    del by_pid[(h, run[_PID])]
                 self._finish(run, t, "inferred", n)
                 child[(h, P[i])] = run
                 if len(child) > child_cap[0]:
@@ -371,8 +370,7 @@ class Pairer:
                 self._record(run)
         for q in fifo.values():
             for run in q:
-                if run[_END] is None and by_pid.get((run[_HOST], run[_PID])) is not run:
-                    self._record(run)
+                self._record(run)
         self._settle_clean()
         if len(m.order):
             self.first, self.last = min(T), max(T)
