@@ -433,3 +433,42 @@ def test_show_lists_each_run_once_when_a_pid_is_reused_without_end_lines(tmp_pat
     )
     runs = list(iter_runs([log], JOBS, "tick", NOW))
     assert [r.start for r in runs] == [T0.timestamp(), (T0 + timedelta(hours=1)).timestamp()]
+
+
+def test_scan_and_show_agree_on_runs_with_syslog_and_cron_log_at_the_default_level(tmp_path: Path) -> None:
+    ev = [x for x in debian_l15(12) if " CMD " in x[1]]
+    default = [(t, line.replace(line[line.index("([") : line.index("] ") + 2], "(")) for t, line in ev]
+    a = write(tmp_path / "syslog", with_noise(default, "web-01"))
+    b = write(tmp_path / "cron.log", lines(default))
+    h = read_history([b, a], JOBS, None, None, NOW)
+    runs = list(iter_runs([b, a], JOBS, "tick", NOW, last=100))
+    assert h.per_job["tick"].runs == len(runs) == 12
+
+
+def test_missed_instants_in_the_jobs_own_zone(tmp_path: Path) -> None:
+    """A 09:30 New York job: its fires are 14:30 UTC in November; a day without its run is named."""
+    j = CronJob(
+        id="ny",
+        source=SourceRef("etc/cron.d/ny", 2),
+        format=Format.SYSTEM,
+        user="root",
+        schedule="30 9 * * *",
+        command="/usr/local/bin/ny",
+        shell_command="/usr/local/bin/ny",
+        timezone="America/New_York",
+    )
+    out = []
+    start = datetime(2026, 11, 10, tzinfo=UTC)
+    for day in range(10):
+        d = start + timedelta(days=day)
+        for hour in range(24):  # other jobs keep the log going every hour, so cron is seen running
+            t = d + timedelta(hours=hour, seconds=1)
+            out.append(f"{classic(t)} h CRON[{day * 100 + hour + 10}]: (root) CMD (/usr/local/bin/tick)")
+            if hour == 14 and day != 6:
+                out.append(
+                    f"{classic(t + timedelta(minutes=30))} h CRON[{day + 5000}]: (root) CMD (/usr/local/bin/ny)"
+                )
+    log = write(tmp_path / "syslog", out)
+    m, _ = _rank_one([log], j, [*JOBS, j])
+    assert (m.runs_seen, m.runs_expected, m.missed) == (9, 10, 1)
+    assert m.missed_at == (datetime(2026, 11, 16, 14, 30, tzinfo=UTC).timestamp(),)
