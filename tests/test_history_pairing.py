@@ -465,9 +465,8 @@ def test_missed_instants_in_the_jobs_own_zone(tmp_path: Path) -> None:
             t = d + timedelta(hours=hour, seconds=1)
             out.append(f"{classic(t)} h CRON[{day * 100 + hour + 10}]: (root) CMD (/usr/local/bin/tick)")
             if hour == 14 and day != 6:
-                out.append(
-                    f"{classic(t + timedelta(minutes=30))} h CRON[{day + 5000}]: (root) CMD (/usr/local/bin/ny)"
-                )
+                ny = classic(t + timedelta(minutes=30))
+                out.append(f"{ny} h CRON[{day + 5000}]: (root) CMD (/usr/local/bin/ny)")
     log = write(tmp_path / "syslog", out)
     m, _ = _rank_one([log], j, [*JOBS, j])
     assert (m.runs_seen, m.runs_expected, m.missed) == (9, 10, 1)
