@@ -471,3 +471,17 @@ def test_missed_instants_in_the_jobs_own_zone(tmp_path: Path) -> None:
     m, _ = _rank_one([log], j, [*JOBS, j])
     assert (m.runs_seen, m.runs_expected, m.missed) == (9, 10, 1)
     assert m.missed_at == (datetime(2026, 11, 16, 14, 30, tzinfo=UTC).timestamp(),)
+
+
+def test_rotation_seam_copied_into_both_files_counts_once(tmp_path: Path) -> None:
+    """copytruncate can leave the last lines of syslog.1 at the head of syslog too."""
+    ev = lines(debian_l15(30))
+    d = tmp_path / "var/log"
+    write(d / "syslog.2.gz", ev[:100], gz=True)
+    write(d / "syslog.1", ev[95:200])
+    write(d / "syslog", ev[195:])
+    paths = find_logs(tmp_path)
+    assert_exact(tmp_path, paths, 30)
+    h = read_history(paths, JOBS, None, None, NOW)
+    kept = sum(1 for x in ev[95:100] + ev[195:200] if " CMD " in x or " END " in x)
+    assert h.duplicates_dropped == kept

@@ -76,6 +76,15 @@ def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
     names: dict[tuple, int] = dict(base.names)
     ev = base.ev
     src = array("l", [segments[0][0]]) * len(ev)
+    spans: dict[int, list[int]] = {}  # source -> [first, last second]
+
+    def widen(source: int, t: array) -> None:
+        if len(t):
+            lo, hi = int(min(t)), int(max(t))
+            r = spans.setdefault(source, [lo, hi])
+            r[0], r[1] = min(r[0], lo), max(r[1], hi)
+
+    widen(segments[0][0], ev.t)
     for s, seg in segments[1:]:
         remap = array("i", [0]) * len(seg.table)
         for i, value in enumerate(seg.table):
@@ -85,6 +94,7 @@ def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
                 table.append(value)
             remap[i] = j
         e = seg.ev
+        widen(s, e.t)
         ev.t.extend(e.t)
         ev.kind.extend(e.kind)
         ev.pid.extend(e.pid)
@@ -99,11 +109,7 @@ def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
     order = _order(sec)
     dup = [0] * nsources
     if len({s for s, _ in segments}) > 1:
-        ident = ev.ident
-        for i in range(len(ident)):
-            if not ident[i]:  # CMD, END, CMDEND, grandchild: the columns are the line
-                ident[i] = hash((ev.host[i], ev.pid[i], ev.kind[i], ev.a[i], ev.b[i])) & 0x7FFFFFFF or 1
-        order = _dedup(order, sec, ident, src, dup)
+        order = _dedup(order, sec, ev, src, dup, spans)
     return Merged(ev, order, table, dup)
 
 
@@ -114,7 +120,27 @@ def _order(sec: array) -> Sequence[int]:
     return sorted(range(len(sec)), key=sec.__getitem__)
 
 
-def _dedup(order: Sequence[int], sec: array, ident: array, src: array, dup: list[int]) -> list[int]:
+def _shared_spans(spans: dict[int, list[int]]) -> list[tuple[int, int]]:
+    """Seconds (widened by one) that two or more sources cover: outside them no line can have a copy."""
+    ranges = list(spans.values())
+    both = sorted(
+        (max(a[0], b[0]) - 1, min(a[1], b[1]) + 1)
+        for i, a in enumerate(ranges)
+        for b in ranges[i + 1 :]
+        if max(a[0], b[0]) - 1 <= min(a[1], b[1]) + 1
+    )
+    out: list[tuple[int, int]] = []
+    for lo, hi in both:
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _dedup(
+    order: Sequence[int], sec: array, ev: Events, src: array, dup: list[int], spans: dict[int, list[int]]
+) -> list[int]:
     """Keep each line once: a line is a copy of a line another source holds with the same identity up to
     one second earlier (rsyslog stamps on receipt, the journal on sending: the second can differ). Each
     kept line absorbs at most one copy per other source, so a line repeated inside one source (identical
@@ -122,8 +148,19 @@ def _dedup(order: Sequence[int], sec: array, ident: array, src: array, dup: list
     out: list[int] = []
     recent: dict[int, list[list]] = {}  # identity -> [[second, source, sources it absorbed a copy from]]
     horizon: deque[tuple[int, int]] = deque()  # (second, identity) in arrival order, to forget old ones
+    ident = ev.ident
+    shared = _shared_spans(spans)  # only there can a line have a copy (rotated files: the seams)
+    j = 0
     for k in order:
-        s, idn, sr = sec[k], ident[k], src[k]
+        s = sec[k]
+        while j < len(shared) and s > shared[j][1]:
+            j += 1
+        if j == len(shared) or s < shared[j][0]:
+            out.append(k)
+            continue
+        idn, sr = ident[k], src[k]
+        if not idn:  # CMD, END, CMDEND, grandchild: the columns say all the line says
+            idn = hash((ev.host[k], ev.pid[k], ev.kind[k], ev.a[k], ev.b[k]))
         while horizon and horizon[0][0] < s - 1:
             _old_s, old_id = horizon.popleft()
             lst = recent.get(old_id)
