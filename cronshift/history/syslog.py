@@ -78,6 +78,13 @@ class Counters:
     dialects: set[str] = field(default_factory=set)
 
 
+def _has_other_tags(block: bytes) -> bool:
+    """Any cronie, anacron, run-parts or Debian daemon line? One scan for `ron` rules out three tags."""
+    if b"ROND[" in block or b"run-parts" in block:
+        return True
+    return b"ron" in block and (b"cron[" in block or b"rond[" in block)
+
+
 def _host_of(prefix: bytes) -> bytes:
     """The host field: the word before the tag (`web-01 ` or `web-01 /USR/SBIN/`)."""
     p = prefix.rstrip()
@@ -198,7 +205,7 @@ class Segment:
 
     def feed_block(self, block: bytes) -> None:
         """Whole lines; Debian-only text takes a fast path that never looks at other daemons' lines."""
-        if any(tag in block for tag in _OTHER_TAGS):
+        if _has_other_tags(block):
             lines = block.split(b"\n")
             if lines and not lines[-1]:
                 lines.pop()
