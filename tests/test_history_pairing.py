@@ -485,3 +485,12 @@ def test_rotation_seam_copied_into_both_files_counts_once(tmp_path: Path) -> Non
     h = read_history(paths, JOBS, None, None, NOW)
     kept = sum(1 for x in ev[95:100] + ev[195:200] if " CMD " in x or " END " in x)
     assert h.duplicates_dropped == kept
+
+
+def test_journal_fqdn_beside_syslog_short_name_counts_once(tmp_path: Path) -> None:
+    """rsyslog writes the short host name; the journal's _HOSTNAME may be the full one."""
+    ev = debian_l15(5)
+    a = write(tmp_path / "syslog", lines(ev))
+    entries = [e.replace('"web-01"', '"web-01.example.com"') for e in journal_entries(ev, 0.0)]
+    c = write(tmp_path / "cron.json", entries)
+    assert_exact(tmp_path, [a, c], 5)

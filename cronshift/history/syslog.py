@@ -341,9 +341,11 @@ class Segment:
         return i
 
     def _host(self, host: bytes) -> int:
+        """The host as rsyslog writes it (the short name): the journal's _HOSTNAME may be the full one."""
         i = self._hosts.get(host)
         if i is None:
-            i = self._hosts[host] = self._id((b"h", host))
+            short = host if host[:1].isdigit() or b":" in host else host.split(b".", 1)[0]
+            i = self._hosts[host] = self._id((b"h", short))
         return i
 
     def _emit(self, t: float, kind: int, pid: int, a: int, b: int, host: int, ident: int) -> None:
