@@ -73,7 +73,12 @@ def debian_l15(minutes: int, host: str = "web-01", stamp=classic, start: datetim
 
 
 def cronie(
-    minutes: int, host: str = "db-01", start: datetime = T0, gap: int = 1, skip: frozenset | set = frozenset()
+    minutes: int,
+    host: str = "db-01",
+    start: datetime = T0,
+    gap: int = 1,
+    skip: frozenset | set = frozenset(),
+    mailer: bool = False,
 ) -> list[tuple]:
     """cronie 1.7.2 without a mailer (`-s`): CMD by the job's pid, CMDOUT and CMDEND by its child's pid."""
     out: list[tuple[datetime, str]] = []
@@ -87,7 +92,15 @@ def cronie(
                 continue
             end = fire + timedelta(seconds=dur)
             out.append((fire, f"CROND[{jp}]: ({j.user}) CMD ({j.command})"))
-            out.append((end, f"CROND[{child}]: ({j.user}) CMDOUT (done {j.id})"))
+            if mailer:  # with a broken mailer: cronie logs its failure, from the same child
+                out.append(
+                    (
+                        end,
+                        f"CROND[{child}]: ({j.user}) MAIL (mailed 80 bytes of output but got status 0x004b#012)",
+                    )
+                )
+            else:
+                out.append((end, f"CROND[{child}]: ({j.user}) CMDOUT (done {j.id})"))
             out.append((end, f"CROND[{child}]: ({j.user}) CMDEND ({j.command})"))
     out.sort(key=lambda x: x[0])
     return [(t, f"{classic(t)} {host} {line}") for t, line in out]
@@ -494,3 +507,11 @@ def test_journal_fqdn_beside_syslog_short_name_counts_once(tmp_path: Path) -> No
     entries = [e.replace('"web-01"', '"web-01.example.com"') for e in journal_entries(ev, 0.0)]
     c = write(tmp_path / "cron.json", entries)
     assert_exact(tmp_path, [a, c], 5)
+
+
+def test_cronie_with_a_mailer_mail_lines_on_the_right_job(tmp_path: Path) -> None:
+    log = write(tmp_path / "cron", lines(cronie(15, gap=17, mailer=True)))
+    h = read_history([log], JOBS, None, None, NOW)
+    assert h.per_job["tick"].mail_failures == 15 and h.per_job["sync"].mail_failures == 15
+    assert h.unattributed_notes == 0
+    assert_exact(tmp_path, [log], 15)
