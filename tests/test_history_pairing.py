@@ -93,12 +93,8 @@ def cronie(
             end = fire + timedelta(seconds=dur)
             out.append((fire, f"CROND[{jp}]: ({j.user}) CMD ({j.command})"))
             if mailer:  # with a broken mailer: cronie logs its failure, from the same child
-                out.append(
-                    (
-                        end,
-                        f"CROND[{child}]: ({j.user}) MAIL (mailed 80 bytes of output but got status 0x004b#012)",
-                    )
-                )
+                mail = "MAIL (mailed 80 bytes of output but got status 0x004b#012)"
+                out.append((end, f"CROND[{child}]: ({j.user}) {mail}"))
             else:
                 out.append((end, f"CROND[{child}]: ({j.user}) CMDOUT (done {j.id})"))
             out.append((end, f"CROND[{child}]: ({j.user}) CMDEND ({j.command})"))
