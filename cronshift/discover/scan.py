@@ -24,9 +24,11 @@ from cronshift.discover.crontab_file import CrontabFile, Kind, check_schedule, p
 from cronshift.discover.schedule import Dialect
 from cronshift.discover.sources import (
     Source,
+    SourceUnreadable,
     System,
     find_sources,
     name_ignored,
+    read_source,
     read_system,
     under,
     writable_by_others,
@@ -54,7 +56,8 @@ def scan(
     if not root.is_dir() or not os.access(root, os.R_OK | os.X_OK):
         raise RootUnreadable(f"{root}: not a readable directory")
     system = read_system(root, dialect)
-    sources = find_sources(root)
+    listing: list[Problem] = list(system.problems)
+    sources = find_sources(root, listing)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a scan builds many small objects and no cycles; collections only cost time here
     try:
@@ -64,7 +67,7 @@ def scan(
         return ScanResult(
             root=str(root),
             jobs=tuple(_unique_ids(out.jobs)),
-            problems=tuple(out.problems),
+            problems=tuple(listing + out.problems),
             files=tuple(s.path for s in sources),
             disabled=tuple(_unique_ids(out.disabled)),
             system_timezone=system.timezone,
@@ -155,16 +158,14 @@ def _scan_many(
     total: int,
 ) -> _Found:
     found = _Found()
-    root_s = str(root)
     step = max(1, len(files) // 200)
     for i, src in enumerate(files):
         if progress and i % step == 0:
             progress(i, total)
         try:
-            with open(os.path.join(root_s, src.path), "rb") as fh:
-                data = fh.read()
-        except OSError as e:
-            found.problems.append(Problem(src.path, None, f"cannot read: {e.strerror or e}"))
+            data = read_source(root, src.path, src.real or src.path)
+        except SourceUnreadable as e:
+            found.problems.append(Problem(src.path, None, e.strerror or str(e)))
             continue
         f = parse_file(data, src.path, src.format, system.dialect)
         why_file = _file_ignored(root, src, f, system, found.problems)
@@ -259,7 +260,7 @@ def _file_ignored(
             problems.append(Problem(f.path, None, f"never read by cron: {bad_name}", "warning"))
             return f"cron never reads this file: {bad_name}"
         try:
-            st = os.lstat(under(root, src.path))
+            st = os.lstat(under(root, src.real or src.path))
         except OSError:
             st = None
         if st and writable_by_others(st.st_mode):
