@@ -472,11 +472,69 @@ def install_with_crontab(crontab: str, user: str, body: bytes) -> None:
 # The journal
 
 
+def _record_sum(event: dict[str, Any]) -> str:
+    body = {k: v for k, v in event.items() if k != "sum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def append_record(dir_fd: int, name: str, event: dict[str, Any]) -> None:
+    """Append one JSON line carrying a checksum of itself, fsynced, to an append-only journal.
+
+    A SIGKILL mid-write leaves a torn last line; the next record starts on a line of its own, and readers
+    skip the torn one (its checksum cannot match), so a half-written record is never taken as written."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, 0o600)
+        size = os.fstat(fd).st_size
+        lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+        line = json.dumps({**event, "sum": _record_sum(event)}, sort_keys=True).encode()
+        _write_all(fd, lead + line + b"\n")  # one write: O_APPEND keeps concurrent lines whole
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def parse_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The intact records of a journal, and how many lines were torn or corrupt (skipped)."""
+    events: list[dict[str, Any]] = []
+    bad = 0
+    for raw in data.splitlines():
+        if not raw.strip():
+            continue
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            bad += 1
+            continue
+        if not isinstance(event, dict) or ("sum" in event and event["sum"] != _record_sum(event)):
+            bad += 1
+            continue
+        event.pop("sum", None)  # records written before checksums existed have none: they are kept
+        events.append(event)
+    return events, bad
+
+
+def read_records(state_root: Path, name: str) -> list[dict[str, Any]]:
+    """Every intact record of journal `name` under var/lib/cronshift ([] when there is none yet)."""
+    path = os.path.join(os.path.realpath(state_root), *STATE_DIR, name)
+    if not os.path.lexists(path):
+        return []
+    dir_fd = open_state_dir(state_root)
+    try:
+        data, _ = _read_at(dir_fd, name)
+    finally:
+        os.close(dir_fd)
+    return parse_records(data)[0]
+
+
 class EditJournal:
-    """Edit records as JSON lines at root/var/lib/cronshift/edits.jsonl (dir 0700, file 0600).
+    """Edit records as JSON lines at root/var/lib/cronshift/edits.jsonl (dir 0700, file 0600), append-only,
+    each with a checksum (see append_record).
 
     Events: "intent" (written before the file is replaced, so no change on disk is ever unrecorded), "done"
-    (the final record), "abort" (rolled back). A SIGKILL between intent and done leaves a pending record.
+    (the final record), "abort" (rolled back). A SIGKILL between intent and done leaves a pending record,
+    which `recover` (run by the next edit) rolls forward or back by what the file holds.
     """
 
     def __init__(self, root: Path) -> None:
@@ -485,14 +543,7 @@ class EditJournal:
     def _append(self, event: dict[str, Any]) -> None:
         dir_fd = open_state_dir(self.root)
         try:
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(JOURNAL_NAME, flags, 0o600, dir_fd=dir_fd)
-            try:
-                os.fchmod(fd, 0o600)
-                _write_all(fd, json.dumps(event, sort_keys=True).encode() + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_record(dir_fd, JOURNAL_NAME, event)
         finally:
             os.close(dir_fd)
 
@@ -519,25 +570,20 @@ class EditJournal:
         self._append({"event": "abort", "id": edit_id})
 
     def _events(self) -> list[dict[str, Any]]:
-        path = os.path.join(os.path.realpath(self.root), *STATE_DIR, JOURNAL_NAME)
-        if not os.path.lexists(path):
-            return []
-        dir_fd = open_state_dir(self.root)
-        try:
-            data, _ = _read_at(dir_fd, JOURNAL_NAME)
-        finally:
-            os.close(dir_fd)
-        return [json.loads(line) for line in data.splitlines() if line.strip()]
+        return read_records(self.root, JOURNAL_NAME)
 
     def _fold(self) -> tuple[dict[str, EditRecord], dict[str, EditRecord]]:
         done: dict[str, EditRecord] = {}
         pending: dict[str, EditRecord] = {}
         for event in self._events():
-            if event["event"] == "abort":
-                pending.pop(event["id"], None)
-                done.pop(event["id"], None)
-                continue
-            rec = EditRecord.from_dict(event["record"])
+            try:
+                if event["event"] == "abort":
+                    pending.pop(event["id"], None)
+                    done.pop(event["id"], None)
+                    continue
+                rec = EditRecord.from_dict(event["record"])
+            except (KeyError, TypeError, ValueError):
+                continue  # an intact line that is not a record of ours: skipped like a torn one
             if event["event"] == "done":
                 pending.pop(rec.id, None)
                 done[rec.id] = rec
@@ -556,6 +602,97 @@ class EditJournal:
     def get(self, edit_id: str) -> EditRecord | None:
         done, pending = self._fold()
         return done.get(edit_id) or pending.get(edit_id)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Recovery: what the next edit does about a killed one
+
+
+# Folders a crontab may live in: their writer temp files are cleaned by every edit, whichever file it edits.
+CRON_DIRS = ("etc", "etc/cron.d", "var/spool/cron/crontabs", "var/spool/cron")
+
+
+def _count_block(block: bytes, lines: list[bytes]) -> int:
+    want = split_lines(block)
+    k = len(want)
+    return sum(1 for j in range(len(lines) - k + 1) if lines[j : j + k] == want) if k else 0
+
+
+def _pending_outcome(root: Path, state_root: Path, rec: EditRecord) -> bool | None:
+    """True: the killed edit's change is in the file (roll forward); False: it is not (roll back); None: the
+    file cannot be read now (leave the record pending and decide next time)."""
+    try:
+        target = resolve_target(root, rec.path)
+    except EditRefused:
+        return False if not os.path.lexists(os.path.join(root, rec.path)) else None
+    try:
+        content, _ = _read_at(target.dir_fd, target.name)
+    except OSError:
+        return None
+    finally:
+        os.close(target.dir_fd)
+    if sha256(content) == rec.sha256_after:
+        return True
+    if sha256(content) == rec.sha256_before:
+        return False
+    lines = split_lines(content)
+    try:
+        old = Path(state_root, rec.backup_path).read_bytes()
+    except OSError:
+        return _count_block(rec.after, lines) > 0 and _count_block(rec.before, lines) == 0
+    # Others may have edited the file since: the change is in when `after` occurs more often than before it.
+    return _count_block(rec.after, lines) > _count_block(rec.after, split_lines(old))
+
+
+def _recover_locked(root: Path, state_root: Path, journal: EditJournal) -> None:
+    """Roll every pending record forward (done) or back (abort), then remove dead writers' temp files."""
+    dirs = set(CRON_DIRS)
+    for rec in journal.pending():
+        dirs.add(os.path.dirname(rec.path))
+        outcome = _pending_outcome(root, state_root, rec)
+        if outcome is True:
+            journal.add(rec)
+        elif outcome is False:
+            journal.add_abort(rec.id)
+    base = os.open(os.path.realpath(root), _DIR & ~os.O_NOFOLLOW)
+    try:
+        for d in sorted(dirs):
+            try:
+                fd = _walk_beneath(base, [p for p in d.split("/") if p])
+            except OSError:
+                continue
+            try:
+                clean_stale_temps(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    finally:
+        os.close(base)
+
+
+def recover(
+    root: Path,
+    *,
+    state_root: Path | None = None,
+    journal: EditJournal | None = None,
+    lock_timeout: float = 10.0,
+) -> None:
+    """Finish what a killed edit left (pending journal records, temp files), under the edit lock.
+
+    Every edit does this first; `retire --list` and `--undo` do it too, so a killed run is never counted
+    done while its change is not in the file, nor left undoable while it is."""
+    state = Path(state_root if state_root is not None else root)
+    journal = journal if journal is not None else EditJournal(state)
+    state_fd = open_state_dir(state)
+    try:
+        lock_fd = acquire_lock(state_fd, "/".join(STATE_DIR), time.monotonic() + lock_timeout, lock_timeout)
+    finally:
+        os.close(state_fd)
+    try:
+        _recover_locked(Path(root), state, journal)
+    finally:
+        os.close(lock_fd)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -606,6 +743,7 @@ def _edit(
             stack.callback(os.close, lock_fd)
             _step("lock")
             user = _binary_user(target, use_crontab_binary, crontab)
+            _recover_locked(Path(root), state, journal)
             clean_stale_temps(target.dir_fd)
             _step("clean")
             snap = read_and_check(target, locate, deadline)

@@ -21,6 +21,7 @@ import re
 import stat
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -291,23 +292,30 @@ class Retirement:
 def _append(root: Path, event: dict[str, Any]) -> None:
     dir_fd = ce.open_state_dir(Path(root))
     try:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(RETIRE_JOURNAL, flags, 0o600, dir_fd=dir_fd)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, json.dumps(event, sort_keys=True).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        ce.append_record(dir_fd, RETIRE_JOURNAL, event)
     finally:
         os.close(dir_fd)
 
 
 def _events(root: Path) -> list[dict[str, Any]]:
+    """Intact records of the retire journal; a torn last line (a killed run) is skipped, never fatal."""
     path = Path(root).joinpath(*ce.STATE_DIR, RETIRE_JOURNAL)
     if not path.is_file() or path.is_symlink():
         return []
-    return [json.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
+    return [e for e in ce.read_records(Path(root), RETIRE_JOURNAL) if _well_formed(e)]
+
+
+_NEEDS = {
+    "intent": ("edit_id", "job", "path", "date", "reason", "time", "mode_before", "mode_after"),
+    "done": ("edit_id",),
+    "abort": ("edit_id",),
+    "undo": ("job",),
+    "note": ("edit_id",),
+}
+
+
+def _well_formed(e: dict[str, Any]) -> bool:
+    return all(k in e for k in _NEEDS.get(e.get("event"), ("-",)))
 
 
 def _notes(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -319,6 +327,16 @@ def _mode_retirement(i: dict[str, Any], present: bool = True) -> Retirement:
         i["job"], "mode", i["path"], None, i["date"], i["reason"], i["time"], i["edit_id"], None,
         i["mode_before"], i["mode_after"], i.get("to"), present,
     )  # fmt: skip
+
+
+def _mode_is(root: Path | None, i: dict[str, Any]) -> bool | None:
+    """Whether the script has the mode retire set (None: unknown)."""
+    if root is None:
+        return None
+    try:
+        return stat.S_IMODE(os.lstat(Path(root, i["path"])).st_mode) == i["mode_after"]
+    except OSError:
+        return None
 
 
 def _mode_retirements(events: list[dict[str, Any]], root: Path | None = None) -> dict[str, Retirement]:
@@ -336,7 +354,7 @@ def _mode_retirements(events: list[dict[str, Any]], root: Path | None = None) ->
             intents.pop(e["edit_id"], None)
         elif kind == "done" and e["edit_id"] in intents:
             i = intents.pop(e["edit_id"])
-            active[i["job"]] = _mode_retirement(i)
+            active[i["job"]] = _mode_retirement(i, _mode_is(root, i) is not False)
         elif kind == "undo":
             active.pop(e["job"], None)
     for i in intents.values() if root is not None else ():
@@ -358,10 +376,12 @@ def _line_retirements(
     the file: crontab_edit guarantees the file holds either the old or the new content."""
     active: dict[str, tuple[EditRecord, str, str]] = {}
     undone: set[str] = set()
+    maybe_undone: set[str] = set()  # by an undo killed half-way: undone only if the marker left the file
     pending = {rec.id for rec in journal.pending()}
     for rec in [*journal.all(), *journal.pending()]:
         if rec.reason.startswith("undo of "):
-            undone.add(rec.reason[len("undo of ") :].split(":", 1)[0])
+            of = rec.reason[len("undo of ") :].split(":", 1)[0]
+            (maybe_undone if rec.id in pending else undone).add(of)
             continue
         m = _MARKER_RE.fullmatch(rec.after)
         if m and m.group(3) == rec.before:
@@ -375,7 +395,7 @@ def _line_retirements(
             present = rec.after in Path(root, rec.path).read_bytes()
         except OSError:
             present = False
-        if edit_id in pending and not present:
+        if (edit_id in pending or edit_id in maybe_undone) and not present:
             continue
         note = notes.get(edit_id, {})
         out[job_id] = Retirement(
@@ -385,8 +405,12 @@ def _line_retirements(
     return out
 
 
-def list_retired(root: Path, *, journal: EditJournal | None = None) -> list[Retirement]:
-    """Every retirement in force, oldest first."""
+def list_retired(root: Path, *, journal: EditJournal | None = None, recover: bool = True) -> list[Retirement]:
+    """Every retirement in force, oldest first; first finishes what a killed edit left (`recover`), when the
+    state folder exists and may be written (a reader without write access reads the journal as it stands)."""
+    if recover and Path(root).joinpath(*ce.STATE_DIR).is_dir():
+        with suppress(OSError, EditRefused):
+            ce.recover(Path(root), journal=journal, lock_timeout=2.0)
     events = _events(root)
     found = _line_retirements(root, journal or EditJournal(Path(root)), _notes(events))
     found |= _mode_retirements(events, root)
@@ -395,7 +419,7 @@ def list_retired(root: Path, *, journal: EditJournal | None = None) -> list[Reti
 
 def retirement(root: Path, job_id: str) -> Retirement | None:
     """Where a retired job went (for `show`): None when it is not retired."""
-    return next((r for r in list_retired(root) if r.job_id == job_id), None)
+    return next((r for r in list_retired(root, recover=False) if r.job_id == job_id), None)
 
 
 def retired_scripts(root: Path) -> dict[str, Retirement]:
@@ -450,6 +474,7 @@ def undo_retire(
 ) -> Retirement:
     """Put a retired job back exactly as it was; other changes made to the file since are kept."""
     journal = journal or EditJournal(Path(root))
+    ce.recover(Path(root), journal=journal, lock_timeout=lock_timeout)
     events = _events(root)
     line = _line_retirements(root, journal, _notes(events)).get(job_id)
     mode = _mode_retirements(events, root).get(job_id)
@@ -582,6 +607,9 @@ def _restore_mode(root: Path, r: Retirement, *, now: datetime, lock_timeout: flo
     target, lock_fd, fd = _open_script(root, r.path, lock_timeout)
     try:
         mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode == r.mode_before:  # an undo killed after its chmod: record it as done
+            _append(root, {"event": "undo", "job": r.job_id, "edit_id": r.edit_id, "time": now.timestamp()})
+            return
         if mode != r.mode_after:
             raise RetireRefused(
                 r.path,
