@@ -422,6 +422,41 @@ def retirement(root: Path, job_id: str) -> Retirement | None:
     return next((r for r in list_retired(root, recover=False) if r.job_id == job_id), None)
 
 
+def trace_id(root: Path, job_id: str) -> str | None:
+    """Where a job went that no scan finds under `job_id` now, from what cronshift's journals recorded of it
+    (its retirement, wrap, undo); None when they never saw it. For `show` and `retire` to say more than
+    "no job"."""
+    if not SAFE_ID.fullmatch(job_id):
+        return None
+    marks = (f"id={job_id} ".encode(), f"--job {job_id} ".encode())
+    last: EditRecord | None = None
+    for rec in EditJournal(Path(root)).all():
+        if any(m in rec.before or m in rec.after for m in marks):
+            last = rec
+    modes = [e for e in _events(root) if e.get("job") == job_id and e.get("event") in ("intent", "undo")]
+    when = time.strftime("%Y-%m-%d", time.gmtime(last.time)) if last else ""
+    if last is not None:
+        what = (
+            "undone"
+            if last.reason.startswith("undo of ")
+            else "retired"
+            if _MARKER_RE.fullmatch(last.after)
+            else "edited (wrap/unwrap)"
+        )
+        return (
+            f"cronshift last {what} it at {last.path}:{last.line} on {when} (edit {last.id}); no line in "
+            "the files carries that job now: the line was changed or removed since (by hand, or by a "
+            f"package); the text before that edit is in {last.backup_path}"
+        )
+    if modes:
+        e = modes[-1]
+        return (
+            f"cronshift retired the run-parts script {e['path']} as {job_id}; that script is no longer "
+            "there (renamed or removed since)"
+        )
+    return None
+
+
 def retired_scripts(root: Path) -> dict[str, Retirement]:
     """Run-parts scripts retired by mode, by path: scan uses this to show them retired under their id."""
     return {r.path: r for r in _mode_retirements(_events(root), root).values()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -45,3 +47,9 @@ def clock(now: str | None, tz: str | None) -> datetime:
         t = datetime.fromisoformat(now)
         return t if t.tzinfo else t.replace(tzinfo=zone)
     return datetime.now(zone).astimezone(zone) if zone else datetime.now().astimezone()
+
+
+def undo_hint(job_id: str, root: str | Path) -> str:
+    """The exact command that undoes a retirement, with --root when it is not / (so pasting it works)."""
+    where = f" --root {shlex.quote(os.path.abspath(root))}" if str(root).rstrip("/") else ""
+    return f"cronshift retire --undo {shlex.quote(job_id)}{where}"

@@ -88,6 +88,7 @@ class Trigger(NamedTuple):
     user: str | None
     command: str
     anacron: bool  # from etc/anacrontab
+    retired: str | None = None  # the date, when cronshift retired this line (it runs nothing now)
 
 
 @dataclass(slots=True)
@@ -178,9 +179,18 @@ def _scan_many(
 def _triggers_of(f: CrontabFile) -> list[Trigger]:
     anacron = f.format is Format.ANACRONTAB
     return [
-        Trigger(d, f.path, line.number, line.schedule, line.user, line.command, anacron)
+        Trigger(
+            d,
+            f.path,
+            line.number,
+            line.schedule,
+            line.user,
+            line.command,
+            anacron,
+            line.retired_date or "?" if line.kind is Kind.RETIRED else None,
+        )
         for line in f.lines
-        if line.kind is Kind.JOB and "run-parts" in line.command
+        if line.kind in (Kind.JOB, Kind.RETIRED) and "run-parts" in line.command
         for d in _RUN_PARTS_RE.findall(line.command)
     ]
 
@@ -427,8 +437,11 @@ def _run_parts_jobs(
     """Each script in a run-parts folder is a job; its schedule is that of the line that runs the folder."""
     triggers: dict[str, list[Trigger]] = {}
     anacron: dict[str, Trigger] = {}
+    retired_triggers: dict[str, list[Trigger]] = {}
     for t in runners:
-        if t.anacron:
+        if t.retired is not None:
+            retired_triggers.setdefault(t.folder, []).append(t)
+        elif t.anacron:
             anacron.setdefault(t.folder, t)
         else:
             triggers.setdefault(t.folder, []).append(t)
@@ -454,6 +467,12 @@ def _run_parts_jobs(
             schedule, user = trig[0].schedule, trig[0].user or "root"
         elif ana:
             schedule, user = ana.schedule, "root"
+        elif retired_triggers.get(d):
+            t = retired_triggers[d][0]
+            why.append(
+                f"the line that ran etc/{d} ({t.path}:{t.number}) was retired by cronshift on {t.retired}"
+            )
+            schedule, user = t.schedule, t.user or "root"
         else:
             why.append(f"no crontab or anacrontab line runs etc/{d}")
             schedule, user = "", "root"
@@ -466,7 +485,7 @@ def _run_parts_jobs(
         else:
             gone = None
         job = CronJob(
-            id=gone.job_id if gone else job_id_for(src.path, user, schedule, "/" + src.path, "/" + src.path),
+            id=gone.job_id if gone else script_id(src.path),
             retired=gone is not None,
             retired_id=gone.job_id if gone else None,
             source=SourceRef(src.path, None),
@@ -495,6 +514,12 @@ def _recorded_id(wrappers: tuple[Wrapper, ...]) -> str | None:
             if job:
                 return job
     return None
+
+
+def script_id(path: str) -> str:
+    """A run-parts script's id: its path alone, never the schedule of the line that happens to run it, so
+    retiring or editing that line leaves every script's id as it was."""
+    return f"{_word_slug(path)}-{hashlib.sha256(path.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
 def job_id_for(path: str, user: str, schedule: str, command: str, inner: str) -> str:
