@@ -74,6 +74,10 @@ def retire(
 ) -> None:
     """Take a job out of cron once shadow-run showed parity (exit 4 when the gate refuses); --undo, --list."""
     env = Env()
+    if list_ and (job or undo or force or dry_run):
+        fail(env, "--list takes no JOB and no --undo, --force or --dry-run", ExitStatus.USAGE)
+    if undo and (force or dry_run or to):
+        fail(env, "--undo takes no --force, --dry-run or --to", ExitStatus.USAGE)
     if list_:
         _list(env, root, json)
         return

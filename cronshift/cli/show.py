@@ -29,7 +29,7 @@ from cronshift.model import RunRecord
 from cronshift.rank import Metrics, metrics, score
 from cronshift.retire import retirement, trace_id
 
-LastOpt = Annotated[int, typer.Option("--last", help="How many of the last runs to list.")]
+LastOpt = Annotated[int, typer.Option("--last", min=0, help="How many of the last runs to list.")]
 
 
 def show(
