@@ -310,6 +310,7 @@ _NEEDS = {
     "done": ("edit_id",),
     "abort": ("edit_id",),
     "undo": ("job",),
+    "undo-intent": ("job", "edit_id"),
     "note": ("edit_id",),
 }
 
@@ -367,6 +368,38 @@ def _mode_retirements(events: list[dict[str, Any]], root: Path | None = None) ->
     return active
 
 
+def _recover_modes(root: Path) -> None:
+    """Roll a run-parts retire or undo killed half-way forward or back by the script's mode now, so the
+    journal never counts as done what is not on disk (and never leaves in force what is no longer)."""
+    events = _events(root)
+    closed = {e["edit_id"] for e in events if e.get("event") in ("done", "abort")}
+    undone = {e.get("edit_id") for e in events if e.get("event") == "undo"}
+    intents = {e["edit_id"]: e for e in events if e.get("event") == "intent"}
+    for edit_id, i in intents.items():
+        try:
+            mode = stat.S_IMODE(os.lstat(Path(root, i["path"])).st_mode)
+        except OSError:
+            continue
+        if edit_id not in closed:
+            if mode == i["mode_after"]:
+                _append(root, {"event": "done", "edit_id": edit_id})
+            elif mode == i["mode_before"]:
+                _append(root, {"event": "abort", "edit_id": edit_id})
+    for e in events:
+        if e.get("event") != "undo-intent" or e["edit_id"] in undone:
+            continue
+        i = intents.get(e["edit_id"])
+        if i is None:
+            continue
+        try:
+            mode = stat.S_IMODE(os.lstat(Path(root, i["path"])).st_mode)
+        except OSError:
+            continue
+        if mode == i["mode_before"]:
+            _append(root, {"event": "undo", "job": e["job"], "edit_id": e["edit_id"], "time": e.get("time")})
+            undone.add(e["edit_id"])
+
+
 def _line_retirements(
     root: Path, journal: EditJournal, notes: dict[str, dict[str, Any]]
 ) -> dict[str, Retirement]:
@@ -411,6 +444,7 @@ def list_retired(root: Path, *, journal: EditJournal | None = None, recover: boo
     if recover and Path(root).joinpath(*ce.STATE_DIR).is_dir():
         with suppress(OSError, EditRefused):
             ce.recover(Path(root), journal=journal, lock_timeout=2.0)
+            _recover_modes(root)
     events = _events(root)
     found = _line_retirements(root, journal or EditJournal(Path(root)), _notes(events))
     found |= _mode_retirements(events, root)
@@ -510,6 +544,7 @@ def undo_retire(
     """Put a retired job back exactly as it was; other changes made to the file since are kept."""
     journal = journal or EditJournal(Path(root))
     ce.recover(Path(root), journal=journal, lock_timeout=lock_timeout)
+    _recover_modes(root)
     events = _events(root)
     line = _line_retirements(root, journal, _notes(events)).get(job_id)
     mode = _mode_retirements(events, root).get(job_id)
@@ -652,8 +687,10 @@ def _restore_mode(root: Path, r: Retirement, *, now: datetime, lock_timeout: flo
                 f"its mode is {mode:04o}, not the {r.mode_after:04o} retire left: it was changed "
                 "since; refusing to undo",
             )
+        undo = {"job": r.job_id, "edit_id": r.edit_id, "time": now.timestamp()}
+        _append(root, {"event": "undo-intent", **undo})  # so a kill after the chmod is rolled forward
         _set_mode(target, fd, r.mode_before)
-        _append(root, {"event": "undo", "job": r.job_id, "edit_id": r.edit_id, "time": now.timestamp()})
+        _append(root, {"event": "undo", **undo})
     except OSError as exc:
         raise ce.EditFailed(r.path, None, f"{exc.strerror}") from exc
     finally:

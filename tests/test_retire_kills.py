@@ -68,10 +68,10 @@ elif action == "undo":
     retire.undo_retire(root, ref, now=now)
 elif action == "wrap":
     job = next(j for j in scan(root).jobs if str(j.source) == ref)
-    wrap.apply_wrap(root, wrap.plan_wrap(root, job), now=now)
+    wrap.apply_plan(root, wrap.plan_wrap(root, job), now=now)
 elif action == "unwrap":
     job = next(j for j in scan(root).jobs if str(j.source) == ref)
-    wrap.apply_unwrap(root, wrap.plan_unwrap(root, job), now=now)
+    wrap.apply_plan(root, wrap.plan_unwrap(root, job), now=now)
 print("survived")
 """
 
@@ -116,8 +116,9 @@ def test_a_killed_mode_undo_leaves_undo_possible(debian_root: Path) -> None:
     proc = run_killed(debian_root, "undo", job_id, "undo")  # killed after the chmod, before its record
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert snapshot(debian_root) == original
-    undo_retire(debian_root, job_id, now=NOW)  # records what the killed undo did instead of refusing
-    assert list_retired(debian_root) == []
+    assert list_retired(debian_root) == []  # the next command rolls the killed undo forward
+    events = [json.loads(x) for x in (debian_root / STATE / "retire.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events][-2:] == ["undo-intent", "undo"]
     assert snapshot(debian_root) == original
 
 
@@ -162,3 +163,95 @@ def test_a_killed_retire_leaves_no_temp_file_after_the_next_command(debian_root:
     res = CliRunner().invoke(app, ["retire", "--list", "--root", str(debian_root)])
     assert res.exit_code == 0, res.output
     assert temps(debian_root) == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The SIGKILL loop: every action killed after every step of the writer
+
+
+def _files(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {k: v for k, v in snapshot(root).items() if ce.TMP_PREFIX not in k}
+
+
+WRAP_REF = "etc/cron.d/shop-sync:8"
+KILL_CASES = [(a, s) for a in ("retire", "undo", "wrap", "unwrap") for s in ce.STEPS]
+
+
+@pytest.mark.parametrize(("action", "step"), KILL_CASES, ids=[f"{a}-{s}" for a, s in KILL_CASES])
+def test_sigkill_loop_old_or_new_bytes_no_leftovers_undo_possible(
+    debian_root: Path, action: str, step: str
+) -> None:
+    from cronshift import wrap
+
+    ref = WRAP_REF
+    if action == "undo":
+        ref = retire_now(debian_root, WRAP_REF)
+    elif action == "unwrap":
+        (job,) = [j for j in scan(debian_root).jobs if str(j.source) == WRAP_REF]
+        wrap.apply_plan(debian_root, wrap.plan_wrap(debian_root, job), now=NOW)
+    old = _files(debian_root)
+    done_before = len(ce.EditJournal(debian_root).all())
+    proc = run_killed(debian_root, action, ref, step)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    now = _files(debian_root)
+    changed = [k for k in old if old[k] != now.get(k)]
+    assert len(changed) <= 1 and set(now) == set(old)  # old bytes, or one file's new bytes, whole
+    list_retired(debian_root)  # the next command
+    assert temps(debian_root) == []
+    journal = ce.EditJournal(debian_root)
+    assert journal.pending() == []  # rolled forward or back, none left undecided
+    done = journal.all()
+    if not changed:
+        assert len(done) == done_before  # not counted as done
+        return
+    assert len(done) == done_before + 1  # a change on disk is always on record ...
+    ce.undo_edit(debian_root, done[-1], now=NOW.timestamp())  # ... and can always be undone
+    assert _files(debian_root) == old
+
+
+@pytest.mark.parametrize("server", ["debian_root", "rhel_root", "corpus_root"])
+def test_retire_every_job_by_the_ids_of_the_first_scan_and_undo_all(
+    server: str, request: pytest.FixtureRequest
+) -> None:
+    """Ids do not move while the jobs of a real tree are retired one by one (the lines that run run-parts
+    folders included), and undoing all gives back every file byte for byte, modes included."""
+    root: Path = request.getfixturevalue(server)
+    original = snapshot(root)
+    first = scan(root).jobs
+    # Scripts first: once the line that runs its folder is retired, cron never runs a script, and retire
+    # refuses a job cron does not run.
+    ids = [j.id for j in sorted(first, key=lambda j: j.source.line is not None) if j.runs]
+    for job_id in ids:
+        (job,) = [j for j in scan(root).jobs if j.id == job_id]  # the first scan's id still names it
+        apply_retire(root, plan_retire(root, job, now=NOW), now=NOW, forced=True, reason="all")
+    assert len(ids) > 10
+    assert {r.job_id for r in list_retired(root)} == set(ids)
+    assert not any(j.runs for j in scan(root).jobs)
+    for job_id in ids[::2] + ids[1::2]:
+        undo_retire(root, job_id, now=NOW)
+    assert snapshot(root) == original
+    assert [j.id for j in scan(root).jobs] == [j.id for j in first]
+
+
+MODE_CASES = [("retire", "intent"), ("retire", "done"), ("undo", "undo")]
+
+
+@pytest.mark.parametrize(("action", "step"), MODE_CASES, ids=[f"{a}-{s}" for a, s in MODE_CASES])
+def test_sigkill_of_a_run_parts_retire_or_undo_leaves_old_or_new_mode_and_undo_possible(
+    debian_root: Path, action: str, step: str
+) -> None:
+    script = "etc/cron.daily/man-db"
+    original = snapshot(debian_root)
+    ref = retire_now(debian_root, script) if action == "undo" else script
+    old = snapshot(debian_root)
+    proc = run_killed(debian_root, action, ref, step)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    now = snapshot(debian_root)
+    assert {k for k in old if old[k] != now[k]} <= {script}
+    listed = {r.job_id: r for r in list_retired(debian_root)}
+    if now[script][1] & 0o111:  # executable: not retired (or back)
+        assert listed == {}
+    else:  # retired: listed, and undo gives back the exact mode
+        (r,) = listed.values()
+        undo_retire(debian_root, r.job_id, now=NOW)
+    assert snapshot(debian_root) == original
