@@ -207,3 +207,12 @@ def test_random_hostile_trees_finish_and_hide_nothing(tmp_path: Path, entries: l
             assert rel in files or rel in problems, (rel, result.problems)
     for j in result.jobs:
         assert j.source.path in files
+
+
+def test_etc_crontab_a_named_pipe_is_reported_not_opened(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "r")
+    os.mkfifo(root / "etc/crontab")
+    with deadline(20):
+        result = scan(root)
+    assert "etc/crontab" not in result.files
+    assert any(p.path == "etc/crontab" and "named pipe" in p.message for p in result.problems)

@@ -164,7 +164,7 @@ def _scan_many(
         if progress and i % step == 0:
             progress(i, total)
         try:
-            data = read_source(root, src.path, src.real or src.path)
+            data = read_source(root, src.path, src.real or src.path, listed_regular=src.real is None)
         except SourceUnreadable as e:
             found.problems.append(Problem(src.path, None, e.strerror or str(e)))
             continue
