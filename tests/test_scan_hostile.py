@@ -216,3 +216,8 @@ def test_etc_crontab_a_named_pipe_is_reported_not_opened(tmp_path: Path) -> None
         result = scan(root)
     assert "etc/crontab" not in result.files
     assert any(p.path == "etc/crontab" and "named pipe" in p.message for p in result.problems)
+
+
+def test_debians_spool_folders_are_not_reported_as_odd_entries(debian_root: Path) -> None:
+    """var/spool/cron holds Debian's crontabs/ (and atjobs/) folders: expected there, not a problem."""
+    assert not [p for p in scan(debian_root).problems if p.path.startswith("var/spool/cron/crontabs")]

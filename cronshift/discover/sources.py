@@ -241,7 +241,9 @@ def name_ignored(name: str, dialect: Dialect) -> str | None:
     return None
 
 
-def _entries(root: Path, rel_dir: str, problems: list[Problem]) -> list[tuple[str, str]]:
+def _entries(
+    root: Path, rel_dir: str, problems: list[Problem], *, dirs_expected: bool = False
+) -> list[tuple[str, str]]:
     """(name, resolved relative path) of each regular file in a cron folder, sorted by name.
 
     Never hides: a folder that cannot be listed, a link that loops, dangles or leaves the root, and every
@@ -284,6 +286,8 @@ def _entries(root: Path, rel_dir: str, problems: list[Problem]) -> list[tuple[st
         if stat.S_ISREG(st.st_mode) and real is not None:
             out.append((name, real))
             continue
+        if dirs_expected and stat.S_ISDIR(st.st_mode):
+            continue  # var/spool/cron holds Debian's crontabs/, atjobs/...: folders, not crontabs
         kind = _kind(st.st_mode) + (" (through a symbolic link)" if link else "")
         problems.append(
             Problem(rel, None, f"is {kind}, not a regular file: cron does not read it", "warning")
@@ -320,9 +324,9 @@ def find_sources(root: Path, problems: list[Problem] | None = None) -> list[Sour
             return
         found.append(Source(rel, fmt, real=real if real != rel else None))
 
-    def folder(rel_dir: str) -> list[tuple[str, str]]:
+    def folder(rel_dir: str, dirs_expected: bool = False) -> list[tuple[str, str]]:
         out = []
-        for name, real in _entries(root, rel_dir, problems):
+        for name, real in _entries(root, rel_dir, problems, dirs_expected=dirs_expected):
             if name == ".placeholder":  # Debian ships these so the package owns the folder; not a crontab
                 continue
             if is_writer_temp(name):
@@ -342,7 +346,7 @@ def find_sources(root: Path, problems: list[Problem] | None = None) -> list[Sour
     for name, real in folder("var/spool/cron/crontabs"):  # Debian
         rel = f"var/spool/cron/crontabs/{name}"
         found.append(Source(rel, Format.USER, owner=name, real=real if real != rel else None))
-    for name, real in folder("var/spool/cron"):  # RHEL keeps spools one level up
+    for name, real in folder("var/spool/cron", dirs_expected=True):  # RHEL keeps spools one level up
         if not name.startswith("."):
             rel = f"var/spool/cron/{name}"
             found.append(Source(rel, Format.USER, owner=name, real=real if real != rel else None))
