@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from zoneinfo import ZoneInfoNotFoundError
 
 import typer
 
@@ -64,6 +65,8 @@ def run(argv: list[str]) -> None:
 
 def one_line(exc: BaseException) -> str:
     """An error as the user needs it: the file it is about and what went wrong, on one line."""
+    if isinstance(exc, ZoneInfoNotFoundError):  # Celery needs a zone even for UTC
+        return f"this host has no time-zone database ({exc}): install tzdata (the OS package or pip's)"
     if isinstance(exc, OSError) and exc.strerror:
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror}"
