@@ -82,6 +82,8 @@ BAD = [
     (["wrap", "no-such-job", "--root", "{root}"], 1),
     (["unwrap", "{id}", "--root", "{root}"], 4),
     (["dead-letters", "--replay", "nope", "--list"], 2),
+    (["dead-letters", "--replay", "nope", "--broker", "ftp://x", "--root", "{root}"], 2),
+    (["shadow-run", "{id}", "--root", "{root}", "--broker", "ftp://x", "--mode", "dry-run"], 2),
     (["no-such-command"], 2),
 ]
 
