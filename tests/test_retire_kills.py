@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -254,4 +255,62 @@ def test_sigkill_of_a_run_parts_retire_or_undo_leaves_old_or_new_mode_and_undo_p
     else:  # retired: listed, and undo gives back the exact mode
         (r,) = listed.values()
         undo_retire(debian_root, r.job_id, now=NOW)
+    assert snapshot(debian_root) == original
+
+
+_RANDOM_CHILD = """
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from cronshift import retire
+from cronshift.discover.scan import scan
+
+root, where = Path(sys.argv[1]), sys.argv[2]
+now = datetime(2026, 11, 25, 11, tzinfo=timezone.utc)
+job = next(j for j in scan(root).jobs if str(j.source) == where)
+print("ready", flush=True)
+sys.stdin.readline()
+if job.retired:
+    retire.undo_retire(root, job.id, now=now)
+else:
+    retire.apply_retire(root, retire.plan_retire(root, job, now=now), now=now, forced=True, reason="k")
+print("survived", flush=True)
+"""
+
+
+def test_sigkill_at_random_moments_of_retire_and_undo(debian_root: Path) -> None:
+    """Kills that land anywhere, mid-write included (bounded: 24 kills, a fixed seed)."""
+    import random
+
+    rng = random.Random(11)
+    original = snapshot(debian_root)
+    job_id = retire_now(debian_root, SYNC)
+    retired = snapshot(debian_root)
+    undo_retire(debian_root, job_id, now=NOW)
+    env = {**os.environ, "PYTHONPATH": PACKAGE_DIR}
+    for _ in range(24):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _RANDOM_CHILD, str(debian_root), SYNC],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "ready"
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        time.sleep(rng.uniform(0, 0.02))
+        child.kill()
+        child.wait(timeout=60)
+        child.stdin.close()
+        child.stdout.close()
+        now = {k: v for k, v in snapshot(debian_root).items() if ce.TMP_PREFIX not in k}
+        assert now in (original, retired)
+        listed = {r.job_id for r in list_retired(debian_root)}  # the next command
+        assert temps(debian_root) == [] and ce.EditJournal(debian_root).pending() == []
+        assert listed == ({job_id} if now == retired else set())
+    if snapshot(debian_root) == retired:
+        undo_retire(debian_root, job_id, now=NOW)
     assert snapshot(debian_root) == original
