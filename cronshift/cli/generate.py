@@ -7,11 +7,27 @@ from typing import Annotated, Any
 
 import typer
 
-from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
+from cronshift.cli.common import (
+    CELERY_BROKER_SCHEMES,
+    REDIS_SCHEMES,
+    DialectOpt,
+    JsonOpt,
+    NowOpt,
+    RootOpt,
+    check_package,
+    check_url,
+    clock,
+    do_scan,
+)
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.generate.celery import DEFAULT_BROKER, GenerateResult, generate_project
-from cronshift.generate.plan import PolicyError, parse_policy_options, plans_from_history
+from cronshift.generate.plan import (
+    PolicyError,
+    parse_policy_options,
+    plans_from_history,
+    without_run_parts_triggers,
+)
 from cronshift.generate.streams import DEFAULT_REDIS, generate_streams_project
 from cronshift.generate.triggers import TriggerError, parse_trigger, write_event_sources
 from cronshift.history.evidence import env_redis_url
@@ -70,8 +86,17 @@ def generate(
     env = Env()
     if target not in ("celery", "streams"):
         fail(env, f"--target '{target}' is not celery or streams", ExitStatus.USAGE)
-    if not package.isidentifier():
-        fail(env, f"--package '{package}' is not a Python identifier", ExitStatus.USAGE)
+    check_package(env, package)
+    if target == "celery":
+        check_url(env, "--broker", broker, CELERY_BROKER_SCHEMES)
+        if state_redis:
+            check_url(env, "--state-redis", state_redis, REDIS_SCHEMES)
+    else:
+        check_url(env, "--redis", redis_url, REDIS_SCHEMES)
+    if all_jobs and jobs:
+        fail(env, "give job ids or --all, not both", ExitStatus.USAGE)
+    if out.exists() and not out.is_dir():
+        fail(env, f"--out {out}: is not a directory", ExitStatus.USAGE)
     try:
         triggers = [parse_trigger(t) for t in trigger or ()]
     except TriggerError as e:
@@ -80,7 +105,7 @@ def generate(
         fail(env, "--trigger needs --target celery", ExitStatus.USAGE)
     result = do_scan(env, root, dialect)
     if all_jobs:
-        chosen = [j for j in result.jobs if j.runs]
+        chosen = without_run_parts_triggers([j for j in result.jobs if j.runs])
     elif jobs:
         try:
             chosen = list({j.id: j for j in (find_job(result, ref) for ref in jobs)}.values())

@@ -13,7 +13,16 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
+from cronshift.cli.common import (
+    CELERY_BROKER_SCHEMES,
+    DialectOpt,
+    JsonOpt,
+    NowOpt,
+    RootOpt,
+    check_url,
+    clock,
+    do_scan,
+)
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail
 from cronshift.crontab_edit import EditFailed, EditRefused
 from cronshift.discover.lookup import JobNotFound, find_job
@@ -368,6 +377,8 @@ def shadow_run(
     env = Env()
     if live and report:
         fail(env, "--live sets live shadowing up; --report judges it: give one of them", ExitStatus.USAGE)
+    if broker:
+        check_url(env, "--broker", broker, CELERY_BROKER_SCHEMES)
     from cronshift.shadow import execute as ex
     from cronshift.shadow.session import run_session
 
