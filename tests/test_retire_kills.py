@@ -48,6 +48,7 @@ from pathlib import Path
 from cronshift import crontab_edit, retire, wrap
 from cronshift.discover.scan import scan
 
+WRAPPER = "/usr/local/bin/cronshift"  # the writer is under test here, not the wrapper's resolution
 root, action, ref, step = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 now = datetime(2026, 11, 25, 11, tzinfo=timezone.utc)
 real_append = retire._append
@@ -69,7 +70,7 @@ elif action == "undo":
     retire.undo_retire(root, ref, now=now)
 elif action == "wrap":
     job = next(j for j in scan(root).jobs if str(j.source) == ref)
-    wrap.apply_plan(root, wrap.plan_wrap(root, job), now=now)
+    wrap.apply_plan(root, wrap.plan_wrap(root, job, wrapper=WRAPPER), now=now)
 elif action == "unwrap":
     job = next(j for j in scan(root).jobs if str(j.source) == ref)
     wrap.apply_plan(root, wrap.plan_unwrap(root, job), now=now)
@@ -175,6 +176,7 @@ def _files(root: Path) -> dict[str, tuple[bytes, int]]:
 
 
 WRAP_REF = "etc/cron.d/shop-sync:8"
+WRAPPER = "/usr/local/bin/cronshift"  # the writer is under test here, not the wrapper's resolution
 KILL_CASES = [(a, s) for a in ("retire", "undo", "wrap", "unwrap") for s in ce.STEPS]
 
 
@@ -189,7 +191,7 @@ def test_sigkill_loop_old_or_new_bytes_no_leftovers_undo_possible(
         ref = retire_now(debian_root, WRAP_REF)
     elif action == "unwrap":
         (job,) = [j for j in scan(debian_root).jobs if str(j.source) == WRAP_REF]
-        wrap.apply_plan(debian_root, wrap.plan_wrap(debian_root, job), now=NOW)
+        wrap.apply_plan(debian_root, wrap.plan_wrap(debian_root, job, wrapper=WRAPPER), now=NOW)
     old = _files(debian_root)
     done_before = len(ce.EditJournal(debian_root).all())
     proc = run_killed(debian_root, action, ref, step)
