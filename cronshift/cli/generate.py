@@ -76,21 +76,29 @@ def generate(
     tz = result.system_timezone or "UTC"
     year = clock(now, tz).year
     if target == "streams":
+        # Flags that only mean something to Celery: refused rather than silently ignored.
+        celery_only = {"--broker": broker != DEFAULT_BROKER, "--beat": beat != "celery",
+                       "--on-reboot": on_reboot, "--state-redis": state_redis is not None}  # fmt: skip
+        for flag, given in celery_only.items():
+            if given:
+                fail(env, f"{flag} is a Celery option: --target streams keeps all its state in --redis",
+                     ExitStatus.USAGE)  # fmt: skip
+    elif beat not in ("celery", "redbeat"):
+        fail(env, f"--beat '{beat}' is not celery or redbeat", ExitStatus.USAGE)
+    try:
+        plans, _notes = plans_from_history(
+            root, result.jobs, chosen, clock(now, tz), tz, str(result.dialect), history=not no_history,
+            store=store, redis_url=env_redis_url(), transient=transient_exit or (),
+            policies=parse_policy_options(policy or ()),
+        )  # fmt: skip
+    except PolicyError as e:
+        fail(env, str(e), ExitStatus.USAGE)
+    if target == "streams":
         res = generate_streams_project(
             chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year,
-            redis_url=redis_url, force=force,
+            redis_url=redis_url, force=force, plans=plans,
         )  # fmt: skip
     else:
-        if beat not in ("celery", "redbeat"):
-            fail(env, f"--beat '{beat}' is not celery or redbeat", ExitStatus.USAGE)
-        try:
-            plans, _notes = plans_from_history(
-                root, result.jobs, chosen, clock(now, tz), tz, str(result.dialect), history=not no_history,
-                store=store, redis_url=env_redis_url(), transient=transient_exit or (),
-                policies=parse_policy_options(policy or ()),
-            )  # fmt: skip
-        except PolicyError as e:
-            fail(env, str(e), ExitStatus.USAGE)
         res = generate_project(
             chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year, broker=broker,
             on_reboot=on_reboot, force=force, plans=plans, beat=beat, state_redis=state_redis,

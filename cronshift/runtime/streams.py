@@ -57,6 +57,7 @@ DEFAULT_BLOCK = 2.0  # seconds XREADGROUP waits; also how soon SIGTERM is notice
 STARTING_DEADLINE = 120.0  # seconds: an instant missed by less than this at scheduler start still fires
 LATE_OK = 10.0  # seconds: an instant reached this late while running (busy host, slow Redis) still fires
 FIRED_TTL = 2 * 86400  # seconds a scheduled_for marker lives; far above the starting deadline
+MAX_BACKLOG = 10_000  # instants kept while Redis is away (a day of an every-minute job, per several jobs)
 
 log = logging.getLogger("cronshift.streams")
 
@@ -81,14 +82,82 @@ _clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()
 
 
+def connect(url: str, block: float = DEFAULT_BLOCK) -> redis.Redis:
+    """A client for `url` exactly as given (credentials, rediss:// TLS, db number, unix socket).
+
+    Timeouts matter more than speed here: a Redis that hangs (SIGSTOP, a network partition) must surface
+    as an error the reconnect loop handles, never as a read that blocks forever. The socket timeout sits
+    above XREADGROUP's BLOCK so an idle wait is not mistaken for an outage."""
+    return redis.Redis.from_url(
+        url, decode_responses=True, socket_timeout=block + 10, socket_connect_timeout=5,
+        health_check_interval=30,
+    )  # fmt: skip
+
+
 def _client(target: str | redis.Redis) -> redis.Redis:
     """One connection pool per URL for the life of the process (triggers are called often)."""
     if isinstance(target, redis.Redis):
         return target
     with _clients_lock:
         if target not in _clients:
-            _clients[target] = redis.Redis.from_url(target, decode_responses=True)
+            _clients[target] = connect(target)
         return _clients[target]
+
+
+def url_of(target: str | redis.Redis) -> str | None:
+    """The URL a client was made from, when known: a lock must reach the same server the same way."""
+    if isinstance(target, str):
+        return target
+    return getattr(target, "cronshift_url", None)
+
+
+# Redis away (restarting, partitioned, still loading its data, password changed): wait and retry. A
+# ResponseError (a bug, a wrong type) is not in this list: it stops the process, loudly.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0  # seconds between reconnect attempts: doubled per failure, capped
+
+
+class Outage:
+    """Bounded exponential backoff, with one log line when Redis goes away and one when it is back, so a
+    long outage does not flood the journal and a short one is still visible."""
+
+    def __init__(self, who: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.who, self.clock = who, clock
+        self.since: float | None = None
+        self.delay = BACKOFF_MIN
+
+    def failed(self, err: Exception) -> float:
+        """Note a failure; the seconds to wait before the next attempt."""
+        if self.since is None:
+            self.since = self.clock()
+            log.warning(
+                "Redis unreachable (%s: %s): %s retries every %.1f-%.0f s",
+                type(err).__name__, err, self.who, BACKOFF_MIN, BACKOFF_MAX,
+            )  # fmt: skip
+            self.delay = BACKOFF_MIN
+        else:
+            self.delay = min(self.delay * 2, BACKOFF_MAX)
+        return self.delay
+
+    def ok(self) -> None:
+        if self.since is not None:
+            log.warning("Redis reachable again after %.1f s: %s resumes", self.clock() - self.since, self.who)
+            self.since = None
+
+
+def notify_ready() -> None:
+    """Tell systemd (Type=notify) that the process reached Redis and is working.
+
+    Written here (a datagram to $NOTIFY_SOCKET) rather than with python-systemd: it is the whole protocol,
+    and the generated project should not need a C extension."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(addr)
+        sock.sendall(b"READY=1")
 
 
 def _entry(job_id: str, payload: Any, scheduled_for: float | None) -> dict[str, str]:
@@ -105,10 +174,19 @@ def enqueue(target: str | redis.Redis, project: str, job_id: str, payload: Any =
     return str(_client(target).xadd(stream_key(project), _entry(job_id, payload, None)))
 
 
-# SET NX and XADD in one step: a scheduler killed between them can neither lose nor double an instant.
+def marks_key(project: str) -> str:
+    """A hash: job id -> the latest instant any scheduler enqueued (where a restarted scheduler resumes)."""
+    return f"cronshift:{project}:scheduled"
+
+
+# SET NX, the job's high-water mark and XADD in one step: a scheduler killed (or cut off from Redis) between
+# them can neither lose nor double an instant, and a retry of the same instant is refused by the SET NX.
 _FIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+local fired = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
+local mark = redis.call('HGET', KEYS[3], ARGV[3])
+if (not mark) or tonumber(mark) < tonumber(ARGV[4]) then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
+if fired then
+  return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
 end
 return false
 """
@@ -118,9 +196,15 @@ def fire(target: str | redis.Redis, project: str, job_id: str, scheduled_for: fl
     """Enqueue the run cron would start at `scheduled_for`, once: None when that instant was already sent."""
     fields = _entry(job_id, None, scheduled_for)
     flat = [x for kv in fields.items() for x in kv]
-    key = _fired_key(project, job_id, scheduled_for)
-    got = _client(target).eval(_FIRE, 2, key, stream_key(project), fields["trigger_id"], FIRED_TTL, *flat)
+    keys = (_fired_key(project, job_id, scheduled_for), stream_key(project), marks_key(project))
+    got = _client(target).eval(
+        _FIRE, 3, *keys, fields["trigger_id"], FIRED_TTL, job_id, repr(float(scheduled_for)), *flat
+    )
     return None if got is None else str(got)
+
+
+def read_marks(target: str | redis.Redis, project: str) -> dict[str, float]:
+    return {k: float(v) for k, v in _client(target).hgetall(marks_key(project)).items()}
 
 
 class Scheduler:
@@ -136,9 +220,18 @@ class Scheduler:
     def _dt(ts: float) -> datetime:
         return datetime.fromtimestamp(ts, UTC)
 
-    def start(self, now: float) -> None:
-        """Begin `deadline` seconds back, so an instant missed during a restart still fires (once)."""
-        self._next = {job: s.next_after(self._dt(now - self.deadline)) for job, s in self._sched.items()}
+    def start(self, now: float, marks: Mapping[str, float] | None = None) -> None:
+        """Begin after each job's mark (the last instant any scheduler enqueued), but no more than `deadline`
+        seconds back, so an instant missed during a restart still fires, once.
+
+        A job with no mark has never been scheduled here: cron (until its line is retired) ran every
+        instant up to now, so the first instant offered is the first one after `now`."""
+        marks = marks or {}
+        self._next = {}
+        for job, s in self._sched.items():
+            mark = marks.get(job)
+            begin = now if mark is None else max(mark, now - self.deadline)
+            self._next[job] = s.next_after(self._dt(begin))
 
     def due(self, now: float) -> list[tuple[str, float]]:
         """Instants in (last call, now], oldest first; those older than `deadline` are skipped as missed.
@@ -169,15 +262,38 @@ def run_scheduler(
     deadline: float = STARTING_DEADLINE,
     clock: Callable[[], float] = time.time,
 ) -> None:
-    """Fire every job at its cron instants until `stop` is set."""
+    """Fire every job at its cron instants until `stop` is set; Redis going away is waited out.
+
+    An instant that falls due while Redis is unreachable is kept and fired once Redis is back: `fire`
+    re-checks its claim, so one whose first attempt did reach Redis is not enqueued twice."""
     client = _client(target)
     sched = Scheduler(schedules, deadline)
-    sched.start(clock())
+    started = False
+    backlog: list[tuple[str, float]] = []
+    outage = Outage("the scheduler")
     while not stop.is_set():
-        for job, when in sched.due(clock()):
-            entry = fire(client, project, job, when)
-            at = datetime.fromtimestamp(when, UTC).isoformat()
-            log.info("%s %s %s", job, at, f"enqueued {entry}" if entry else "already enqueued")
+        try:
+            if not started:
+                marks = read_marks(client, project)
+                sched.start(clock(), marks)
+                started = True
+                for job in sorted(schedules):
+                    if job in marks:
+                        at = datetime.fromtimestamp(marks[job], UTC).isoformat()
+                        log.info("%s: resuming after %s (last instant enqueued)", job, at)
+                notify_ready()
+            backlog.extend(sched.due(clock()))
+            del backlog[:-MAX_BACKLOG]
+            while backlog:
+                job, when = backlog[0]
+                entry = fire(client, project, job, when)
+                at = datetime.fromtimestamp(when, UTC).isoformat()
+                log.info("%s %s %s", job, at, f"enqueued {entry}" if entry else "already enqueued")
+                backlog.pop(0)
+            outage.ok()
+        except REDIS_DOWN as e:
+            stop.wait(outage.failed(e))
+            continue
         wake = sched.wake_at()
         # Wake at least every second: a clock step or a signal is noticed promptly.
         stop.wait(1.0 if wake is None else min(max(wake - clock(), 0.0), 1.0))
@@ -206,9 +322,12 @@ class Consumer:
     min_idle: float = DEFAULT_MIN_IDLE
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
     block: float = DEFAULT_BLOCK
-    lock_url: str | None = None  # Redis for the overlap lock; default: this client's server
+    url: str | None = None  # the URL `client` was made from, used as given for the overlap lock
+    lock_url: str | None = None  # Redis for the overlap lock; default: `url`
     clock: Callable[[], float] = time.time
     _cursor: str = dataclasses.field(default="0-0", init=False, repr=False)
+    _reread: bool = dataclasses.field(default=False, init=False, repr=False)  # own pending entries first
+    _stop: threading.Event | None = dataclasses.field(default=None, init=False, repr=False)
 
     @property
     def stream(self) -> str:
@@ -228,6 +347,10 @@ class Consumer:
 
     def step(self) -> dict[str, Any] | None:
         """Handle one entry (a stale pending one first, else a new one); None when there was none."""
+        if self._reread:
+            mine = self._own_pending()
+            if mine is not None:
+                return self.handle(*mine)
         claimed = self._claim()
         if claimed is not None:
             return self.handle(*claimed)
@@ -240,12 +363,46 @@ class Consumer:
         return None
 
     def run(self, stop: threading.Event) -> None:
-        self.ensure_group()
-        log.info("consumer %s on %s (group %s)", self.name, self.stream, self.group)
+        """Handle entries until `stop` is set. Redis going away is waited out with bounded backoff; once
+        it is back the group is (re)created if Redis lost it, and this consumer first re-reads the entries
+        already delivered to it (a reply lost in the outage), before new ones."""
+        self._stop = stop
+        outage = Outage(f"consumer {self.name}")
+        ready = False
         while not stop.is_set():
-            outcome = self.step()
+            try:
+                if not ready:
+                    self.ensure_group()
+                    self._reread = True
+                    log.info("consumer %s on %s (group %s)", self.name, self.stream, self.group)
+                    notify_ready()
+                    ready = True
+                outcome = self.step()
+                outage.ok()
+            except redis.ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    raise
+                ready = False  # Redis came back without its data: recreate the group
+                continue
+            except REDIS_DOWN as e:
+                ready = False
+                stop.wait(outage.failed(e))
+                continue
             if outcome is not None:
                 log.info("%s", json.dumps(outcome, sort_keys=True))
+
+    def _own_pending(self) -> tuple[str, dict[str, str], int] | None:
+        """An entry already delivered to this consumer and never acknowledged (its reply was lost)."""
+        got = self.client.xreadgroup(self.group, self.name, {self.stream: "0"}, count=1)
+        for _stream, entries in got or []:
+            for entry_id, fields in entries:
+                if not fields:  # trimmed or deleted while pending
+                    self.client.xack(self.stream, self.group, entry_id)
+                    return None
+                pend = self.client.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+                return str(entry_id), fields, int(pend[0]["times_delivered"]) if pend else 1
+        self._reread = False
+        return None
 
     def _claim(self) -> tuple[str, dict[str, str], int] | None:
         res = self.client.xautoclaim(
@@ -261,11 +418,35 @@ class Consumer:
             return str(entry_id), fields, deliveries
         return None
 
+    def _settle(self, pipe: Any) -> None:
+        """Execute the acknowledging transaction, waiting out an outage: the run already happened, so
+        giving up here would run it again from another consumer (or this one) once Redis is back."""
+        outage = Outage(f"consumer {self.name} (acknowledging)")
+        stop = self._stop
+        given_up = None
+        while True:
+            try:
+                pipe.execute()
+                outage.ok()
+                return
+            except redis.ResponseError as e:
+                if "NOGROUP" in str(e):  # Redis lost the stream with it: nothing left to acknowledge
+                    return
+                raise
+            except REDIS_DOWN as e:
+                delay = outage.failed(e)
+                if stop is not None and stop.is_set():
+                    given_up = given_up or time.monotonic()
+                    if time.monotonic() - given_up > 30:
+                        log.error("stopping with an unacknowledged entry: another consumer may rerun it")
+                        raise
+                time.sleep(delay)
+
     def _done(self, entry_id: str) -> None:
         pipe = self.client.pipeline(transaction=True)
         pipe.xack(self.stream, self.group, entry_id)
         pipe.xdel(self.stream, entry_id)
-        pipe.execute()
+        self._settle(pipe)
 
     def _dead(self, entry_id: str, fields: Mapping[str, str], deliveries: int, reason: str) -> dict[str, Any]:
         """Move the entry, unrun, to the dead-letter stream (its fields kept as data) in one transaction."""
@@ -281,7 +462,7 @@ class Consumer:
         pipe.xadd(dead_key(self.project), dead)
         pipe.xack(self.stream, self.group, entry_id)
         pipe.xdel(self.stream, entry_id)
-        pipe.execute()
+        self._settle(pipe)
         return {"entry": entry_id, "job": fields.get("job"), "status": "dead-letter", "reason": reason}
 
     @contextlib.contextmanager
@@ -342,7 +523,9 @@ class Consumer:
         if spec.get("overlap") == "forbid":
             from cronshift.runtime.lock import DEFAULT_EXPIRY, hold
 
-            url = self.lock_url or _url_of(self.client)
+            url = self.lock_url or self.url or url_of(self.client)
+            if url is None:
+                raise OSError("no Redis URL for the overlap lock: pass Consumer(url=...)")
             # The lock is renewed by a heartbeat while the job runs: a short expiry frees it soon after a
             # consumer dies, and a long job never outlives it.
             with hold(url, spec["id"], DEFAULT_EXPIRY) as got:
@@ -381,13 +564,6 @@ def _record(spec: dict[str, Any], res: dict[str, Any], extra: dict[str, str]) ->
         log.exception("could not write the run record of %s", spec["id"])
 
 
-def _url_of(client: redis.Redis) -> str:
-    kw = client.connection_pool.connection_kwargs
-    if "path" in kw:
-        return f"unix://{kw['path']}?db={kw.get('db', 0)}"
-    return f"redis://{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
-
-
 def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
@@ -419,7 +595,7 @@ def consumer_main(
     a = p.parse_args(argv)
     _logging()
     consumer = Consumer(
-        redis.Redis.from_url(a.redis, decode_responses=True), project, jobs,
+        connect(a.redis, a.block), project, jobs, url=a.redis,
         min_idle=a.min_idle, max_deliveries=a.max_deliveries, block=a.block,
     )  # fmt: skip
     if a.name:

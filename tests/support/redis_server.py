@@ -26,9 +26,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ping(port: int, timeout: float = 0.2) -> bool:
+def _ping(port: int, timeout: float = 0.2, password: str | None = None) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            if password:
+                s.sendall(f"AUTH {password}\r\n".encode())
+                if not s.recv(16).startswith(b"+OK"):
+                    return False
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
     except OSError:
@@ -42,9 +46,12 @@ class RedisServer:
     dir: Path
     proc: subprocess.Popen[bytes] = field(repr=False)
 
+    password: str | None = None
+
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def pause(self) -> None:
         """SIGSTOP: the port still accepts connections (the kernel queues them) but nothing answers."""
@@ -64,8 +71,13 @@ class RedisServer:
         self.proc.wait(timeout=10)
 
 
-def start_redis(tmp_dir: Path, port: int | None = None) -> RedisServer:
-    """Start redis-server on a free loopback port and wait until it answers PING."""
+def start_redis(
+    tmp_dir: Path, port: int | None = None, *, password: str | None = None, durable: bool = False
+) -> RedisServer:
+    """Start redis-server on a free loopback port and wait until it answers PING.
+
+    `password`: clients must AUTH (the URL carries it). `durable`: an append-only file fsynced on every
+    write in `tmp_dir`, so a server SIGKILLed and started again on the same port keeps every entry."""
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server is not installed")
@@ -73,15 +85,17 @@ def start_redis(tmp_dir: Path, port: int | None = None) -> RedisServer:
     tmp_dir.mkdir(parents=True, exist_ok=True)
     for _ in range(5):
         p = port or free_port()
-        args = [exe, "--port", str(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = [exe, "--port", str(p), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
+        args += ["--requirepass", password] if password else []
         args += ["--dir", str(tmp_dir), "--daemonize", "no"]
         log = open(tmp_dir / f"redis-{p}.log", "wb")  # noqa: SIM115 - the server outlives this scope
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
-        server = RedisServer(port=p, pid=proc.pid, dir=tmp_dir, proc=proc)
+        server = RedisServer(port=p, pid=proc.pid, dir=tmp_dir, proc=proc, password=password)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.poll() is None:
-            if _ping(p):
+            if _ping(p, password=password):
                 return server
             time.sleep(0.02)
         server.stop()

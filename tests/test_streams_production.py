@@ -1,0 +1,171 @@
+"""The Streams target where production hurts: Redis restarts, passwords, first start, policies, trimming.
+
+Every test owns its redis-server (tests/support/redis_server.py) and runs the generated consumer as a real
+`python -m` process; the scheduler runs in-process only where a fast clock replaces real minutes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from cronshift.runtime.streams import run_scheduler, stream_key
+from tests.support.redis_server import RedisServer, start_redis
+from tests.test_generate_streams import Project, _generate, _root, needs_root, wait_for
+
+
+class FastClock:
+    """Wall time running `speed` times faster from a minute boundary `ahead` seconds in the future: a
+    scheduler sees a cron minute every 60/speed real seconds, and its instants are never late."""
+
+    def __init__(self, speed: float = 30.0, ahead: float = 3600.0) -> None:
+        self.speed, self.m0 = speed, time.monotonic()
+        self.base = (int(time.time() + ahead) // 60) * 60 + 1.0
+
+    def __call__(self) -> float:
+        return self.base + (time.monotonic() - self.m0) * self.speed
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[RedisServer]]:
+    made: list[RedisServer] = []
+    yield made
+    for s in made:
+        s.stop()
+
+
+@pytest.fixture
+def projects() -> Iterator[list[Project]]:
+    made: list[Project] = []
+    yield made
+    for p in made:
+        p.close()
+
+
+def _scheduler_thread(
+    url: str, pkg: str, clock: Callable[[], float]
+) -> tuple[threading.Thread, threading.Event]:
+    schedules = importlib.import_module(f"{pkg}.jobs").SCHEDULES
+    ev = threading.Event()
+    t = threading.Thread(
+        target=run_scheduler,
+        args=(url, pkg, schedules),
+        kwargs={"stop": ev, "clock": clock, "deadline": 3600},
+    )
+    t.start()
+    return t, ev
+
+
+@needs_root
+@pytest.mark.slow
+def test_redis_restart_under_consumer_and_scheduler_loses_and_doubles_nothing(
+    tmp_path: Path, servers: list[RedisServer], projects: list[Project], caplog: pytest.LogCaptureFixture
+) -> None:
+    srv = start_redis(tmp_path / "redis", durable=True, password="s3cret")
+    servers.append(srv)
+    p = Project(tmp_path, _root(tmp_path, ["* * * * * root echo tick"]), srv.url)
+    projects.append(p)
+    consumer = p.consumer()
+    clock = FastClock(speed=30)
+    sched, halt = _scheduler_thread(srv.url, p.pkg, clock)
+    try:
+        wait_for(lambda: len(p.runs()) >= 2, why="two runs before the restart")
+        srv.stop()  # SIGKILL: every acknowledged write is on disk (appendfsync always)
+        time.sleep(4)  # two scheduled instants fall inside the outage
+        servers.append(srv := start_redis(tmp_path / "redis", port=srv.port, durable=True, password="s3cret"))
+        n = len(p.runs())
+        wait_for(lambda: len(p.runs()) >= n + 4, why="runs after the restart")
+    finally:
+        halt.set()
+        sched.join(timeout=30)
+    assert not sched.is_alive()
+    wait_for(lambda: not p.pending() and p.redis.xlen(stream_key(p.pkg)) == 0, why="the stream drained")
+    assert consumer.poll() is None, "the consumer exited on the Redis restart"
+    got = sorted(r.scheduled_for for r in p.runs())
+    assert len(got) == len(set(got)), f"an instant ran twice: {got}"
+    assert got == [got[0] + 60 * i for i in range(len(got))], f"an instant was lost: {got}"
+    assert got[0] == clock.base - 1 + 60  # the first start claims nothing from before it started
+    log = (tmp_path / "consumer-0.log").read_text()
+    assert log.count("Redis unreachable") == 1 and "Redis reachable again" in log
+    assert [r.getMessage() for r in caplog.records].count("Redis unreachable") <= 1
+
+
+@needs_root
+@pytest.mark.slow
+def test_forbid_job_on_password_protected_redis_takes_its_lock_with_the_url_as_given(
+    tmp_path: Path, servers: list[RedisServer], projects: list[Project]
+) -> None:
+    srv = start_redis(tmp_path / "redis", password="pw-" + "x" * 8)
+    servers.append(srv)
+    lock = tmp_path / "lockfile"
+    p = Project(tmp_path, _root(tmp_path, [f"0 3 * * * root flock -n {lock} echo locked-run"]), srv.url)
+    projects.append(p)
+    consumer = p.consumer()
+    p.trigger(p.job("locked-run"))
+    (run,) = wait_for(p.runs, why="the forbid job's run")
+    assert run.exit_status == 0 and consumer.poll() is None
+    with pytest.raises(redis.AuthenticationError):  # the server really refuses a URL without the password
+        redis.Redis(port=srv.port).ping()
+
+
+def test_streams_refuses_a_policy_it_cannot_honour(tmp_path: Path) -> None:
+    root = _root(tmp_path, ["0 3 * * * root echo hi"])
+    code, _, err = _generate(root, tmp_path / "out", "pol", "--policy", "bogus=1")
+    assert code != 0 and "bogus" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_units_restart_and_report_ready_only_once_redis_answers(
+    tmp_path: Path, servers: list[RedisServer], projects: list[Project]
+) -> None:
+    """The generated systemd units pass `systemd-analyze verify`; Type=notify's READY=1 comes from the
+    consumer only after it reached Redis (started while Redis is down, it waits and says so once)."""
+    srv = start_redis(tmp_path / "redis")
+    port = srv.port
+    srv.stop()
+    p = Project(tmp_path, _root(tmp_path, ["0 3 * * * root echo hi"]), f"redis://127.0.0.1:{port}/0")
+    projects.append(p)
+    units = sorted((p.out / "deploy").glob("*.service"))
+    assert [u.name for u in units] == [f"{p.pkg}-consumer@.service", f"{p.pkg}-scheduler.service"]
+    for u in units:
+        text = u.read_text()
+        assert "Restart=always" in text and "Type=notify" in text and "StartLimitIntervalSec=0" in text
+    if shutil.which("systemd-analyze"):
+        inst = tmp_path / "units" / f"{p.pkg}-consumer@1.service"
+        inst.parent.mkdir()
+        shutil.copy(units[0], inst)
+        shutil.copy(units[1], inst.parent)
+        got = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", str(inst), str(inst.parent / units[1].name)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        bad = [ln for ln in got.stderr.splitlines() if "WorkingDirectory" not in ln and "/opt/" not in ln]
+        assert not bad, got.stderr
+    assert "autorestart=true" in (p.out / "deploy/supervisor.conf").read_text()
+
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    try:
+        p.env["NOTIFY_SOCKET"] = str(sock_path)
+        consumer = p.consumer()
+        log = tmp_path / "consumer-0.log"
+        wait_for(lambda: "Redis unreachable" in log.read_text(), why="the outage to be logged")
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.recv(64)  # not ready while Redis is down
+        servers.append(start_redis(tmp_path / "redis", port=port))
+        sock.settimeout(60)
+        assert sock.recv(64) == b"READY=1"
+        assert consumer.poll() is None and log.read_text().count("Redis unreachable") == 1
+    finally:
+        sock.close()
