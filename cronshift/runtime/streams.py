@@ -418,14 +418,17 @@ class Consumer:
             return str(entry_id), fields, deliveries
         return None
 
-    def _settle(self, pipe: Any) -> None:
+    def _settle(self, build: Callable[[Any], None]) -> None:
         """Execute the acknowledging transaction, waiting out an outage: the run already happened, so
-        giving up here would run it again from another consumer (or this one) once Redis is back."""
+        giving up here would run it again from another consumer (or this one) once Redis is back.
+        A fresh transaction each attempt: redis-py empties a pipeline's commands when execute() fails."""
         outage = Outage(f"consumer {self.name} (acknowledging)")
         stop = self._stop
         given_up = None
         while True:
             try:
+                pipe = self.client.pipeline(transaction=True)
+                build(pipe)
                 pipe.execute()
                 outage.ok()
                 return
@@ -443,10 +446,11 @@ class Consumer:
                 time.sleep(delay)
 
     def _done(self, entry_id: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xack(self.stream, self.group, entry_id)
-        pipe.xdel(self.stream, entry_id)
-        self._settle(pipe)
+        def build(pipe: Any) -> None:
+            pipe.xack(self.stream, self.group, entry_id)
+            pipe.xdel(self.stream, entry_id)
+
+        self._settle(build)
 
     def _dead(self, entry_id: str, fields: Mapping[str, str], deliveries: int, reason: str) -> dict[str, Any]:
         """Move the entry, unrun, to the dead-letter stream (its fields kept as data) in one transaction."""
@@ -458,11 +462,12 @@ class Consumer:
             dead_consumer=self.name,
             dead_at=repr(self.clock()),
         )
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(dead_key(self.project), dead)
-        pipe.xack(self.stream, self.group, entry_id)
-        pipe.xdel(self.stream, entry_id)
-        self._settle(pipe)
+        def build(pipe: Any) -> None:
+            pipe.xadd(dead_key(self.project), dead)
+            pipe.xack(self.stream, self.group, entry_id)
+            pipe.xdel(self.stream, entry_id)
+
+        self._settle(build)
         return {"entry": entry_id, "job": fields.get("job"), "status": "dead-letter", "reason": reason}
 
     @contextlib.contextmanager
