@@ -179,11 +179,11 @@ def test_fire_enqueues_each_instant_once(redis_server: RedisServer) -> None:  # 
 class Project:
     """A generated streams project and the processes a test starts from it (all stopped by `close`)."""
 
-    def __init__(self, tmp_path: Path, root: Path, url: str) -> None:
+    def __init__(self, tmp_path: Path, root: Path, url: str, *generate_args: str) -> None:
         self.tmp, self.url = tmp_path, url
         self.pkg = "st_" + uuid.uuid4().hex[:8]  # the package names the stream: unique per test
         self.out = tmp_path / "out"
-        code, self.doc, err = _generate(root, self.out, self.pkg, "--redis", url)
+        code, self.doc, err = _generate(root, self.out, self.pkg, "--redis", url, *generate_args)
         assert code == 0, err
         subprocess.run([RUFF, "check", "--no-cache", str(self.out)], check=True, capture_output=True)
         self.ledger = tmp_path / "ledger.db"
@@ -416,9 +416,11 @@ def test_entry_that_kills_its_consumer_lands_in_dead_letters_after_n_deliveries(
     ((_, dead),) = wait_for(lambda: p.redis.xrange(dead_key(p.pkg)), why="a dead letter")
     assert last.poll() is None  # the third delivery was not run
     assert dead["entry_job"] == job and dead["dead_from"] == entry and dead["dead_deliveries"] == "3"
-    assert "delivered 3 times (max 2)" in dead["dead_reason"]
+    assert "delivered 3 times without finishing (max_deliveries 2)" in dead["dead_reason"]
     assert tries.read_text() == "x\nx\n"
-    assert not p.pending() and p.redis.xlen(stream_key(p.pkg)) == 0 and p.runs() == []
+    assert not p.pending() and p.redis.xlen(stream_key(p.pkg)) == 0
+    (rec,) = p.runs()  # the ledger says what happened to it, and `cronshift dead-letters` lists it
+    assert rec.exit_status is None and rec.extra["skipped"].startswith("dead-lettered (")
 
 
 @needs_root

@@ -7,6 +7,7 @@ Every test owns its redis-server (tests/support/redis_server.py) and runs the ge
 from __future__ import annotations
 
 import importlib
+import json
 import shutil
 import socket
 import subprocess
@@ -14,11 +15,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from typer.testing import CliRunner
 
-from cronshift.runtime.streams import run_scheduler, stream_key
+from cronshift.cli.app import app as cli_app
+from cronshift.runtime.streams import Consumer, Scheduler, connect, fire, run_scheduler, stream_key
 from tests.support.redis_server import RedisServer, start_redis
 from tests.test_generate_streams import Project, _generate, _root, needs_root, wait_for
 
@@ -169,3 +173,89 @@ def test_units_restart_and_report_ready_only_once_redis_answers(
         assert consumer.poll() is None and log.read_text().count("Redis unreachable") == 1
     finally:
         sock.close()
+
+
+@needs_root
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("missed", "expected"),
+    [
+        ("skip", ["skipped", "skipped", "ran", "ran"]),  # 185 s and 125 s late: past the 120 s deadline
+        ("run-once", ["ran", "skipped", "skipped", "skipped"]),  # one run covers the missed ones
+        ("catch-up", ["ran", "ran", "ran", "ran"]),
+    ],
+)
+def test_three_minute_consumer_outage_follows_the_missed_run_policy(
+    tmp_path: Path,
+    servers: list[RedisServer],
+    projects: list[Project],
+    monkeypatch: pytest.MonkeyPatch,
+    missed: str,
+    expected: list[str],
+) -> None:
+    """The scheduler enqueues four instants while no consumer runs; the consumer (in-process, its clock
+    185 s after the first instant) then applies the same policy the Celery target does, and records it."""
+    srv = start_redis(tmp_path / "redis")
+    servers.append(srv)
+    p = Project(
+        tmp_path, _root(tmp_path, ["* * * * * root echo ran"]), srv.url, "--policy", f"missed={missed}"
+    )
+    projects.append(p)
+    monkeypatch.setenv("CRONSHIFT_LEDGER", str(p.ledger))
+    monkeypatch.setenv("CRONSHIFT_ROOT", str(tmp_path))
+    jobs = importlib.import_module(f"{p.pkg}.jobs")
+    (job,) = jobs.JOBS
+    assert jobs.JOBS[job]["policy"]["missed"] == missed
+    t0 = (int(time.time()) // 60) * 60 - 3600.0
+    sched = Scheduler(jobs.SCHEDULES)
+    sched.start(t0 - 1)
+    instants = [t0 + 60 * i for i in range(4)]
+    for now in instants:  # the scheduler runs on time throughout; no consumer does
+        for _, w in sched.due(now + 0.5):
+            fire(srv.url, p.pkg, job, w)
+    consumer = Consumer(
+        connect(srv.url, 0.1), p.pkg, jobs.JOBS, url=srv.url, block=0.1, clock=lambda: t0 + 185
+    )
+    consumer.ensure_group()
+    while consumer.step() is not None:
+        pass
+    runs = {r.scheduled_for: r for r in p.runs()}
+    assert sorted(runs) == instants
+    got = ["skipped" if runs[w].extra.get("skipped") else "ran" for w in instants]
+    assert got == expected, [runs[w].extra.get("skipped") for w in instants]
+    assert all(runs[w].exit_status == 0 for w, g in zip(instants, got, strict=True) if g == "ran")
+    assert p.redis.xlen(stream_key(p.pkg)) == 0 and not p.pending()
+
+
+@needs_root
+@pytest.mark.slow
+def test_transient_exit_is_retried_and_a_final_failure_is_a_dead_letter_cronshift_lists(
+    tmp_path: Path, servers: list[RedisServer], projects: list[Project]
+) -> None:
+    srv = start_redis(tmp_path / "redis")
+    servers.append(srv)
+    count = tmp_path / "count"
+    flaky = f"n=$(cat {count} 2>/dev/null || echo 0); echo $((n+1)) > {count}; [ $n -ge 1 ] || exit 75"
+    lines = [f"0 3 * * * root {flaky}", "0 4 * * * root echo broken; exit 9"]
+    args = ("--transient-exit", "75", "--policy", "retry_backoff=0.2", "--no-history")
+    p = Project(tmp_path, _root(tmp_path, lines), srv.url, *args)
+    projects.append(p)
+    p.consumer()
+    p.trigger(p.job("exit 75"))
+    p.trigger(p.job("exit 9"))
+    wait_for(lambda: len(p.runs()) == 3, why="two runs of the flaky job and one of the broken one")
+    by_job: dict[str, list[Any]] = {}
+    for r in p.runs():
+        by_job.setdefault(r.job_id, []).append(r)
+    first, second = by_job[p.job("exit 75")]
+    assert first.exit_status == 75 and "retry_in" in first.extra and first.extra["attempt"] == "0"
+    assert second.exit_status == 0 and second.extra["attempt"] == "1"
+    (broken,) = by_job[p.job("exit 9")]
+    assert broken.exit_status == 9 and broken.extra["dead_letter"]
+    r = CliRunner().invoke(
+        cli_app, ["dead-letters", "--root", str(tmp_path), "--store", str(p.ledger), "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    (dl,) = json.loads(r.stdout)["dead_letters"]
+    assert dl["id"] == broken.extra["dead_letter"] and dl["job_id"] == p.job("exit 9")
+    assert dl["source"] == "streams" and "exit status 9" in dl["reason"]

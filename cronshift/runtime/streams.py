@@ -32,8 +32,8 @@ from typing import Any
 
 import redis
 
-from cronshift.runtime.execute import JobFailed, run_job
-from cronshift.runtime.records import record_from_result, write_run
+from cronshift.runtime.execute import JobFailed
+from cronshift.runtime.policy import JobDeadLettered, PolicyRun
 from cronshift.runtime.schedules import cronsim_schedule
 
 __all__ = [
@@ -320,7 +320,7 @@ class Consumer:
     jobs: Mapping[str, dict[str, Any]]
     name: str = dataclasses.field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     min_idle: float = DEFAULT_MIN_IDLE
-    max_deliveries: int = DEFAULT_MAX_DELIVERIES
+    max_deliveries: int | None = None  # None: each job's policy (generated: 3)
     block: float = DEFAULT_BLOCK
     url: str | None = None  # the URL `client` was made from, used as given for the overlap lock
     lock_url: str | None = None  # Redis for the overlap lock; default: `url`
@@ -328,6 +328,7 @@ class Consumer:
     _cursor: str = dataclasses.field(default="0-0", init=False, repr=False)
     _reread: bool = dataclasses.field(default=False, init=False, repr=False)  # own pending entries first
     _stop: threading.Event | None = dataclasses.field(default=None, init=False, repr=False)
+    _state: Any = dataclasses.field(default=None, init=False, repr=False)
 
     @property
     def stream(self) -> str:
@@ -462,6 +463,7 @@ class Consumer:
             dead_consumer=self.name,
             dead_at=repr(self.clock()),
         )
+
         def build(pipe: Any) -> None:
             pipe.xadd(dead_key(self.project), dead)
             pipe.xack(self.stream, self.group, entry_id)
@@ -491,12 +493,8 @@ class Consumer:
             t.join()
 
     def handle(self, entry_id: str, fields: Mapping[str, str], deliveries: int) -> dict[str, Any]:
-        """Run the entry's job once (or dead-letter it); acknowledged afterwards whatever the exit status."""
-        if deliveries > self.max_deliveries:
-            why = (
-                f"delivered {deliveries} times (max {self.max_deliveries}); each consumer died before acking"
-            )
-            return self._dead(entry_id, fields, deliveries, why)
+        """Run the entry's job under its policies (`cronshift.runtime.policy`, the Celery target's own), or
+        dead-letter it; acknowledged afterwards whatever the outcome."""
         job_id = fields.get("job", "")
         spec = self.jobs.get(job_id)
         if spec is None:
@@ -504,69 +502,103 @@ class Consumer:
         try:
             payload = json.loads(fields["payload"]) if "payload" in fields else None
             scheduled_for = float(fields["scheduled_for"]) if "scheduled_for" in fields else None
+            attempt = int(fields.get("attempt", "0"))
         except ValueError as e:
             return self._dead(entry_id, fields, deliveries, f"malformed entry: {e}")
+        if self.max_deliveries is not None:  # --max-deliveries wins over the generated policy
+            spec = {**spec, "policy": {**(spec.get("policy") or {}), "max_deliveries": self.max_deliveries}}
         extra = {"stream_entry": entry_id, "consumer": self.name, "deliveries": str(deliveries)}
         if fields.get("trigger_id"):
             extra["trigger_id"] = fields["trigger_id"]
         if isinstance(payload, dict) and "id" in payload:
             extra["payload_id"] = str(payload["id"])
         outcome: dict[str, Any] = {"entry": entry_id, "job": job_id, "deliveries": deliveries}
-        try:
-            with self._heartbeat(entry_id):
-                outcome.update(self._run(spec, payload, scheduled_for, extra))
-        except (PermissionError, KeyError, OSError) as e:
-            # The worker cannot start this job at all (another user's job, an unknown user, no shell):
-            # another delivery would fail the same way.
-            return self._dead(entry_id, fields, deliveries, f"cannot run: {type(e).__name__}: {e}")
+        url = self.lock_url or self.url or url_of(self.client)
+        with self._heartbeat(entry_id):
+            while True:
+                transport = _StreamsTransport(self, job_id, fields.get("trigger_id") or entry_id, attempt,
+                                              deliveries)  # fmt: skip
+                run = PolicyRun(transport, spec, payload, scheduled_for, {**extra, "attempt": str(attempt)},
+                                self._state_client(url), url, self.clock)  # fmt: skip
+                try:
+                    res = run.run()
+                except RetryLater as later:
+                    stop = self._stop
+                    if stop is not None and stop.wait(later.delay):
+                        # Stopping during the backoff: hand the retry to another consumer, as a new entry.
+                        again = {**fields, "attempt": str(attempt + 1)}
+                        self._requeue(entry_id, again)
+                        return {**outcome, "status": "retry handed on", "attempt": attempt + 1}
+                    if stop is None:
+                        time.sleep(later.delay)
+                    attempt += 1
+                    continue
+                except JobDeadLettered as e:
+                    return self._dead(entry_id, fields, deliveries, str(e))
+                except JobFailed as e:
+                    outcome.update(status="failed", exit_status=e.exit_status, signal=e.signal)
+                except (PermissionError, KeyError, OSError) as e:
+                    # The worker cannot start this job at all (another user's job, an unknown user, no
+                    # shell): another delivery would fail the same way.
+                    return self._dead(entry_id, fields, deliveries, f"cannot run: {type(e).__name__}: {e}")
+                else:
+                    if res.get("skipped"):
+                        outcome.update(status="skipped", reason=res.get("reason"))
+                    else:
+                        outcome.update(status="ok", exit_status=res.get("exit_status"),
+                                       duration=round(float(res.get("duration") or 0), 3))  # fmt: skip
+                break
         self._done(entry_id)
         return outcome
 
-    def _run(
-        self, spec: dict[str, Any], payload: Any, scheduled_for: float | None, extra: dict[str, str]
-    ) -> dict[str, Any]:
-        if spec.get("overlap") == "forbid":
-            from cronshift.runtime.lock import DEFAULT_EXPIRY, hold
+    def _state_client(self, url: str | None) -> Any:
+        """The policy state (claims, last starts) lives in the stream's Redis; the engine reads bytes."""
+        if url is None:
+            return None
+        if self._state is None:
+            from cronshift.runtime import state
 
-            url = self.lock_url or self.url or url_of(self.client)
-            if url is None:
-                raise OSError("no Redis URL for the overlap lock: pass Consumer(url=...)")
-            # The lock is renewed by a heartbeat while the job runs: a short expiry frees it soon after a
-            # consumer dies, and a long job never outlives it.
-            with hold(url, spec["id"], DEFAULT_EXPIRY) as got:
-                if not got:
-                    return {"status": "skipped", "reason": "overlap policy forbid: already running"}
-                return self._execute(spec, payload, scheduled_for, extra)
-        return self._execute(spec, payload, scheduled_for, extra)
+            self._state = state.client(url)
+        return self._state
 
-    def _execute(
-        self, spec: dict[str, Any], payload: Any, scheduled_for: float | None, extra: dict[str, str]
-    ) -> dict[str, Any]:
-        start = self.clock()
-        try:
-            res = run_job(spec, payload=payload, scheduled_for=scheduled_for, clock=self.clock)
-        except JobFailed as e:
-            res = {
-                "start": start,
-                "duration": e.duration,
-                "exit_status": e.exit_status,
-                "signal": e.signal,
-                "output_tail": e.tail,
-                "scheduled_for": scheduled_for,
-                **(getattr(e, "result", None) or {}),  # newer runtimes carry the whole result
-            }
-            _record(spec, res, extra)
-            return {"status": "failed", "exit_status": e.exit_status, "signal": e.signal}
-        _record(spec, res, extra)
-        return {"status": "ok", "exit_status": res["exit_status"], "duration": round(res["duration"], 3)}
+    def _requeue(self, entry_id: str, fields: Mapping[str, str]) -> None:
+        def build(pipe: Any) -> None:
+            pipe.xadd(self.stream, dict(fields))
+            pipe.xack(self.stream, self.group, entry_id)
+            pipe.xdel(self.stream, entry_id)
+
+        self._settle(build)
 
 
-def _record(spec: dict[str, Any], res: dict[str, Any], extra: dict[str, str]) -> None:
-    """The run already happened: a ledger that cannot be written is logged, never a reason to run again."""
-    try:
-        write_run(dataclasses.replace(record_from_result(spec, res, extra), source="streams"))
-    except Exception:  # any ledger failure: the entry must still be acknowledged
-        log.exception("could not write the run record of %s", spec["id"])
+class RetryLater(Exception):
+    """The policy engine asks for this entry's job to run again in `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"retry in {delay:.1f} s")
+        self.delay = delay
+
+
+@dataclasses.dataclass
+class _StreamsTransport:
+    """The policy engine's transport for a stream entry: a retry waits in the consumer (Streams has no
+    delayed delivery, and the entry stays pending to this consumer, so a crash meanwhile hands it on)."""
+
+    consumer: Consumer
+    job_id: str
+    message_id: str
+    attempt: int
+    deliveries: int | None
+    source: str = "streams"
+
+    @property
+    def name(self) -> str:
+        return self.consumer.stream
+
+    def retry(self, exc: JobFailed, delay: float, max_retries: int) -> BaseException:
+        return RetryLater(delay)
+
+    def resend(self, scheduled_for: float) -> None:
+        fire(self.consumer.client, self.consumer.project, self.job_id, scheduled_for)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -595,7 +627,7 @@ def consumer_main(
     p.add_argument("--redis", default=redis_url, help="Redis URL (default: %(default)s)")
     p.add_argument("--name", default=None, help="consumer name (default: host-pid)")
     p.add_argument("--min-idle", type=float, default=DEFAULT_MIN_IDLE, help="seconds before claiming")
-    p.add_argument("--max-deliveries", type=int, default=DEFAULT_MAX_DELIVERIES)
+    p.add_argument("--max-deliveries", type=int, default=None, help="override each job's policy")
     p.add_argument("--block", type=float, default=DEFAULT_BLOCK, help="seconds to wait for an entry")
     a = p.parse_args(argv)
     _logging()
