@@ -22,7 +22,15 @@ import redis
 from typer.testing import CliRunner
 
 from cronshift.cli.app import app as cli_app
-from cronshift.runtime.streams import Consumer, Scheduler, connect, fire, run_scheduler, stream_key
+from cronshift.runtime.streams import (
+    Consumer,
+    Scheduler,
+    connect,
+    dead_key,
+    fire,
+    run_scheduler,
+    stream_key,
+)
 from tests.support.redis_server import RedisServer, start_redis
 from tests.test_generate_streams import Project, _generate, _root, needs_root, wait_for
 
@@ -259,3 +267,48 @@ def test_transient_exit_is_retried_and_a_final_failure_is_a_dead_letter_cronshif
     (dl,) = json.loads(r.stdout)["dead_letters"]
     assert dl["id"] == broken.extra["dead_letter"] and dl["job_id"] == p.job("exit 9")
     assert dl["source"] == "streams" and "exit status 9" in dl["reason"]
+
+
+@pytest.mark.slow
+def test_every_stream_is_bounded_after_ten_thousand_runs(
+    tmp_path: Path, servers: list[RedisServer], projects: list[Project]
+) -> None:
+    """Retention chosen at generation (shown in the README) holds the jobs, dead-letter and ledger streams
+    to their length bound, and drops entries older than their age."""
+    srv = start_redis(tmp_path / "redis")
+    servers.append(srv)
+    args = ["--retention", "jobs=1d:1000", "--retention", "dead=2h:500", "--retention", "ledger=30d:2000"]
+    p = Project(tmp_path, _root(tmp_path, ["* * * * * root echo hi"]), srv.url, *args)
+    projects.append(p)
+    readme = (p.out / p.pkg / "README.md").read_text()
+    assert f"| jobs | `{stream_key(p.pkg)}` | 1 days | 1000 |" in readme
+    assert f"| dead | `{dead_key(p.pkg)}` | 2 hours | 500 |" in readme
+    assert "| ledger | `cronshift:runs` | 30 days | 2000 |" in readme
+    jobs = importlib.import_module(f"{p.pkg}.jobs")
+    assert jobs.RETENTION == {"jobs": (86400.0, 1000), "dead": (7200.0, 500), "ledger": (2592000.0, 2000)}
+    (job,) = jobs.JOBS
+    r = p.redis
+    for key in (stream_key(p.pkg), dead_key(p.pkg), "cronshift:runs"):
+        r.xadd(key, {"old": "1"}, id="1-0")  # from 1970: past every max age
+
+    trigger = getattr(importlib.import_module(f"{p.pkg}.triggers"), p.doc["jobs"][0]["task"].rsplit(".")[-1])
+    t0 = 1_800_000_000.0
+    for i in range(5000):
+        trigger({"id": i})
+        fire(r, p.pkg, job, t0 + 60 * i, jobs.RETENTION["jobs"])
+    consumer = Consumer(connect(srv.url), p.pkg, jobs.JOBS, url=srv.url, retention=jobs.RETENTION)
+    for i in range(10_000):
+        consumer._dead(f"{i + 1}-0", {"job": job}, 1, "test")
+    from cronshift.history.ledger import open_ledger
+    from cronshift.model import RunRecord
+
+    with open_ledger(tmp_path, redis_url=srv.url) as ledger:
+        for i in range(10_000):
+            rec = RunRecord(job_id=job, source="streams", start=t0 + i, end=t0 + i + 1, exit_status=0)
+            ledger.add_run(rec, jobs.RETENTION["ledger"])
+    lengths = {k: r.xlen(k) for k in (stream_key(p.pkg), dead_key(p.pkg), "cronshift:runs")}
+    bounds = {stream_key(p.pkg): 1000, dead_key(p.pkg): 500, "cronshift:runs": 2000}
+    for key, n in lengths.items():
+        # MAXLEN ~ trims whole radix-tree nodes (100 entries by default): the bound, plus at most a node
+        assert bounds[key] <= n <= bounds[key] + 100, (key, n)
+        assert r.xrange(key, "-", "+", count=1)[0][0] != "1-0", f"{key}: the 1970 entry outlived its age"

@@ -12,7 +12,7 @@ from cronshift.cli.output import Env, ExitStatus, emit_json, fail
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.generate.celery import DEFAULT_BROKER, GenerateResult, generate_project
 from cronshift.generate.plan import PolicyError, parse_policy_options, plans_from_history
-from cronshift.generate.streams import DEFAULT_REDIS, generate_streams_project
+from cronshift.generate.streams import DEFAULT_REDIS, generate_streams_project, parse_retention
 from cronshift.history.evidence import env_redis_url
 
 
@@ -52,6 +52,10 @@ def generate(
     state_redis: Annotated[
         str | None, typer.Option("--state-redis", help="Redis for locks and run claims (default: broker).")
     ] = None,
+    retention: Annotated[
+        list[str] | None,
+        typer.Option("--retention", help="Streams: NAME=MAX_AGE:MAX_LENGTH for jobs, dead or ledger."),
+    ] = None,
     root: RootOpt = Path("/"),
     json: JsonOpt = False,
     dialect: DialectOpt = None,
@@ -79,10 +83,16 @@ def generate(
         # Flags that only mean something to Celery: refused rather than silently ignored.
         celery_only = {"--broker": broker != DEFAULT_BROKER, "--beat": beat != "celery",
                        "--on-reboot": on_reboot, "--state-redis": state_redis is not None}  # fmt: skip
+        try:
+            kept = parse_retention(retention or [])
+        except ValueError as e:
+            fail(env, str(e), ExitStatus.USAGE)
         for flag, given in celery_only.items():
             if given:
                 fail(env, f"{flag} is a Celery option: --target streams keeps all its state in --redis",
                      ExitStatus.USAGE)  # fmt: skip
+    elif retention:
+        fail(env, "--retention is a Streams option: Celery's broker keeps no streams", ExitStatus.USAGE)
     elif beat not in ("celery", "redbeat"):
         fail(env, f"--beat '{beat}' is not celery or redbeat", ExitStatus.USAGE)
     try:
@@ -96,7 +106,7 @@ def generate(
     if target == "streams":
         res = generate_streams_project(
             chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year,
-            redis_url=redis_url, force=force, plans=plans,
+            redis_url=redis_url, force=force, plans=plans, retention=kept,
         )  # fmt: skip
     else:
         res = generate_project(

@@ -59,7 +59,30 @@ LATE_OK = 10.0  # seconds: an instant reached this late while running (busy host
 FIRED_TTL = 2 * 86400  # seconds a scheduled_for marker lives; far above the starting deadline
 MAX_BACKLOG = 10_000  # instants kept while Redis is away (a day of an every-minute job, per several jobs)
 
+# Retention, per stream: (max age in seconds, max length). Every XADD trims by length (MAXLEN ~, cheap) and
+# by age (XTRIM MINID: entry ids are millisecond times). Chosen at generation (jobs.py RETENTION, shown in
+# the project's README); these are the defaults. The jobs stream holds only work not yet done (a done entry
+# is XDELed), so its bound only bites while no consumer runs; the oldest waiting entries go first.
+Retention = tuple[float, int]
+DEFAULT_RETENTION: dict[str, Retention] = {
+    "jobs": (7 * 86400.0, 100_000),
+    "dead": (30 * 86400.0, 10_000),
+    "ledger": (90 * 86400.0, 1_000_000),
+}
+
 log = logging.getLogger("cronshift.streams")
+
+
+def _minid(retention: Retention | None) -> str:
+    return "" if retention is None else f"{int((time.time() - float(retention[0])) * 1000)}-0"
+
+
+def _trimmed_xadd(pipe: Any, key: str, fields: Mapping[str, str], retention: Retention | None) -> None:
+    if retention is None:
+        pipe.xadd(key, dict(fields))
+        return
+    pipe.xadd(key, dict(fields), maxlen=int(retention[1]), approximate=True)
+    pipe.xtrim(key, minid=_minid(retention), approximate=False)
 
 
 def stream_key(project: str) -> str:
@@ -169,9 +192,17 @@ def _entry(job_id: str, payload: Any, scheduled_for: float | None) -> dict[str, 
     return fields
 
 
-def enqueue(target: str | redis.Redis, project: str, job_id: str, payload: Any = None) -> str:
+def enqueue(
+    target: str | redis.Redis,
+    project: str,
+    job_id: str,
+    payload: Any = None,
+    retention: Retention | None = None,
+) -> str:
     """Add one run of `job_id` to the project's stream; return the entry id. `payload` must be JSON."""
-    return str(_client(target).xadd(stream_key(project), _entry(job_id, payload, None)))
+    pipe = _client(target).pipeline(transaction=False)
+    _trimmed_xadd(pipe, stream_key(project), _entry(job_id, payload, None), retention)
+    return str(pipe.execute()[0])
 
 
 def marks_key(project: str) -> str:
@@ -185,20 +216,32 @@ _FIRE = """
 local fired = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
 local mark = redis.call('HGET', KEYS[3], ARGV[3])
 if (not mark) or tonumber(mark) < tonumber(ARGV[4]) then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
-if fired then
-  return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
+if not fired then return false end
+local id
+if ARGV[5] == '' then
+  id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 7))
+else
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 7))
+  redis.call('XTRIM', KEYS[2], 'MINID', ARGV[6])
 end
-return false
+return id
 """
 
 
-def fire(target: str | redis.Redis, project: str, job_id: str, scheduled_for: float) -> str | None:
+def fire(
+    target: str | redis.Redis,
+    project: str,
+    job_id: str,
+    scheduled_for: float,
+    retention: Retention | None = None,
+) -> str | None:
     """Enqueue the run cron would start at `scheduled_for`, once: None when that instant was already sent."""
     fields = _entry(job_id, None, scheduled_for)
     flat = [x for kv in fields.items() for x in kv]
     keys = (_fired_key(project, job_id, scheduled_for), stream_key(project), marks_key(project))
+    trim = ("", "") if retention is None else (str(int(retention[1])), _minid(retention))
     got = _client(target).eval(
-        _FIRE, 3, *keys, fields["trigger_id"], FIRED_TTL, job_id, repr(float(scheduled_for)), *flat
+        _FIRE, 3, *keys, fields["trigger_id"], FIRED_TTL, job_id, repr(float(scheduled_for)), *trim, *flat
     )
     return None if got is None else str(got)
 
@@ -261,6 +304,7 @@ def run_scheduler(
     stop: threading.Event,
     deadline: float = STARTING_DEADLINE,
     clock: Callable[[], float] = time.time,
+    retention: Mapping[str, Retention] | None = None,
 ) -> None:
     """Fire every job at its cron instants until `stop` is set; Redis going away is waited out.
 
@@ -286,7 +330,7 @@ def run_scheduler(
             del backlog[:-MAX_BACKLOG]
             while backlog:
                 job, when = backlog[0]
-                entry = fire(client, project, job, when)
+                entry = fire(client, project, job, when, (retention or {}).get("jobs"))
                 at = datetime.fromtimestamp(when, UTC).isoformat()
                 log.info("%s %s %s", job, at, f"enqueued {entry}" if entry else "already enqueued")
                 backlog.pop(0)
@@ -325,6 +369,7 @@ class Consumer:
     url: str | None = None  # the URL `client` was made from, used as given for the overlap lock
     lock_url: str | None = None  # Redis for the overlap lock; default: `url`
     clock: Callable[[], float] = time.time
+    retention: Mapping[str, Retention] = dataclasses.field(default_factory=dict)  # "jobs", "dead"
     _cursor: str = dataclasses.field(default="0-0", init=False, repr=False)
     _reread: bool = dataclasses.field(default=False, init=False, repr=False)  # own pending entries first
     _stop: threading.Event | None = dataclasses.field(default=None, init=False, repr=False)
@@ -465,7 +510,7 @@ class Consumer:
         )
 
         def build(pipe: Any) -> None:
-            pipe.xadd(dead_key(self.project), dead)
+            _trimmed_xadd(pipe, dead_key(self.project), dead, self.retention.get("dead"))
             pipe.xack(self.stream, self.group, entry_id)
             pipe.xdel(self.stream, entry_id)
 
@@ -563,7 +608,7 @@ class Consumer:
 
     def _requeue(self, entry_id: str, fields: Mapping[str, str]) -> None:
         def build(pipe: Any) -> None:
-            pipe.xadd(self.stream, dict(fields))
+            _trimmed_xadd(pipe, self.stream, fields, self.retention.get("jobs"))
             pipe.xack(self.stream, self.group, entry_id)
             pipe.xdel(self.stream, entry_id)
 
@@ -598,7 +643,8 @@ class _StreamsTransport:
         return RetryLater(delay)
 
     def resend(self, scheduled_for: float) -> None:
-        fire(self.consumer.client, self.consumer.project, self.job_id, scheduled_for)
+        c = self.consumer
+        fire(c.client, c.project, self.job_id, scheduled_for, c.retention.get("jobs"))
 
 
 def _stop_on_signals() -> threading.Event:
@@ -620,7 +666,12 @@ def _logging() -> None:
 
 
 def consumer_main(
-    jobs: Mapping[str, dict[str, Any]], *, project: str, redis_url: str, argv: list[str] | None = None
+    jobs: Mapping[str, dict[str, Any]],
+    *,
+    project: str,
+    redis_url: str,
+    argv: list[str] | None = None,
+    retention: Mapping[str, Retention] | None = None,
 ) -> int:
     """`python -m <package>.consumer`: run one consumer until SIGTERM/SIGINT (the current job finishes)."""
     p = argparse.ArgumentParser(prog=f"python -m {project}.consumer", description=consumer_main.__doc__)
@@ -631,9 +682,13 @@ def consumer_main(
     p.add_argument("--block", type=float, default=DEFAULT_BLOCK, help="seconds to wait for an entry")
     a = p.parse_args(argv)
     _logging()
+    retention = dict(retention or {})
+    if "ledger" in retention:  # a Redis ledger (CRONSHIFT_LEDGER_REDIS) is trimmed as runs are added
+        age, length = retention["ledger"]
+        os.environ.setdefault("CRONSHIFT_LEDGER_RETENTION", f"{float(age):.0f}:{int(length)}")
     consumer = Consumer(
         connect(a.redis, a.block), project, jobs, url=a.redis,
-        min_idle=a.min_idle, max_deliveries=a.max_deliveries, block=a.block,
+        min_idle=a.min_idle, max_deliveries=a.max_deliveries, block=a.block, retention=retention,
     )  # fmt: skip
     if a.name:
         consumer.name = a.name
@@ -642,7 +697,12 @@ def consumer_main(
 
 
 def scheduler_main(
-    schedules: Mapping[str, tuple[str, str]], *, project: str, redis_url: str, argv: list[str] | None = None
+    schedules: Mapping[str, tuple[str, str]],
+    *,
+    project: str,
+    redis_url: str,
+    argv: list[str] | None = None,
+    retention: Mapping[str, Retention] | None = None,
 ) -> int:
     """`python -m <package>.scheduler`: enqueue each job at its cron instants until SIGTERM/SIGINT."""
     p = argparse.ArgumentParser(prog=f"python -m {project}.scheduler", description=scheduler_main.__doc__)
@@ -651,5 +711,7 @@ def scheduler_main(
     a = p.parse_args(argv)
     _logging()
     log.info("scheduler for %s: %d job(s) on %s", project, len(schedules), stream_key(project))
-    run_scheduler(a.redis, project, schedules, stop=_stop_on_signals(), deadline=a.deadline)
+    run_scheduler(
+        a.redis, project, schedules, stop=_stop_on_signals(), deadline=a.deadline, retention=retention
+    )
     return 0
