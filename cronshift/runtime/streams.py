@@ -372,6 +372,7 @@ class Consumer:
     retention: Mapping[str, Retention] = dataclasses.field(default_factory=dict)  # "jobs", "dead"
     _cursor: str = dataclasses.field(default="0-0", init=False, repr=False)
     _reread: bool = dataclasses.field(default=False, init=False, repr=False)  # own pending entries first
+    _claim_due: float = dataclasses.field(default=0.0, init=False, repr=False)  # monotonic time
     _stop: threading.Event | None = dataclasses.field(default=None, init=False, repr=False)
     _state: Any = dataclasses.field(default=None, init=False, repr=False)
 
@@ -397,9 +398,13 @@ class Consumer:
             mine = self._own_pending()
             if mine is not None:
                 return self.handle(*mine)
-        claimed = self._claim()
-        if claimed is not None:
-            return self.handle(*claimed)
+        # Stale entries are looked for at most every min_idle/4 seconds (none can turn stale faster), not
+        # before every read: a round trip per entry saved on a busy stream.
+        if time.monotonic() >= self._claim_due:
+            claimed = self._claim()
+            if claimed is not None:
+                return self.handle(*claimed)
+            self._claim_due = time.monotonic() + min(self.min_idle / 4, 5.0)
         got = self.client.xreadgroup(
             self.group, self.name, {self.stream: ">"}, count=1, block=max(1, int(self.block * 1000))
         )
