@@ -32,7 +32,7 @@ from cronshift.runtime.streams import (
     stream_key,
 )
 from tests.support.redis_server import RedisServer, start_redis
-from tests.test_generate_streams import Project, _generate, _root, needs_root, wait_for
+from tests.test_generate_streams import Project, _generate, _root, _specs, needs_root, wait_for
 
 
 class FastClock:
@@ -119,12 +119,16 @@ def test_forbid_job_on_password_protected_redis_takes_its_lock_with_the_url_as_g
     srv = start_redis(tmp_path / "redis", password="pw-" + "x" * 8)
     servers.append(srv)
     lock = tmp_path / "lockfile"
-    p = Project(tmp_path, _root(tmp_path, [f"0 3 * * * root flock -n {lock} echo locked-run"]), srv.url)
+    url = srv.url.removesuffix("/0") + "/5"  # a database number, kept as given too
+    p = Project(tmp_path, _root(tmp_path, [f"0 3 * * * root flock -n {lock} echo locked-run"]), url)
     projects.append(p)
+    assert _specs(p.out / p.pkg / "jobs.py")[p.job("locked-run")]["policy"]["overlap"] == "forbid"
     consumer = p.consumer()
     p.trigger(p.job("locked-run"))
     (run,) = wait_for(p.runs, why="the forbid job's run")
     assert run.exit_status == 0 and consumer.poll() is None
+    assert p.redis.exists(f"cronshift:{p.pkg}:jobs")  # everything in database 5, nothing in 0
+    assert redis.Redis.from_url(srv.url).dbsize() == 0
     with pytest.raises(redis.AuthenticationError):  # the server really refuses a URL without the password
         redis.Redis(port=srv.port).ping()
 
@@ -133,6 +137,23 @@ def test_streams_refuses_a_policy_it_cannot_honour(tmp_path: Path) -> None:
     root = _root(tmp_path, ["0 3 * * * root echo hi"])
     code, _, err = _generate(root, tmp_path / "out", "pol", "--policy", "bogus=1")
     assert code != 0 and "bogus" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    for flag in (
+        ["--beat", "redbeat"],
+        ["--state-redis", "redis://x/0"],
+        ["--on-reboot"],
+        ["--broker", "amqp://h//"],
+    ):
+        code, _, err = _generate(root, tmp_path / "out", "pol", *flag)
+        assert code != 0 and flag[0] in err and len(err.strip().splitlines()) == 1, (flag, err)
+    code, _, err = _generate(root, tmp_path / "out", "pol", "--retention", "jobs=forever:1")
+    assert code != 0 and "--retention jobs=forever:1" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # nothing written
+    code, doc, err = _generate(
+        root, tmp_path / "out", "pol", "--policy", "missed=catch-up", "--transient-exit", "75"
+    )
+    assert code == 0, err
+    (pol,) = [j["policies"] for j in doc["jobs"]]
+    assert pol["missed"]["value"] == "catch-up" and pol["retries"]["retry_on"] == [75]
 
 
 @pytest.mark.slow
