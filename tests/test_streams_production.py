@@ -79,9 +79,16 @@ def _scheduler_thread(
 
 @needs_root
 @pytest.mark.slow
-def test_redis_restart_under_consumer_and_scheduler_loses_and_doubles_nothing(
-    tmp_path: Path, servers: list[RedisServer], projects: list[Project], caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("outage", ["restart", "sigstop"])
+def test_redis_outage_under_consumer_and_scheduler_loses_and_doubles_nothing(
+    tmp_path: Path,
+    servers: list[RedisServer],
+    projects: list[Project],
+    caplog: pytest.LogCaptureFixture,
+    outage: str,
 ) -> None:
+    """`restart`: SIGKILL and start again on the same port (its append-only file keeps every write).
+    `sigstop`: Redis hangs (connections accepted, nothing answered) past the clients' socket timeout."""
     srv = start_redis(tmp_path / "redis", durable=True, password="s3cret")
     servers.append(srv)
     p = Project(tmp_path, _root(tmp_path, ["* * * * * root echo tick"]), srv.url)
@@ -90,10 +97,17 @@ def test_redis_restart_under_consumer_and_scheduler_loses_and_doubles_nothing(
     clock = FastClock(speed=30)
     sched, halt = _scheduler_thread(srv.url, p.pkg, clock)
     try:
-        wait_for(lambda: len(p.runs()) >= 2, why="two runs before the restart")
-        srv.stop()  # SIGKILL: every acknowledged write is on disk (appendfsync always)
-        time.sleep(4)  # two scheduled instants fall inside the outage
-        servers.append(srv := start_redis(tmp_path / "redis", port=srv.port, durable=True, password="s3cret"))
+        wait_for(lambda: len(p.runs()) >= 2, why="two runs before the outage")
+        if outage == "restart":
+            srv.stop()  # SIGKILL: every acknowledged write is on disk (appendfsync always)
+            time.sleep(4)  # two scheduled instants fall inside the outage
+            servers.append(
+                srv := start_redis(tmp_path / "redis", port=srv.port, durable=True, password="s3cret")
+            )
+        else:
+            srv.pause()
+            time.sleep(13)  # past the consumer's socket timeout (--block 0.2 + 10 s): it must notice
+            srv.resume()
         n = len(p.runs())
         wait_for(lambda: len(p.runs()) >= n + 4, why="runs after the restart")
     finally:
