@@ -10,6 +10,12 @@ the stream only holds work not yet done) after the run, whatever the exit status
 leaves the entry pending; another claims it with XAUTOCLAIM once it has been idle for `min_idle` seconds.
 A live consumer keeps its entry's idle time near zero (a heartbeat), so a long job is never stolen.
 An entry delivered more than `max_deliveries` times goes to the dead-letter stream unrun.
+
+Policies: each entry runs through `cronshift.runtime.policy`, the engine the Celery tasks use (overlap,
+time limit, transient-exit retries, missed-run policy by `scheduled_for`, dead letters, ledger records).
+Outages: Redis going away (restart, partition, a hang past the socket timeout) is waited out with bounded
+backoff and logged once each way; nothing exits on it (see `Outage`, `Consumer.run`, `run_scheduler`).
+Retention: every add trims its stream by length and age (`DEFAULT_RETENTION`, chosen at generation).
 """
 
 from __future__ import annotations
