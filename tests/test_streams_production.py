@@ -351,3 +351,30 @@ def test_every_stream_is_bounded_after_ten_thousand_runs(
         # MAXLEN ~ trims whole radix-tree nodes (100 entries by default): the bound, plus at most a node
         assert bounds[key] <= n <= bounds[key] + 100, (key, n)
         assert r.xrange(key, "-", "+", count=1)[0][0] != "1-0", f"{key}: the 1970 entry outlived its age"
+
+
+@needs_root
+@pytest.mark.slow
+def test_forbid_job_ending_while_redis_is_down_runs_once(
+    tmp_path: Path, servers: list[RedisServer], projects: list[Project]
+) -> None:
+    """Redis goes away mid-run and is still away when the job ends: the lock cannot be released nor the
+    entry acknowledged then. The consumer must wait, acknowledge, and never run the job again."""
+    srv = start_redis(tmp_path / "redis", durable=True)
+    servers.append(srv)
+    ran, started = tmp_path / "ran", tmp_path / "started"
+    cmd = f"flock -n {tmp_path / 'lk'} sh -c 'touch {started}; sleep 2; echo once >> {ran}'"
+    p = Project(tmp_path, _root(tmp_path, [f"0 3 * * * root {cmd}"]), srv.url)
+    projects.append(p)
+    consumer = p.consumer()
+    p.trigger(p.job("echo once"))
+    wait_for(started.exists, why="the job to start")
+    srv.stop()
+    wait_for(ran.exists, why="the job to end while Redis is down")
+    time.sleep(1)
+    servers.append(srv := start_redis(tmp_path / "redis", port=srv.port, durable=True))
+    wait_for(lambda: not p.pending() and p.redis.xlen(stream_key(p.pkg)) == 0, why="the entry acked")
+    time.sleep(1)  # a rerun would start at once from the re-read pending entry
+    assert ran.read_text() == "once\n" and consumer.poll() is None
+    (run,) = p.runs()
+    assert run.exit_status == 0

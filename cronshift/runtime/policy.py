@@ -19,6 +19,7 @@ a dead letter is also a "dead-letter" document that `cronshift dead-letters` lis
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -34,6 +35,8 @@ from cronshift.runtime.records import record_from_result, write_run
 __all__ = ["MAX_CATCH_UP", "JobDeadLettered", "PolicyRun", "Transport", "policy_of"]
 
 MAX_CATCH_UP = 100  # missed instants one catch-up run sends at most (the rest are named in its record)
+
+log = logging.getLogger("cronshift.policy")
 
 
 class JobDeadLettered(RuntimeError):
@@ -98,8 +101,13 @@ class PolicyRun:
         return self.r
 
     def write(self, res: dict[str, Any], extra: dict[str, str]) -> None:
+        """Record an outcome. A ledger that cannot be written (Redis away, a locked SQLite file) is logged,
+        never raised: the run already happened, and an error here would have it run again."""
         rec = record_from_result(self.spec, res, extra)
-        write_run(replace(rec, source=self.transport.source))
+        try:
+            write_run(replace(rec, source=self.transport.source))
+        except Exception:  # sqlite3, redis-py, OSError: any of them, the outcome stands
+            log.exception("could not write the run record of %s", self.spec["id"])
 
     # -- outcomes that are not a run -------------------------------------------------------------------
     def skip(self, reason: str) -> dict[str, Any]:
@@ -136,8 +144,12 @@ class PolicyRun:
             "payload": self.payload,
             "created": now,
         }
-        write_dead_letter(doc, self.url)
-        return dead_letter_id(now, self.task_id)
+        dl = dead_letter_id(now, self.task_id)
+        try:
+            write_dead_letter(doc, self.url)
+        except Exception:  # as for run records: logged (with the whole document), never a reason to rerun
+            log.exception("could not store dead letter %s: %s", dl, doc)
+        return dl
 
     def dead_unrun(self, why: str) -> JobDeadLettered:
         """Dead-letter this message without running it (delivered too often); recorded as a skip too."""
