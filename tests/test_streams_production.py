@@ -127,13 +127,14 @@ def test_redis_outage_under_consumer_and_scheduler_loses_and_doubles_nothing(
 
 @needs_root
 @pytest.mark.slow
+@pytest.mark.parametrize("tls", [False, True], ids=["redis", "rediss"])
 def test_forbid_job_on_password_protected_redis_takes_its_lock_with_the_url_as_given(
-    tmp_path: Path, servers: list[RedisServer], projects: list[Project]
+    tmp_path: Path, servers: list[RedisServer], projects: list[Project], tls: bool
 ) -> None:
-    srv = start_redis(tmp_path / "redis", password="pw-" + "x" * 8)
+    srv = start_redis(tmp_path / "redis", password="pw-" + "x" * 8, tls=tls)
     servers.append(srv)
     lock = tmp_path / "lockfile"
-    url = srv.url.removesuffix("/0") + "/5"  # a database number, kept as given too
+    url = srv.url.replace("/0", "/5", 1)  # a database number, kept as given too
     p = Project(tmp_path, _root(tmp_path, [f"0 3 * * * root flock -n {lock} echo locked-run"]), url)
     projects.append(p)
     assert _specs(p.out / p.pkg / "jobs.py")[p.job("locked-run")]["policy"]["overlap"] == "forbid"
@@ -144,7 +145,9 @@ def test_forbid_job_on_password_protected_redis_takes_its_lock_with_the_url_as_g
     assert p.redis.exists(f"cronshift:{p.pkg}:jobs")  # everything in database 5, nothing in 0
     assert redis.Redis.from_url(srv.url).dbsize() == 0
     with pytest.raises(redis.AuthenticationError):  # the server really refuses a URL without the password
-        redis.Redis(port=srv.port).ping()
+        redis.Redis(
+            host="127.0.0.1", port=srv.port, ssl=tls, ssl_ca_certs=str(srv.ca) if tls else None
+        ).ping()
 
 
 def test_streams_refuses_a_policy_it_cannot_honour(tmp_path: Path) -> None:
