@@ -28,7 +28,7 @@ from cronshift.generate.plan import (
     plans_from_history,
     without_run_parts_triggers,
 )
-from cronshift.generate.streams import DEFAULT_REDIS, generate_streams_project
+from cronshift.generate.streams import DEFAULT_REDIS, generate_streams_project, parse_retention
 from cronshift.generate.triggers import TriggerError, parse_trigger, write_event_sources
 from cronshift.history.evidence import env_redis_url
 
@@ -77,6 +77,10 @@ def generate(
             "stream:KEY or call, with ,quiet=S ,max_wait=S ,safety=CRON (repeatable; see EVENTS.md).",
         ),
     ] = None,
+    retention: Annotated[
+        list[str] | None,
+        typer.Option("--retention", help="Streams: NAME=MAX_AGE:MAX_LENGTH for jobs, dead or ledger."),
+    ] = None,
     root: RootOpt = Path("/"),
     json: JsonOpt = False,
     dialect: DialectOpt = None,
@@ -120,21 +124,35 @@ def generate(
     tz = result.system_timezone or "UTC"
     year = clock(now, tz).year
     if target == "streams":
+        # Flags that only mean something to Celery: refused rather than silently ignored.
+        celery_only = {"--broker": broker != DEFAULT_BROKER, "--beat": beat != "celery",
+                       "--on-reboot": on_reboot, "--state-redis": state_redis is not None}  # fmt: skip
+        try:
+            kept = parse_retention(retention or [])
+        except ValueError as e:
+            fail(env, str(e), ExitStatus.USAGE)
+        for flag, given in celery_only.items():
+            if given:
+                fail(env, f"{flag} is a Celery option: --target streams keeps all its state in --redis",
+                     ExitStatus.USAGE)  # fmt: skip
+    elif retention:
+        fail(env, "--retention is a Streams option: Celery's broker keeps no streams", ExitStatus.USAGE)
+    elif beat not in ("celery", "redbeat"):
+        fail(env, f"--beat '{beat}' is not celery or redbeat", ExitStatus.USAGE)
+    try:
+        plans, _notes = plans_from_history(
+            root, result.jobs, chosen, clock(now, tz), tz, str(result.dialect), history=not no_history,
+            store=store, redis_url=env_redis_url(), transient=transient_exit or (),
+            policies=parse_policy_options(policy or ()),
+        )  # fmt: skip
+    except PolicyError as e:
+        fail(env, str(e), ExitStatus.USAGE)
+    if target == "streams":
         res = generate_streams_project(
             chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year,
-            redis_url=redis_url, force=force,
+            redis_url=redis_url, force=force, plans=plans, retention=kept,
         )  # fmt: skip
     else:
-        if beat not in ("celery", "redbeat"):
-            fail(env, f"--beat '{beat}' is not celery or redbeat", ExitStatus.USAGE)
-        try:
-            plans, _notes = plans_from_history(
-                root, result.jobs, chosen, clock(now, tz), tz, str(result.dialect), history=not no_history,
-                store=store, redis_url=env_redis_url(), transient=transient_exit or (),
-                policies=parse_policy_options(policy or ()),
-            )  # fmt: skip
-        except PolicyError as e:
-            fail(env, str(e), ExitStatus.USAGE)
         res = generate_project(
             chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year, broker=broker,
             on_reboot=on_reboot, force=force, plans=plans, beat=beat, state_redis=state_redis,
