@@ -84,30 +84,32 @@ def test_noise_shaped_values_that_never_varied_are_compared(tmp_path: Path) -> N
     cron = [run(tmp_path, line.format(t=t), started=float(k)) for k, t in enumerate(times)]
     floor = learn_noise(cron, ALL)
     assert floor.masks.describe() == ["output: iso-timestamp varies at 1 place(s) (masked)"]
-    for changed, needle in [
-        ("batch[42] digest 3f9a0c1e22b7 epoch=1700000000", "'41' (cron) vs '42' (event)"),
-        ("batch[41] digest 3f9a0c1e22b8 epoch=1700000000", "3f9a0c1e22b7"),
-        ("batch[41] digest 3f9a0c1e22b7 epoch=1700000001", "1700000000"),
+    for changed, needle, real_one in [
+        ("batch[42] digest 3f9a0c1e22b7 epoch=1700000000", "'41' (cron) vs '42' (event)", True),
+        ("batch[41] digest 3f9a0c1e22b8 epoch=1700000000", "3f9a0c1e22b7", True),
+        ("batch[41] digest 3f9a0c1e22b7 epoch=1700000001", "1700000000", False),  # a clock: unjudged
     ]:
         ev = run(tmp_path, changed + " at 2026-06-06T06:06:06\n", side="event")
         masked: tuple[dict[str, int], dict[str, int]] = ({}, {})
-        diffs = compare_pair(cron[0], ev, ALL, floor, masked)
-        real = [d for d in diffs if d.explained is None and d.unjudged is None]
-        assert len(real) == 1 and needle in real[0].what, diffs
+        (d,) = compare_pair(cron[0], ev, ALL, floor, masked)
+        assert d.explained is None and needle in d.what, d
+        assert (d.unjudged is None) is real_one, d
         assert masked == ({"iso-timestamp": 1}, {"iso-timestamp": 1})
 
 
 def test_a_stable_noise_shaped_value_seen_only_in_quick_runs_is_unjudged(tmp_path: Path) -> None:
-    """`date +%s` in runs less than a second apart: it did not tick, which proves nothing."""
-    cron = [run(tmp_path, "ran at 1796481597\n", started=k * 0.1) for k in range(MIN_STABLE_RUNS)]
-    floor = learn_noise(cron, ALL)
-    (d,) = compare_pair(cron[0], run(tmp_path, "ran at 1796481598\n", side="event"), ALL, floor)
-    assert d.unjudged and "looks like epoch noise" in d.unjudged
-    spread = [run(tmp_path, "ran at 1796481597\n", started=float(k)) for k in range(MIN_STABLE_RUNS)]
-    (d,) = compare_pair(
-        spread[0], run(tmp_path, "ran at 1796481598\n", side="event"), ALL, learn_noise(spread, ALL)
-    )
+    """A pid-shaped value in runs less than a second apart proves nothing; a clock reading never does."""
+    quick = [run(tmp_path, "worker[41] ok\n", started=k * 0.1) for k in range(MIN_STABLE_RUNS)]
+    ev = run(tmp_path, "worker[42] ok\n", side="event")
+    (d,) = compare_pair(quick[0], ev, ALL, learn_noise(quick, ALL))
+    assert d.unjudged and "looks like pid noise" in d.unjudged
+    spread = [run(tmp_path, "worker[41] ok\n", started=float(k)) for k in range(MIN_STABLE_RUNS)]
+    (d,) = compare_pair(spread[0], ev, ALL, learn_noise(spread, ALL))
     assert d.unjudged is None and d.explained is None  # stable over 4 s and 5 runs: a real difference
+    took = [run(tmp_path, "done, took 0s\n", started=float(k)) for k in range(8)]
+    ev = run(tmp_path, "done, took 1s\n", side="event")
+    (d,) = compare_pair(took[0], ev, ALL, learn_noise(took, ALL))
+    assert d.unjudged and "clock reading" in d.unjudged and "--ignore" in d.unjudged
 
 
 def test_too_few_cron_runs_to_call_a_number_stable_is_unjudged_not_parity(tmp_path: Path) -> None:

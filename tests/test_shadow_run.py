@@ -102,8 +102,9 @@ def test_parity_is_bound_to_the_generated_files_it_ran_and_the_gate_refuses_when
     project = project_for(shadow_root, tmp_path / "proj")
     before = digest(shadow_root)
     code, out, err = run_cli(
-        "shadow-run", "etc/cron.d/shadow:5", "--root", str(shadow_root), "--project", str(project), "--json"
-    )
+        "shadow-run", "etc/cron.d/shadow:5", "--root", str(shadow_root), "--project", str(project), "--json",
+        "--ignore", r"took \d+s",  # the job prints its own elapsed seconds: a clock reading, named
+    )  # fmt: skip
     assert code == 0, out + err
     doc = json.loads(out)
     v = doc["verdict"]
@@ -262,3 +263,19 @@ def test_allow_mode_compares_each_sides_own_changes_and_dry_run_needs_a_flag(
         "--mode", "dry-run",
     )  # fmt: skip
     assert code == 2 and "--dry-run-flag" in err
+
+
+def test_a_difference_shows_how_the_job_definitions_differ(shadow_root: Path, tmp_path: Path) -> None:
+    """A lost env var shows as its symptom (a line of output) and as its cause (the definitions' diff)."""
+    project = project_for(shadow_root, tmp_path / "proj")
+    mod = task_module(shadow_root, project)
+    lost = 'SPEC["env"] = [kv for kv in SPEC["env"] if kv[0] != "REPORT_MODE"]\n'
+    mod.write_text(mod.read_text().replace("\n# Policies,", "\n" + lost + "\n# Policies,", 1))
+    code, out, err = run_cli(
+        "shadow-run", "etc/cron.d/shadow:5", "--root", str(shadow_root), "--project", str(project),
+        "--runs", "1",
+    )  # fmt: skip
+    assert code == 3, out + err
+    assert out.splitlines()[0].startswith("mismatch for report-sh")
+    assert "mode=full' (cron) vs 'user=root cwd=/root mode=' (event)" in out
+    assert "job definitions differ:" in out and "env REPORT_MODE: 'full' (cron) vs unset (event)" in out

@@ -36,6 +36,7 @@ __all__ = ["CelerySide", "EventPathError", "LocalTaskSide", "Project", "ScratchS
 LOCAL_BROKER = "memory://"
 LOCAL_BACKEND = "cache+memory://"
 WORKER_READY = 60.0  # seconds a shadow worker may take to start
+BROKER_LATENCY = 0.5  # seconds of a broker round trip not held against the task's duration
 
 
 class EventPathError(RuntimeError):
@@ -281,6 +282,7 @@ class CelerySide:
             out = {"sandbox_error": out["infra_error"]}
         merged = {**out, "layer": res.get("layer") or [], "notes": res.get("notes") or []}
         run = side_from_result(label, merged, output, self.setup, before, layer)
+        run.meta["latency_allowance"] = BROKER_LATENCY
         return run
 
 

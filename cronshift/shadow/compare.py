@@ -39,6 +39,9 @@ __all__ = [
 DIFF_LINES = 40  # lines of unified diff kept per difference
 DIFF_WINDOW = 400  # lines read around a structural difference to build its diff
 MIN_STABLE_RUNS = 5  # cron runs that must agree before a differing number is called real
+TIME_RULES = frozenset(
+    {"duration", "clock-time", "date-output", "iso-timestamp", "syslog-timestamp", "epoch"}
+)  # values that change with the clock: a stable one in quick A/A runs is never proof of stability
 MIN_SPAN = 2.0  # seconds cron runs must span before a stable time-or-pid-shaped value is called real
 _TOKEN = re.compile(r"<[a-z0-9-]+>|\d+(?:\.\d+)?|[A-Za-z_]+|\s+|.", re.DOTALL)
 
@@ -350,6 +353,13 @@ def _compare_text(
             if channel in floor.unstable:
                 unjudged.append(where)
                 whys.append(floor.unstable[channel])
+            elif shaped in TIME_RULES:
+                unjudged.append(where)
+                whys.append(
+                    f"it looks like {shaped} (a clock reading) and stayed the same in {floor.runs} cron "
+                    "run(s): clocks tick, so that proves nothing either way; name it with --ignore "
+                    "if it is noise"
+                )
             elif shaped and not (enough and floor.span >= MIN_SPAN):
                 unjudged.append(where)
                 whys.append(
@@ -406,18 +416,19 @@ def _structural(label: str, ln: int, ta: list[str] | None, tb: list[str] | None)
     return f"{label} line {ln + 1}: {''.join(ta or [])!r} (cron) vs {''.join(tb or [])!r} (event)"
 
 
-def duration_outlier(d: float, cron: list[float]) -> str | None:
+def duration_outlier(d: float, cron: list[float], allowance: float = 0.0) -> str | None:
     """A run much longer or much shorter than the cron path's, end to end.
 
     Longer: beyond 3x the slowest cron run plus 0.5 s, or, for a fast job, 10x its median when that is at
     least 0.1 s more than the slowest cron run (a wrapper that sleeps, a slow import). Shorter: below a third
-    of the fastest cron run when cron runs took 0.5 s or more (ms of jitter on a fast job say nothing)."""
+    of the fastest cron run when cron runs took 0.5 s or more. `allowance`: seconds of the event path's own
+    transport (a broker round trip) that say nothing about the job. Jitter of a fast job says nothing."""
     if not cron:
         return None
     lo, hi, med = min(cron), max(cron), statistics.median(cron)
-    if d > hi * 3 + 0.5:
+    if d > hi * 3 + 0.5 + allowance:
         return f"took {d:.3f}s; cron runs took {lo:.3f}s..{hi:.3f}s (much longer)"
-    if med > 0 and d >= 10 * med and d - hi >= 0.1:
+    if med > 0 and d >= 10 * med and d - hi >= 0.1 + allowance:
         return f"took {d:.3f}s; cron runs took {lo:.3f}s..{hi:.3f}s ({d / med:.0f}x slower)"
     if lo >= 0.5 and d < lo / 3:
         return f"took {d:.3f}s; cron runs took {lo:.3f}s..{hi:.3f}s (much shorter)"
@@ -533,7 +544,7 @@ def compare_pair(
         )
     out += _compare_text("output", "output", cron, event, floor, normalize, counts)
     out += _compare_changes(cron, event, normalize, floor, counts)
-    why = duration_outlier(event.duration, floor.durations)
+    why = duration_outlier(event.duration, floor.durations, float(event.meta.get("latency_allowance") or 0))
     if why:
         out.append(Difference("duration", f"event side {why} (end to end)"))
     return out

@@ -38,6 +38,7 @@ import traceback
 from typing import Any
 
 CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
+PR_SET_PDEATHSIG = 1
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
 # Filesystems that are not files a job writes as data: bound through (or mounted fresh), never layered.
 PSEUDO = {
@@ -429,6 +430,7 @@ def main(argv: list[str]) -> int:
     pid = os.fork()
     if pid == 0:
         os.close(r)
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the helper gone (killed): the side goes with it
         _child(req, merged, w)
     os.close(w)
 
