@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from cronshift.model import CronJob
@@ -31,7 +32,7 @@ from cronshift.runtime.execute import OUTPUT_COPY_ENV
 from cronshift.shadow.compare import SideRun
 from cronshift.shadow.execute import HELPER_MARGIN, SideSetup, side_from_result
 
-__all__ = ["CelerySide", "EventPathError", "LocalTaskSide", "Project", "ScratchStore"]
+__all__ = ["CelerySide", "EventPathError", "LocalTaskSide", "Project", "ScratchStore", "load_project"]
 
 LOCAL_BROKER = "memory://"
 LOCAL_BACKEND = "cache+memory://"
@@ -47,6 +48,34 @@ def _slug(job_id: str) -> str:
     from cronshift.generate.celery import slug
 
     return slug(job_id)
+
+
+def _package(project: Path, package: str | None) -> str:
+    if package:
+        return package
+    found = sorted(p.parent.name for p in project.glob("*/app.py") if (p.parent / "triggers.py").exists())
+    if len(found) != 1:
+        raise EventPathError(
+            f"{project}: expected one generated package (app.py + triggers.py), found {found}"
+        )
+    return found[0]
+
+
+def load_project(project: Path, package: str | None, broker: str | None) -> tuple[ModuleType, str]:
+    """Import the generated package's triggers, the broker override set first (the app reads it at import).
+
+    Used by `cronshift dead-letters --replay`."""
+    pkg = _package(project, package)
+    if broker:
+        os.environ["CRONSHIFT_BROKER_URL"] = broker
+        if broker.startswith(("redis://", "rediss://")):
+            os.environ["CRONSHIFT_RESULT_BACKEND"] = broker
+    if str(project) not in sys.path:
+        sys.path.insert(0, str(project))
+    try:
+        return importlib.import_module(f"{pkg}.triggers"), pkg
+    except ImportError as e:
+        raise EventPathError(f"{project}/{pkg}/triggers.py: cannot import: {e}") from None
 
 
 class Project:
