@@ -136,6 +136,8 @@ def test_parity_is_bound_to_the_generated_files_it_ran_and_the_gate_refuses_when
     os.utime(tab, (os.stat(tab).st_atime, os.stat(tab).st_mtime + 3600))
     gate = shadow_gate(shadow_root, job)
     assert not gate.ok and any("older than the last edit" in m for m in gate.missing), gate.missing
+    code, out, _ = run_cli("shadow-run", job.id, "--root", str(shadow_root), "--report")
+    assert code == 0 and out.startswith("parity for report-sh") and "contained undeclared write" in out
 
 
 def test_without_a_project_nothing_is_compared_and_no_verdict_is_written(shadow_root: Path) -> None:
@@ -279,3 +281,44 @@ def test_a_difference_shows_how_the_job_definitions_differ(shadow_root: Path, tm
     assert out.splitlines()[0].startswith("mismatch for report-sh")
     assert "mode=full' (cron) vs 'user=root cwd=/root mode=' (event)" in out
     assert "job definitions differ:" in out and "env REPORT_MODE: 'full' (cron) vs unset (event)" in out
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv(1) to drop CAP_SYS_ADMIN")
+def test_where_the_kernel_refuses_the_sandbox_one_line_and_insufficient_unless_dry_run(
+    shadow_root: Path, tmp_path: Path
+) -> None:
+    """Root without CAP_SYS_ADMIN: unshare and overlay mounts are refused by the kernel, for real."""
+    import sys
+
+    project = project_for(shadow_root, tmp_path / "proj")
+    exe = str(Path(sys.executable).with_name("cronshift"))
+    drop = ["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", exe, "shadow-run"]
+    args = ["etc/cron.d/shadow:5", "--root", str(shadow_root), "--project", str(project), "--json"]
+    before = digest(shadow_root)
+    r = subprocess.run([*drop, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "refuses the sandbox" in r.stderr, r.stderr
+    v = json.loads(r.stdout)["verdict"]
+    assert v["label"] == "insufficient evidence" and v["runs_compared"] == 0
+    assert digest(shadow_root) == before, "nothing ran"
+    assert not shadow_gate(shadow_root, report_job(shadow_root)).ok
+    # --mode dry-run says side effects are acceptable to skip: the job's own flag, no sandbox needed.
+    r = subprocess.run(
+        [
+            *drop,
+            *args,
+            "--mode",
+            "dry-run",
+            "--dry-run-flag",
+            "--dry-run",
+            "--runs",
+            "1",
+            "--gate-pairs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode in (0, 3), r.stderr
+    assert json.loads(r.stdout)["verdict"]["runs_compared"] == 1

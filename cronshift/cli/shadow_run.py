@@ -530,7 +530,9 @@ def shadow_run(
         # One line, and no verdict a gate could use: nothing ran, so nothing real was written either.
         env.err.print(
             f"cronshift: {escape(refused)}; verdict: insufficient evidence "
-            "(--mode dry-run skips side effects)"
+            "(--mode dry-run skips side effects)",
+            soft_wrap=True,
+            highlight=False,
         )
         doc = {
             "verdict": "inconclusive", "label": "insufficient evidence", "job": j.id, "command": j.command,
