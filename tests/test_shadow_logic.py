@@ -190,3 +190,30 @@ def test_gate_wording_and_labels(tmp_path: Path) -> None:
     assert v.label == "insufficient evidence" and "exit status varies" in v.missing[0]
     v = judge(ok, NoiseFloor(), 2, ["refused", "refused"])
     assert "0 of 2 completed" in " ".join(v.missing), v.missing
+
+
+def test_one_slow_event_run_is_not_a_mismatch_a_slow_event_path_is(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from cronshift.shadow.session import run_session
+
+    job: Any = SimpleNamespace(id="j", command="c")
+
+    def session(event_durations: list[float]) -> Any:
+        durations = iter(event_durations)
+        return run_session(
+            job,
+            cron_side=lambda label: run(tmp_path, "ok\n", duration=0.01),
+            event_side=lambda label: run(tmp_path, "ok\n", side="event", duration=next(durations)),
+            runs=len(event_durations),
+            normalizer=ALL,
+            evidence={},
+            clock=lambda: 0.0,
+        )
+
+    spike = session([0.01, 0.5, 0.01, 0.01, 0.01])
+    assert spike.verdict.label == "parity", spike.verdict
+    slow = session([0.5] * 5)
+    assert slow.verdict.label == "mismatch"
+    assert slow.verdict.differences == ["5 of 5 pairs: event side took 0.500s; cron runs took 0.010s..0.010s "
+                                        "(50x slower) (end to end)"]  # fmt: skip

@@ -322,3 +322,33 @@ def test_where_the_kernel_refuses_the_sandbox_one_line_and_insufficient_unless_d
     )
     assert r.returncode in (0, 3), r.stderr
     assert json.loads(r.stdout)["verdict"]["runs_compared"] == 1
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="the scratch stream needs redis-server")
+def test_streams_target_is_driven_through_its_generated_jobs_and_the_real_consumer(
+    shadow_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "streams"
+    r = CliRunner().invoke(
+        _cli(),
+        ["generate", "--all", "--target", "streams", "--root", str(shadow_root), "--out", str(out),
+         "--package", "sts", "--no-history", "--redis", "redis://127.0.0.1:1/0"],  # nobody listens there
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    args = ["shadow-run", "etc/cron.d/shadow:5", "--root", str(shadow_root), "--project", str(out)]
+    args += ["--runs", "2", "--gate-pairs", "2", "--ignore", r"took \d+s", "--json"]
+    before = digest(shadow_root)
+    code, stdout, err = run_cli(*args)
+    assert code == 0, stdout + err
+    v = json.loads(stdout)["verdict"]
+    assert v["label"] == "parity", (v["missing"], v["differences"])
+    assert v["evidence"]["module"] == "sts.jobs" and "sts/jobs.py" in v["evidence"]["project_digests"]
+    jobs = out / "sts/jobs.py"
+    jobs.write_text(
+        jobs.read_text() + '\nfor _s in JOBS.values():\n    _s["command"] = "cd /tmp && " + _s["command"]\n'
+    )
+    code, stdout, err = run_cli(*args)
+    assert code == 3, stdout + err
+    v = json.loads(stdout)["verdict"]
+    assert any("cwd=/tmp" in d for d in v["differences"]), v["differences"]
+    assert digest(shadow_root) == before

@@ -53,7 +53,11 @@ def _slug(job_id: str) -> str:
 def _package(project: Path, package: str | None) -> str:
     if package:
         return package
-    found = sorted(p.parent.name for p in project.glob("*/app.py") if (p.parent / "triggers.py").exists())
+    found = sorted(
+        p.parent.name
+        for p in [*project.glob("*/app.py"), *project.glob("*/consumer.py")]
+        if (p.parent / "triggers.py").exists()
+    )
     if len(found) != 1:
         raise EventPathError(
             f"{project}: expected one generated package (app.py + triggers.py), found {found}"
@@ -83,18 +87,18 @@ class Project:
 
     def __init__(self, path: Path, package: str | None, job: CronJob) -> None:
         self.path = path.resolve()
-        found = sorted(
-            p.parent.name for p in self.path.glob("*/app.py") if (p.parent / "triggers.py").exists()
-        )
-        if package is None:
-            if len(found) != 1:
-                raise EventPathError(
-                    f"{self.path}: expected one generated package (app.py + triggers.py), found {found}"
-                )
-            package = found[0]
-        self.package = package
-        self.module = f"{package}.jobs.{_slug(job.id)}"
+        self.package = package = _package(self.path, package)
+        self.job_id = job.id
+        # The Redis Streams target: one jobs.py (the SPECs) read by the runtime's consumer.
+        self.target = "streams" if (self.path / package / "consumer.py").exists() else "celery"
+        self.module = f"{package}.jobs" if self.target == "streams" else f"{package}.jobs.{_slug(job.id)}"
         task_file = self.path / package / "jobs" / f"{_slug(job.id)}.py"
+        if self.target == "streams":
+            task_file = self.path / package / "jobs.py"
+            if task_file.exists() and job.id not in task_file.read_text(encoding="utf-8", errors="replace"):
+                raise EventPathError(
+                    f"{task_file}: no SPEC for {job.id}; run `cronshift generate {job.id}` first"
+                )
         if not task_file.exists():
             raise EventPathError(
                 f"{task_file}: no generated task for {job.id}; run `cronshift generate {job.id}` first"
@@ -173,17 +177,27 @@ class LocalTaskSide:
             "CRONSHIFT_RESULT_BACKEND": LOCAL_BACKEND,
             "CRONSHIFT_QUEUE": "cronshift-shadow",
         }
-        return run_side(
-            self.setup,
-            label,
-            {"action": "task", "project": str(self.project.path), "module": self.project.module, "env": env},
-        )
+        action = "task"
+        if self.project.target == "streams":
+            # The consumer's stream lives in the session's scratch Redis, never the project's own.
+            url = self.setup.store_env.get("CRONSHIFT_STATE_REDIS")
+            if not url:
+                from cronshift.shadow.compare import SideRun
+
+                why = "the Streams target needs redis-server installed for the session's scratch stream"
+                return SideRun(label, None, None, "", None, 0.0, error=why, meta={"infra": True})
+            env = {"CRONSHIFT_STREAMS_REDIS": url}
+            action = "streams"
+        req = {"action": action, "project": str(self.project.path), "module": self.project.module, "env": env}
+        return run_side(self.setup, label, {**req, "job_id": self.project.job_id})
 
 
 class CelerySide:
     """Callable(label) -> SideRun: one run of the real task on a worker started for it inside the sandbox."""
 
     def __init__(self, project: Project, broker: str, setup: SideSetup, session: str) -> None:
+        if project.target == "streams":
+            raise EventPathError("--event-path celery: this project is the Redis Streams target; use local")
         if setup.mode == "dry-run":
             raise EventPathError(
                 "--mode dry-run with --event-path celery: a worker runs the SPEC's command and cannot add a "

@@ -261,8 +261,10 @@ def _run_action_inner(req: dict[str, Any]) -> dict[str, Any]:
             out = {"ok": False, **e.result, "exit_status": e.exit_status, "signal": e.signal}
         out["duration_end_to_end"] = time.monotonic() - started
         return out
-    # action "task": the generated module imported, its real task object applied by Celery's own machinery.
     sys.path.insert(0, req["project"])
+    if req["action"] == "streams":
+        return _run_streams(req)
+    # action "task": the generated module imported, its real task object applied by Celery's own machinery.
     try:
         import importlib
 
@@ -308,6 +310,39 @@ def _task_result(task: Any, state: str, value: Any, took: float) -> dict[str, An
         "task_error": f"task {task.name} ended {state}: {type(value).__name__}: {value}",
         "duration_end_to_end": took,
     }
+
+
+def _run_streams(req: dict[str, Any]) -> dict[str, Any]:
+    """The Redis Streams target: the generated jobs module, an entry enqueued as its trigger would, and one
+    step of the runtime's real consumer on the session's scratch Redis."""
+    import importlib
+
+    import redis
+
+    from cronshift.runtime import streams
+
+    try:
+        mod = importlib.import_module(req["module"])
+        jobs, project, url = mod.JOBS, mod.PROJECT, mod.REDIS_URL
+        if req.get("append_flag") and req["job_id"] in jobs:
+            jobs[req["job_id"]]["command"] = f"{jobs[req['job_id']]['command']} {req['append_flag']}"
+    except Exception as e:
+        return {"ok": False, "task_error": f"importing {req['module']}: {type(e).__name__}: {e}"}
+    spec = _plain(jobs.get(req["job_id"]))
+    started = time.monotonic()
+    try:
+        client = redis.Redis.from_url(url, decode_responses=True)
+        consumer = streams.Consumer(client, project, jobs, block=1.0)
+        consumer.ensure_group()
+        streams.enqueue(client, project, req["job_id"])
+        outcome = consumer.step()
+    except Exception as e:
+        return {"ok": False, "task_error": f"streams consumer raised {type(e).__name__}: {e}", "spec": spec}
+    took = time.monotonic() - started
+    if not isinstance(outcome, dict) or outcome.get("status") not in ("ok", "failed"):
+        return {"ok": False, "task_error": f"streams consumer: {_short(outcome)}", "spec": spec}
+    out = {k: outcome.get(k) for k in ("exit_status", "signal")}
+    return {"ok": outcome["status"] == "ok", **out, "duration_end_to_end": took, "spec": spec}
 
 
 def _short(v: Any) -> str:
