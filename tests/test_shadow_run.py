@@ -129,6 +129,13 @@ def test_parity_is_bound_to_the_generated_files_it_ran_and_the_gate_refuses_when
     mod.write_text(mod.read_text() + "\n# edited\n")
     gate = shadow_gate(shadow_root, job)
     assert not gate.ok and any(mod.name in m and "changed since" in m for m in gate.missing), gate.missing
+    import sys
+
+    exe = str(Path(sys.executable).with_name("cronshift"))
+    tab_before = (shadow_root / "etc/cron.d/shadow").read_bytes()
+    r = subprocess.run([exe, "retire", job.id, "--root", str(shadow_root)], capture_output=True, text=True)
+    assert r.returncode == 4 and "changed since the parity run" in r.stderr, r.stderr
+    assert (shadow_root / "etc/cron.d/shadow").read_bytes() == tab_before
     mod.write_text(mod.read_text().replace("\n# edited\n", ""))
     assert shadow_gate(shadow_root, job).ok
     # An edit of the crontab after the evidence: older evidence no longer counts.
