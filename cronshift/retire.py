@@ -138,7 +138,61 @@ def shadow_gate(
     runs = doc.get("runs_compared")
     if runs is not None and (not isinstance(runs, int) or runs < 1):
         missing.append(f"the verdict compared {runs!r} runs; at least one is needed")
+    if doc.get("verdict") == "parity":
+        missing += _binding_refusals(root, job, doc)
     return GateResult(not missing, missing, where)
+
+
+def _binding_refusals(root: Path, job: CronJob, doc: dict[str, Any]) -> list[str]:
+    """A parity verdict counts only for what it proved: the generated files it ran (unchanged since), and
+    the job's crontab as it was (not edited after the evidence)."""
+    out: list[str] = []
+    ev = doc.get("evidence") if isinstance(doc.get("evidence"), dict) else {}
+    live = isinstance(doc.get("gate"), dict) and doc["gate"].get("mode") == "live"
+    if not live:
+        project, package, digests = ev.get("project"), ev.get("package"), ev.get("project_digests")
+        if not project or not package or not isinstance(digests, dict) or not digests:
+            out.append(
+                "no generated project was compared (the verdict names no generated files it ran): "
+                f"run `cronshift shadow-run {job.id} --project OUT`"
+            )
+        else:
+            from cronshift.shadow.celery_side import project_digests
+
+            try:
+                now = project_digests(Path(project), str(package))
+            except OSError as e:
+                now = {}
+                out.append(f"{project}: cannot read the generated project: {e.strerror}")
+            changed = sorted(p for p in set(digests) | set(now) if digests.get(p) != now.get(p))
+            if changed:
+                more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+                out.append(
+                    f"{Path(project, changed[0])} changed since the parity run{more}: shadow-run again"
+                )
+    if live:
+        # Live evidence is cron's own runs of the line as it stands (its wrap is the edit that began it);
+        # a changed line is a different job id or command, refused above.
+        return out
+    last = doc.get("last")
+    try:
+        proved = datetime.fromisoformat(str(last)).timestamp() if last else None
+    except ValueError:
+        proved = None
+    if proved is None:
+        out.append("the verdict does not say when its evidence was taken")
+    else:
+        try:
+            edited = os.stat(Path(root, job.source.path)).st_mtime
+        except OSError:
+            edited = None
+        if edited is not None and edited > proved:
+            out.append(
+                f"the evidence ({last}) is older than the last edit of {job.source.path} "
+                f"({datetime.fromtimestamp(edited).astimezone().isoformat(timespec='seconds')}): "
+                "shadow-run again"
+            )
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
