@@ -110,7 +110,7 @@ def test_output_is_deterministic_and_json_schema(tmp_path: Path, debian_root: Pa
     gap = by_id["prune-media-cache-53c48045"]  # 20 2 * * * in Europe/Berlin: the spring gap
     assert [e["kind"] for e in gap["beat_entries"]] == ["cronsim"]
     assert gap["schedule_proof"]["identical"] and gap["schedule_proof"]["zone"] == "Europe/Berlin"
-    assert gap["schedule_proof"]["window"] == ["2026-01-01T00:00:00+01:00", "2027-01-01T00:00:00+01:00"]
+    assert gap["schedule_proof"]["window"] == ["2026-01-01T00:00:00+01:00", "2031-01-01T00:00:00+01:00"]
     daily = by_id["backup-etc-4b7a190f"]
     assert daily["beat_entries"][0]["fields"] == {
         "minute": "30", "hour": "1", "day_of_month": "*", "month_of_year": "*", "day_of_week": "*"

@@ -185,7 +185,8 @@ def render_project(
             if proof is None
             else (
                 f"identical to cron over {proof.window[0]} .. {proof.window[1]} in {proof.zone} "
-                f"({proof.fires} fires, computed by Celery's own schedule code against cronsim)"
+                f"({proof.fires} fires; tables compared, Celery's own schedule code driven across "
+                f"{proof.transitions} offset change(s) and each month boundary against a port of cron's loop)"
                 if proof.identical
                 else f"DIFFERS from cron at {len(proof.differences) + proof.more_differences} instant(s)"
             )
