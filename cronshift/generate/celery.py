@@ -143,7 +143,6 @@ def render_project(
     outs: list[JobOutput] = []
     ctx_jobs: list[dict[str, Any]] = []
     reboot: list[dict[str, Any]] = []
-    stamps: list[dict[str, Any]] = []
     policies: list[str] = []
     longest = 0
     for job in sorted(jobs, key=lambda j: j.id):
@@ -169,10 +168,6 @@ def render_project(
                 reboot.append({"task": task})
         plan = (plans or {}).get(job.id) or plan_for(job)
         longest = max(longest, plan.celery_limit)
-        cexpr = None if expr is None or expr.reboot else expr.cronsim_expr()
-        schedule = {"expr": cexpr, "zone": zone} if cexpr else None
-        if tr.entries:
-            stamps.append({"task": task, "expr": cexpr, "zone": zone})
         policies.append(plan.missed)
         entries = tuple(BeatEntry(e.kind, e.fields, e.expr, e.zone, e.why) for e in tr.entries)
         named = [
@@ -191,7 +186,8 @@ def render_project(
                 else f"DIFFERS from cron at {len(proof.differences) + proof.more_differences} instant(s)"
             )
         )
-        spec_json = json.dumps(job_spec(job, plan, schedule), ensure_ascii=True, sort_keys=True)
+        # No schedule in the spec: the beat entries in app.py are the only copy (the runtime reads them).
+        spec_json = json.dumps(job_spec(job, plan), ensure_ascii=True, sort_keys=True)
         ctx = {
             "id": job.id, "func": name, "module": module, "task": task, "package": package,
             "source": str(job.source), "user": job.user, "shell": job.shell, "schedule_text": job.schedule,
@@ -215,7 +211,7 @@ def render_project(
         timezone=timezone, uses_crontab="crontab" in uses, uses_cronsim="cronsim" in uses,
         longest_limit=longest, visibility_timeout=longest + VISIBILITY_MARGIN,
         deadline=STARTING_DEADLINE if all(p == "skip" for p in policies) else None,
-        reboot_jobs=reboot, stamps=stamps, redbeat=beat == "redbeat", state_redis=state_redis,
+        reboot_jobs=reboot, redbeat=beat == "redbeat", state_redis=state_redis,
         redbeat_cronsim=beat == "redbeat" and "cronsim" in uses,
     )  # fmt: skip
     files[f"{package}/triggers.py"] = _env.get_template("triggers.py.j2").render(jobs=ctx_jobs)

@@ -25,7 +25,14 @@ from zoneinfo import ZoneInfo
 from celery.schedules import BaseSchedule, schedstate
 from cronsim import CronSim
 
-__all__ = ["cronsim_schedule"]
+__all__ = [
+    "beat_schedules",
+    "cronsim_schedule",
+    "fires_between_of",
+    "latest_fire_of",
+    "next_fire",
+    "stamp_from_beat_entries",
+]
 
 _REBUILD_AFTER = timedelta(days=2)  # a long jump (beat was down): start a fresh iterator
 _MARGIN = timedelta(hours=2, minutes=1)  # more than any DST change in tzdata: instants come out in order
@@ -166,3 +173,102 @@ def enable_redbeat() -> None:
     decoder.RedBeatJSONEncoder.default = default  # type: ignore[method-assign]
     decoder.RedBeatJSONDecoder.dict_to_object = dict_to_object  # type: ignore[method-assign]
     decoder._cronshift = True  # type: ignore[attr-defined]
+
+
+# -- the beat entries as the one source of each job's schedule ------------------------------------------
+
+_FAR = timedelta(days=4 * 366 + 1)  # every cron schedule that can fire fires within a leap cycle
+_stamping_app: Any = None
+
+
+def next_fire(sched: BaseSchedule, after: datetime) -> datetime:
+    """The first instant strictly after `after` (aware) at which `sched` fires, by its own code."""
+    if isinstance(sched, cronsim_schedule):
+        return sched.next_after(after)
+    # A shallow copy with its own clock (copy.copy would go through crontab.__reduce__ and lose the app,
+    # hence the zone); beat's object keeps its clock.
+    probe = object.__new__(type(sched))
+    probe.__dict__.update(sched.__dict__)
+    probe.nowfun = lambda: after
+    return after + probe.remaining_estimate(after)
+
+
+def latest_fire_of(scheds: list[BaseSchedule], now: datetime) -> datetime | None:
+    """The latest instant <= `now` at which any of `scheds` fires: the run beat is sending now."""
+    best: datetime | None = None
+    for sched in scheds:
+        span = timedelta(minutes=2)
+        while span <= _FAR:
+            f = next_fire(sched, now - span)
+            if f <= now:
+                while (g := next_fire(sched, f)) <= now:
+                    f = g
+                best = f if best is None or f > best else best
+                break
+            span *= 4
+    return best
+
+
+def fires_between_of(
+    scheds: list[BaseSchedule], after: datetime, before: datetime, cap: int
+) -> list[datetime]:
+    """Instants strictly between `after` and `before` at which any of `scheds` fires, oldest first, <= cap."""
+    out: list[datetime] = []
+    for sched in scheds:
+        t = after
+        while len(out) < cap * len(scheds):
+            t = next_fire(sched, t)
+            if t >= before:
+                break
+            out.append(t)
+    return sorted(out)[:cap]
+
+
+def beat_schedules(app: Any, task: str) -> list[BaseSchedule]:
+    """The schedule objects of `app`'s beat entries that send `task` (the app's beat_schedule)."""
+    from celery.schedules import maybe_schedule
+
+    out = []
+    for entry in (app.conf.beat_schedule or {}).values():
+        if isinstance(entry, dict) and entry.get("task") == task:
+            sched = maybe_schedule(entry.get("schedule"), app=app)
+            if isinstance(sched, BaseSchedule):
+                out.append(sched)
+    return out
+
+
+def _beat_started(sender: Any = None, **_: Any) -> None:
+    global _in_beat
+    _in_beat = True
+
+
+_in_beat = False
+
+
+def _stamp(sender: str | None = None, body: Any = None, **_: Any) -> None:
+    if not _in_beat or _stamping_app is None or not isinstance(sender, str):
+        return
+    kwargs = body[1] if isinstance(body, tuple) and len(body) > 1 else (body or {}).get("kwargs")
+    if not isinstance(kwargs, dict):
+        return
+    scheds = beat_schedules(_stamping_app, sender)
+    if not scheds:
+        return  # not a beat-driven cron task: leave the message alone
+    when = latest_fire_of(scheds, datetime.now(UTC))
+    # Overwritten every time: an entry's own kwargs dict may be the object beat sends again.
+    kwargs["scheduled_for"] = None if when is None else when.timestamp()
+
+
+def stamp_from_beat_entries(app: Any) -> None:
+    """In the beat process only, write each run's logical time (`scheduled_for`) into its message.
+
+    The instant comes from the beat entries that send the task (`app.conf.beat_schedule`), so the entry
+    is the only place a schedule is written: edit it and the runs follow. It is the latest instant <= now
+    at which those entries fire: beat sends a run at (or, within its starting deadline, shortly after)
+    that instant. The task claims it, so two beats or a redelivery cannot run one instant twice."""
+    from celery.signals import beat_init, before_task_publish
+
+    global _stamping_app
+    _stamping_app = app
+    beat_init.connect(_beat_started, weak=False, dispatch_uid="cronshift-beat-entries-init")
+    before_task_publish.connect(_stamp, weak=False, dispatch_uid="cronshift-beat-entries-stamp")

@@ -18,6 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from cronshift.runtime import state
@@ -204,14 +205,22 @@ class _Ctx:
             r = self.need_state("missed-run policy catch-up")
             prev = state.advance_last_scheduled(r, self.spec["id"], sf)
             sched = pol.get("schedule") or {}
-            if prev is not None and sf > prev and sched.get("expr"):
+            gaps: list[float] = []
+            entries = _beat_entries(self.task)
+            if prev is not None and sf > prev and entries:
+                # The beat entries that send this task are the one source of its schedule.
+                from cronshift.runtime.schedules import fires_between_of
+
+                a, b = datetime.fromtimestamp(prev, UTC), datetime.fromtimestamp(sf, UTC)
+                gaps = [t.timestamp() for t in fires_between_of(entries, a, b, MAX_CATCH_UP)]
+            elif prev is not None and sf > prev and sched.get("expr"):  # the Streams target's specs
                 gaps = list(
                     state.instants_between(sched["expr"], sched.get("zone", "UTC"), prev, sf, MAX_CATCH_UP)
                 )
+            if gaps:
                 for t in gaps:
                     self.task.apply_async(kwargs={"payload": None, "scheduled_for": t})
-                if gaps:
-                    self.extra["caught_up"] = ",".join(f"{t:.0f}" for t in gaps)
+                self.extra["caught_up"] = ",".join(f"{t:.0f}" for t in gaps)
         return None
 
     def execute(self, lease: Any) -> dict[str, Any]:
@@ -278,3 +287,16 @@ class _Ctx:
         """A lock that could not be renewed (Redis away longer than its expiry) is said in the record."""
         if lease is not None and lease.lost:
             self.extra["lock_lost"] = "1"
+
+
+def _beat_entries(task: Any) -> list[Any]:
+    """The schedules of the beat entries in the task's app that send it (none for a plain trigger app)."""
+    from cronshift.runtime.schedules import beat_schedules
+
+    app, name = getattr(task, "app", None), getattr(task, "name", None)
+    if app is None or not isinstance(name, str):
+        return []
+    try:
+        return beat_schedules(app, name)
+    except (AttributeError, TypeError, ValueError):
+        return []
