@@ -9,6 +9,7 @@ distinct, so each is proved on its own (no cache hit between jobs).
 
 from __future__ import annotations
 
+import os
 import random
 import resource
 import shutil
@@ -75,11 +76,13 @@ def main(n: int, seed: int) -> None:
         jobs = [j for j in result.jobs if j.runs and j.source.path.endswith("cron.d/bench")]
         assert len({j.schedule for j in jobs}) == n, "every expression distinct"
         t0 = time.perf_counter()
+        c0 = _cpu()
         res = generate_project(
             jobs, Path(tmp) / "out", package="bench", timezone=result.system_timezone or "UTC",
             dialect=result.dialect, year=2026,
         )  # fmt: skip
         t_gen = time.perf_counter() - t0
+        c_gen = _cpu() - c0
     proved = [j for j in res.jobs if j.translation.proof is not None]
     identical = sum(1 for j in proved if j.translation.proof and j.translation.proof.identical)
     custom = sum(1 for j in res.jobs if any(e.kind == "cronsim" for e in j.entries))
@@ -89,6 +92,14 @@ def main(n: int, seed: int) -> None:
     print(f"{custom} need cronshift's schedule class (DST), the rest are stock crontab")
     print(f"generate + prove: {t_gen:.1f} s (goal < 60 s); scan of the same root: {t_scan:.3f} s")
     print(f"ratio generate/scan: {t_gen / t_scan:.0f}x; peak memory {peak:.0f} MB")
+    load = os.getloadavg()[0]
+    print(f"CPU time of generate (with its proof workers): {c_gen:.1f} s; load average {load:.1f}")
+
+
+def _cpu() -> float:
+    """User + system CPU seconds of this process and its reaped children (the proof workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 if __name__ == "__main__":

@@ -145,6 +145,7 @@ def render_project(
     reboot: list[dict[str, Any]] = []
     policies: list[str] = []
     longest = 0
+    proved = _translate_in_parallel(jobs, timezone, dialect, year)
     for job in sorted(jobs, key=lambda j: j.id):
         name = slug(job.id)
         module, task = f"{package}.jobs.{name}", f"{package}.{name}"
@@ -158,7 +159,7 @@ def render_project(
         elif zone != timezone and not expr.reboot:
             tr = _other_zone(expr, zone, year)
         else:
-            tr = translate(expr, zone, year)
+            tr = proved.get(expr) or translate(expr, zone, year)
         messages = (*notes, *((tr.message,) if tr.message else ()), *tr.notes)
         if expr is not None and expr.reboot:
             extra = "a worker_ready hook in app.py sends it each time a worker starts" if on_reboot else (
@@ -217,6 +218,42 @@ def render_project(
     files[f"{package}/triggers.py"] = _env.get_template("triggers.py.j2").render(jobs=ctx_jobs)
     files["ruff.toml"] = RUFF_TOML
     return ruff_format(files, package), outs
+
+
+_PARALLEL_FROM = 64  # distinct schedules; below this a second process costs more than it saves
+
+
+def _translate_one(args: tuple[CronExpr, str, int]) -> Translation:
+    return translate(*args)
+
+
+def _translate_in_parallel(
+    jobs: list[CronJob], timezone: str, dialect: Dialect, year: int
+) -> dict[CronExpr, Translation]:
+    """Prove the app zone's distinct schedules on two processes when there are many (a varied fleet).
+
+    Proofs are pure and deterministic, so the result is the same as proving them one by one."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    exprs: dict[CronExpr, None] = {}
+    for job in jobs:
+        if (job.timezone or timezone) != timezone:
+            continue
+        try:
+            expr, _notes = expr_for(job, dialect)
+        except ScheduleError:
+            continue
+        if expr is not None and not expr.reboot and expr.can_fire():
+            exprs[expr] = None
+    workers = min(2, len(os.sched_getaffinity(0)))
+    if len(exprs) < _PARALLEL_FROM or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return {}
+    keys = list(exprs)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as ex:
+        done = ex.map(_translate_one, [(e, timezone, year) for e in keys], chunksize=8)
+        return dict(zip(keys, done, strict=True))
 
 
 RUFF_TOML = """# Lint and format settings for this generated project (cronshift writes code that passes them).

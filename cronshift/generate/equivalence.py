@@ -460,6 +460,12 @@ class CronModel:
         return total
 
 
+@functools.lru_cache(maxsize=8)
+def _model(expr: CronExpr, zone: str, start: datetime, end: datetime) -> CronModel:
+    """One model per schedule: the stock proof and the class's proof share its loops."""
+    return CronModel(expr, zone, start, end)
+
+
 # -- beat's side ----------------------------------------------------------------------------------------
 
 
@@ -580,7 +586,7 @@ def prove(
     `first_difference`: stop at the first stretch that differs (enough to choose an entry kind)."""
     start, end = proof_range(zone, year)
     app = proof_app(zone)
-    model = CronModel(expr, zone, start, end)
+    model = _model(expr, zone, start, end)
     scheds = [e.schedule(app) for e in entries]
     diffs: dict[datetime, tuple[int, int]] = {}
     checks = 0

@@ -76,16 +76,26 @@ class cronsim_schedule(BaseSchedule):
             return [first, second]
         return [first]
 
+    def _steady(self, t: datetime) -> bool:
+        """No offset change within _MARGIN of `t` (UTC): local time runs with UTC around it."""
+        tz = self._tz
+        return (
+            tz is UTC or (t - _MARGIN).astimezone(tz).utcoffset() == (t + _MARGIN).astimezone(tz).utcoffset()
+        )
+
     def _instants(self, after: datetime) -> Iterator[datetime]:
         """Every run strictly after `after` (UTC), in order, runs on one instant spaced by _SPACING."""
         tz = self._tz
-        start = (after - _MARGIN).astimezone(tz).replace(tzinfo=None)
+        # Near an offset change a later wall-clock match can come earlier in real time (the repeated
+        # hour): start _MARGIN back and release an instant only once no later match can precede it.
+        start = after if self._steady(after) else after - _MARGIN
         heap: list[datetime] = []
         last = after
-        for local in CronSim(self.expr, start):
+        for local in CronSim(self.expr, start.astimezone(tz).replace(tzinfo=None)):
             for t in self._runs(local):
                 heapq.heappush(heap, t)
-            bound = local.replace(tzinfo=tz, fold=0).astimezone(UTC) - _MARGIN
+            u = local.replace(tzinfo=tz, fold=0).astimezone(UTC)
+            bound = u if self._steady(u) else u - _MARGIN
             while heap and heap[0] <= bound:
                 t = heapq.heappop(heap)
                 if t <= after:
