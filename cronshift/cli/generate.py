@@ -10,7 +10,13 @@ import typer
 from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail
 from cronshift.discover.lookup import JobNotFound, find_job
-from cronshift.generate.celery import DEFAULT_BROKER, GenerateResult, generate_project
+from cronshift.generate.celery import (
+    DEFAULT_BROKER,
+    GenerateResult,
+    generate_project,
+    never_run_refusal,
+    unknown_zone,
+)
 from cronshift.generate.plan import PolicyError, parse_policy_options, plans_from_history
 from cronshift.generate.streams import DEFAULT_REDIS, generate_streams_project
 from cronshift.history.evidence import env_redis_url
@@ -30,6 +36,9 @@ def generate(
         bool, typer.Option("--on-reboot", help="Send @reboot jobs from a worker_ready hook.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files edited since generation.")] = False,
+    include_never_run: Annotated[
+        bool, typer.Option("--include-never-run", help="Generate jobs cron never runs (with a warning).")
+    ] = False,
     target: Annotated[
         str, typer.Option("--target", help="celery (default) or streams (a Redis Streams consumer).")
     ] = "celery",
@@ -73,8 +82,12 @@ def generate(
             fail(env, str(e), ExitStatus.USAGE)
     else:
         fail(env, "name at least one job, or pass --all", ExitStatus.USAGE)
+    refusal = None if include_never_run else never_run_refusal(chosen)
+    if refusal is not None:
+        fail(env, refusal, ExitStatus.USAGE)
     tz = result.system_timezone or "UTC"
     year = clock(now, tz).year
+    bad_zones = [(j, unknown_zone(j.timezone)) for j in chosen if j.timezone]
     if target == "streams":
         res = generate_streams_project(
             chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year,
@@ -103,7 +116,10 @@ def generate(
         env.stderr.write(
             f"cronshift: {out / rel}: edited since it was generated; left alone (--force overwrites)\n"
         )
-    if res.kept:
+    for j, problem in bad_zones:
+        if problem is not None:
+            env.stderr.write(f"cronshift: {j.source}: {problem}: no beat entry for {j.id}\n")
+    if res.kept or any(p for _j, p in bad_zones):
         raise SystemExit(int(ExitStatus.ERROR))
     if res.proofs_differ:
         raise SystemExit(int(ExitStatus.DIFFERENCES))
@@ -122,6 +138,7 @@ def to_json(res: GenerateResult) -> dict[str, Any]:
                 "beat_entries": [e.to_dict() for e in j.entries],
                 "schedule_proof": None if j.translation.proof is None else j.translation.proof.to_dict(),
                 "messages": list(j.messages),
+                "warnings": list(getattr(j, "warnings", ())),
                 **({"policies": j.policies} if getattr(j, "policies", None) else {}),
             }
             for j in res.jobs
