@@ -152,7 +152,9 @@ def expr_for(job: CronJob, dialect: Dialect) -> tuple[CronExpr | None, tuple[str
     return parse(job.schedule, dialect), tuple(notes)
 
 
-def job_spec(job: CronJob, plan: Any, schedule: dict[str, str] | None = None) -> dict[str, Any]:
+def job_spec(
+    job: CronJob, plan: Any, schedule: dict[str, str] | None = None, dialect: str = "debian"
+) -> dict[str, Any]:
     policy = dict(plan.policy()) if hasattr(plan, "policy") else {}
     if schedule:
         policy["schedule"] = schedule  # catch-up sends one run per missed instant of this schedule
@@ -168,6 +170,7 @@ def job_spec(job: CronJob, plan: Any, schedule: dict[str, str] | None = None) ->
         "overlap": plan.overlap,
         "time_limit": plan.time_limit,
         "source": str(job.source),
+        "dialect": str(dialect),  # the runtime builds the environment as this cron does
     }
 
 
@@ -243,7 +246,7 @@ def render_project(
             )
         )
         # No schedule in the spec: the beat entries in app.py are the only copy (the runtime reads them).
-        spec_json = json.dumps(job_spec(job, plan), ensure_ascii=True, sort_keys=True)
+        spec_json = json.dumps(job_spec(job, plan, dialect=dialect), ensure_ascii=True, sort_keys=True)
         ctx = {
             "id": job.id, "func": name, "module": module, "task": task, "package": package,
             "source": str(job.source), "user": job.user, "shell": job.shell, "schedule_text": job.schedule,
