@@ -215,3 +215,33 @@ def test_an_unknown_cron_tz_is_one_problem_line(tmp_path: Path) -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert "Traceback" not in scan_json.stderr and json.loads(scan_json.stdout)["jobs"]
+
+
+def test_generated_files_are_formatted_by_construction(tmp_path: Path, debian_root: Path) -> None:
+    """No ruff at generation time (a plain install has none): the files come out passing the project's own
+    ruff check and ruff format --check, with no line past 110 characters."""
+    out = tmp_path / "o"
+    env_path = "/usr/bin:/bin"  # no ruff on PATH, none beside the interpreter is used either
+    for pkg, root, extra in (
+        ("fleet", debian_root, ["--all", "--include-never-run"]),
+        ("hostile", hostile_root(tmp_path), ["--all", "--on-reboot", "--beat", "redbeat"]),
+        ("warned", _warn_root(tmp_path / "w"), ["--all"]),
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "cronshift", "generate", *extra, "--root", str(root), "--out", str(out),
+             "--package", pkg, "--no-history", *NOW],
+            capture_output=True, text=True, env={"PATH": env_path, "HOME": str(tmp_path)}, cwd=PROJECT,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    cfg = ["--no-cache", "--config", str(out / "ruff.toml")]
+    check = subprocess.run([RUFF, "check", *cfg, str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    fmt = subprocess.run([RUFF, "format", "--check", *cfg, str(out)], capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout
+    long = [
+        f"{p}:{n}"
+        for p in out.rglob("*.py")
+        for n, x in enumerate(p.read_text().splitlines(), 1)
+        if len(x) > 110
+    ]
+    assert long == []

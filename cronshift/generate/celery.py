@@ -36,6 +36,104 @@ _env = jinja2.Environment(
     autoescape=False,
 )
 _env.filters["pyrepr"] = lambda v: pyrepr(v)
+_env.filters["chunks"] = lambda v: string_chunks(v)
+_env.filters["comment"] = lambda v, indent="": comment_lines(v, indent)
+_env.filters["docstring"] = lambda v, indent="": docstring_lines(v, indent)
+_env.filters["call"] = lambda v, prefix, indent: call_lines(v, prefix, indent)
+_env.filters["wrap"] = lambda v: "\n".join(
+    __import__("textwrap").wrap(v, LINE, break_long_words=False, break_on_hyphens=False)
+)
+_env.filters["natural"] = lambda v, attr: sorted(v, key=lambda x: natural_key(x[attr]))
+
+LINE = 110  # the generated project's line length (its ruff.toml): files are written formatted, no ruff needed
+
+
+def string_chunks(text: str, width: int = LINE - 8) -> list[str]:
+    """`text` as Python string literals of at most `width` characters, to concatenate implicitly.
+
+    Cut between characters of the value, never inside an escape, so each piece is a valid literal."""
+    out: list[str] = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + width)
+        while end > start + 1 and len(pyrepr(text[start:end])) > width:
+            end -= max(1, (len(pyrepr(text[start:end])) - width + 1) // 2)
+        out.append(pyrepr(text[start:end]))
+        start = end
+    return out or ['""']
+
+
+def comment_lines(text: str, indent: str = "") -> str:
+    """A # comment wrapped at the line length (continuation lines indented, as the templates write)."""
+    import textwrap
+
+    first = indent + "# "
+    lead = len(text) - len(text.lstrip(" "))
+    return "\n".join(
+        textwrap.wrap(
+            text.strip(),
+            LINE,
+            initial_indent=first + " " * lead,
+            subsequent_indent=indent + "#   ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    )
+
+
+def docstring_lines(text: str, indent: str = "") -> str:
+    """A docstring: one line if it fits, else its first sentence, a blank line, the rest wrapped, and the
+    closing quotes alone (ruff format joins a one-paragraph docstring back onto one line)."""
+    import textwrap
+
+    one = f'{indent}"""{text}"""'
+    if len(one) <= LINE:
+        return one
+    summary, _, rest = text.partition(". ")
+    body = textwrap.wrap(rest, LINE - len(indent), break_long_words=False, break_on_hyphens=False)
+    lines = [f'{indent}"""{summary}.', "", *(indent + b for b in body)]
+    return "\n".join([*lines, f'{indent}"""'])
+
+
+def call_lines(call: str, prefix: str, indent: str) -> str:
+    """`prefix + call + ","` laid out as ruff format lays it out at the line length.
+
+    `call` is `name(arg, arg, ...)` with simple arguments (no nested commas outside quotes)."""
+    one = f"{indent}{prefix}{call},"
+    if len(one) <= LINE:
+        return one
+    name, _, rest = call.partition("(")
+    args = rest[:-1]
+    inner = indent + "    "
+    if len(inner + args) <= LINE:
+        return f"{indent}{prefix}{name}(\n{inner}{args}\n{indent}),"
+    parts = _split_args(args)
+    return f"{indent}{prefix}{name}(\n" + "".join(f"{inner}{p},\n" for p in parts) + f"{indent}),"
+
+
+def _split_args(args: str) -> list[str]:
+    out, cur, quote = [], "", ""
+    for ch in args:
+        if quote:
+            cur += ch
+            if ch == quote and not cur.endswith("\\" + quote):
+                quote = ""
+        elif ch in "\"'":
+            quote, cur = ch, cur + ch
+        elif ch == ",":
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return [*out, cur.strip()] if cur.strip() else out
+
+
+def natural_key(s: str) -> list[Any]:
+    """isort's (and ruff's) natural order: digit runs compare as numbers ('x_6a' before 'x_58')."""
+    # natord, which ruff uses: a digit run with a leading zero compares digit by digit, before the others
+    return [
+        (t[:1] != "0", int(t) if t[:1] != "0" else t) if t.isdigit() else t for t in re.split(r"(\d+)", s)
+    ]
 
 
 def pyrepr(value: Any) -> str:
@@ -274,8 +372,11 @@ def render_project(
         redbeat_cronsim=beat == "redbeat" and "cronsim" in uses,
     )  # fmt: skip
     files[f"{package}/triggers.py"] = _env.get_template("triggers.py.j2").render(jobs=ctx_jobs)
+    for rel, text in files.items():
+        if rel.endswith(".py"):
+            files[rel] = text.rstrip("\n") + "\n"  # one newline at the end, whatever the last block was
     files["ruff.toml"] = RUFF_TOML
-    return ruff_format(files, package), outs
+    return files, outs
 
 
 _PARALLEL_FROM = 64  # distinct schedules; below this a second process costs more than it saves

@@ -81,10 +81,10 @@ class BeatEntry:
         return crontab(**dict(self.fields), app=app)
 
     def source(self) -> str:
-        """The Python expression the generated app.py uses for this entry."""
+        """The Python expression the generated app.py uses for this entry (quoted as ruff format quotes)."""
         if self.kind == "cronsim":
-            return f"cronsim_schedule({self.expr!r}, {self.zone!r})"
-        return "crontab(" + ", ".join(f"{k}={v!r}" for k, v in self.fields) + ")"
+            return f"cronsim_schedule({_lit(self.expr)}, {_lit(self.zone)})"
+        return "crontab(" + ", ".join(f"{k}={_lit(v)}" for k, v in self.fields) + ")"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "schedule": self.source()}
@@ -94,6 +94,11 @@ class BeatEntry:
             d["expr"], d["zone"] = self.expr, self.zone
         d["why"] = self.why
         return d
+
+
+def _lit(v: str) -> str:
+    r = repr(v)
+    return '"' + r[1:-1] + '"' if r.startswith("'") and '"' not in v else r
 
 
 @dataclass(frozen=True, slots=True)
