@@ -70,6 +70,7 @@ def show(
                 "history": history_to_dict(ev, t),
                 "job": job_to_dict(j, d, nxt, score=sc, metrics=m.to_dict()),
                 "runs": [_run_dict(r, t) for r in runs],
+                "skipped": [_skip_dict(r, t) for r in ev.skipped_runs.get(j.id, [])[-last:]],
                 "retirement": gone.to_dict() if gone else None,
             },
         )
@@ -105,6 +106,7 @@ def show(
     _breakdown(env, sc.value, sc.reasons, sc.unknown)
     _metrics(env, m, t)
     _runs(env, runs, t)
+    _skips(env, ev.skipped_runs.get(j.id, [])[-last:], t)
 
 
 def _when(ts: float | None, now: datetime) -> str:
@@ -204,6 +206,25 @@ def _runs(env: Env, runs: list[RunRecord], now: datetime) -> None:
     if not runs:
         tab.add_row("no runs in the evidence", "", "", "", "")
     env.out.print(tab)
+
+
+def _skips(env: Env, skips: list[RunRecord], now: datetime) -> None:
+    if not skips:
+        return
+    tab = Table(title=f"last {len(skips)} runs a policy skipped", title_justify="left")
+    for col in ("scheduled for", "decided", "why"):
+        tab.add_column(col)
+    for r in skips:
+        sf = "—" if r.scheduled_for is None else _when(r.scheduled_for, now)
+        tab.add_row(sf, _when(r.start, now), escape(str(r.extra.get("skipped", ""))))
+    env.out.print(tab)
+
+
+def _skip_dict(r: RunRecord, now: datetime) -> dict[str, Any]:
+    """A run a policy decided not to start (missed window, overlap, duplicate, redelivery)."""
+    sf = r.scheduled_for
+    return {"at": _iso(r.start, now), "scheduled_for": None if sf is None else _iso(sf, now),
+            "reason": r.extra.get("skipped", "")}  # fmt: skip
 
 
 def _run_dict(r: RunRecord, now: datetime) -> dict[str, Any]:

@@ -184,6 +184,12 @@ class _Ctx:
             other = state.claim(self.r, self.spec["id"], sf, self.task_id)
             if other is not None:
                 return self.skip(f"duplicate: task {other} already has the run scheduled for {sf:.0f}")
+            if self.r.exists(self._started_key()):
+                # acks_late redelivers a message whose worker died; cron never starts one instant twice.
+                return self.skip(
+                    f"redelivered after this run scheduled for {sf:.0f} had started (its worker died): "
+                    "cron starts each scheduled instant at most once"
+                )
         missed = pol.get("missed", "skip")
         late = now - sf
         if missed == "skip":
@@ -223,10 +229,17 @@ class _Ctx:
                 self.extra["caught_up"] = ",".join(f"{t:.0f}" for t in gaps)
         return None
 
+    def _started_key(self) -> str:
+        """Set when this message's run of its instant starts (per retry: a retry is meant to run)."""
+        sf = self.scheduled_for or 0.0
+        return f"cronshift:started:{self.spec['id']}:{sf:.0f}:{self.task_id}:{self.attempt}"
+
     def execute(self, lease: Any) -> dict[str, Any]:
         pol, spec = self.pol, self.spec
         if self.r is not None and pol.get("missed") == "run-once":
             state.set_last_start(self.r, spec["id"], self.clock(), self.task_id)
+        if self.r is not None and self.scheduled_for is not None:
+            self.r.set(self._started_key(), "1", ex=state.KEEP)
 
         def on_start(pid: int) -> None:
             if lease is not None:
