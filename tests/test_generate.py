@@ -245,3 +245,26 @@ def test_generated_files_are_formatted_by_construction(tmp_path: Path, debian_ro
         if len(x) > 110
     ]
     assert long == []
+
+
+def test_each_job_has_its_queue_and_the_pool_a_slot_per_job(tmp_path: Path) -> None:
+    """One shared queue with the default pool let one long job make the others miss their window."""
+    root = _warn_root(tmp_path)
+    out = tmp_path / "o"
+    code, _, err = run("--all", "--root", str(root), "--out", str(out), "--package", "qpkg", *NOW)
+    assert code == 0, err
+    script = (
+        "import json\nfrom qpkg.app import app\nc = app.conf\n"
+        "print(json.dumps({'queues': sorted(q.name for q in c.task_queues), 'routes': c.task_routes,"
+        " 'concurrency': c.worker_concurrency}))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=out,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{out}:{PROJECT}"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    tasks = sorted(got["routes"])
+    assert len(tasks) == 2 and got["concurrency"] == 2  # two jobs cron runs, one slot each
+    assert got["queues"] == sorted(["qpkg", *tasks])
+    assert all(got["routes"][t] == {"queue": t} for t in tasks)  # the job's queue is named like its task

@@ -293,6 +293,7 @@ def render_project(
     policies: list[str] = []
     longest = 0
     proved = _translate_in_parallel(jobs, timezone, dialect, year)
+    used_plans: list[Plan] = []
     for job in sorted(jobs, key=lambda j: j.id):
         name = slug(job.id)
         module, task = f"{package}.jobs.{name}", f"{package}.{name}"
@@ -325,6 +326,7 @@ def render_project(
                 reboot.append({"task": task})
         plan = (plans or {}).get(job.id) or plan_for(job)
         longest = max(longest, plan.celery_limit)
+        used_plans.append(plan)
         policies.append(plan.missed)
         entries = tuple(BeatEntry(e.kind, e.fields, e.expr, e.zone, e.why) for e in tr.entries)
         named = [
@@ -368,6 +370,8 @@ def render_project(
         timezone=timezone, uses_crontab="crontab" in uses, uses_cronsim="cronsim" in uses,
         longest_limit=longest, visibility_timeout=longest + VISIBILITY_MARGIN,
         deadline=STARTING_DEADLINE if all(p == "skip" for p in policies) else None,
+        concurrency=max(1, sum(p.concurrency for p in used_plans)),
+        concurrency_why=f"{len(used_plans)} job(s)",
         reboot_jobs=reboot, redbeat=beat == "redbeat", state_redis=state_redis,
         redbeat_cronsim=beat == "redbeat" and "cronsim" in uses,
     )  # fmt: skip
@@ -481,6 +485,7 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
         "missed": {"value": plan.missed, "why": plan.missed_why, "starting_deadline": plan.starting_deadline},
         "retries": {"retry_on": list(plan.retry_on), "max_retries": plan.max_retries, "why": plan.retry_why},
         "max_deliveries": {"value": plan.max_deliveries, "why": plan.delivery_why},
+        "concurrency": {"value": plan.concurrency, "why": plan.concurrency_why},
         "overridden": list(plan.overridden),
     }
 
@@ -488,7 +493,7 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
 def _plan_ctx(plan: Plan) -> dict[str, Any]:
     """The plan's values and reasons, each reason safe inside a # comment."""
     out: dict[str, Any] = {k: getattr(plan, k) for k in plan.__slots__ if not k.endswith("_why")}  # type: ignore[attr-defined]
-    for k in ("overlap_why", "limit_why", "missed_why", "retry_why", "delivery_why"):
+    for k in ("overlap_why", "limit_why", "missed_why", "retry_why", "delivery_why", "concurrency_why"):
         out[k] = one_line(getattr(plan, k))
     out["hard_limit"], out["retry_on"] = plan.hard_limit, list(plan.retry_on)
     return out
