@@ -305,8 +305,12 @@ def test_triggered_entries_run_exactly_as_cron_and_failures_are_recorded_and_ack
     runs = wait_for(lambda: len(p.runs()) == 3 and p.runs(), why="three run records")
 
     lines = (Path(u.pw_dir) / "env.txt").read_text().splitlines()
-    expected = [f"HOME={u.pw_dir}", f"LOGNAME={u.pw_name}", f"USER={u.pw_name}", "PATH=/usr/bin:/bin"]
-    expected += ["SHELL=/bin/sh", 'GREETING=it\'s "quoted" {{x}}', f"PWD={u.pw_dir}"]
+    # Debian's cron: PAM's variables (this host's /etc/environment and locale), then cron's own; no USER
+    from cronshift.runtime.execute import pam_environment
+
+    own = {"HOME": u.pw_dir, "LOGNAME": u.pw_name, "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"}
+    own |= {"GREETING": 'it\'s "quoted" {{x}}', "PWD": u.pw_dir}
+    expected = [f"{k}={v}" for k, v in (pam_environment() | own).items()]
     assert lines == [*sorted(expected), u.pw_dir, "in", "put"]
     assert (Path(u.pw_dir) / "env.txt").stat().st_uid == u.pw_uid
     assert json.loads((Path(u.pw_dir) / "payload.json").read_text()) == hostile
