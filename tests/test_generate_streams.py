@@ -119,6 +119,16 @@ def test_dst_gap_job_is_proved_in_its_zone_and_reboot_has_no_schedule(tmp_path: 
     assert f"# {boot[0]['id']}: @reboot runs when cron starts" in jobs_py
 
 
+def test_spec_carries_the_scanned_dialect_so_the_environment_is_the_crons(tmp_path: Path) -> None:
+    """A cronie host's jobs get cronie's environment (USER set), a Debian host's Debian's."""
+    for dialect in ("cronie", "debian"):
+        root = _root(tmp_path / dialect, ["0 3 * * * root echo hi"])
+        code, _doc, err = _generate(root, tmp_path / dialect / "out", "dia", "--dialect", dialect)
+        assert code == 0, err
+        (spec,) = _specs(tmp_path / dialect / "out/dia/jobs.py").values()
+        assert spec["dialect"] == dialect
+
+
 def test_rerun_keeps_user_edits_unless_forced(tmp_path: Path) -> None:
     root = _root(tmp_path, ["0 3 * * * root echo hi"])
     out = tmp_path / "out"
