@@ -182,7 +182,7 @@ def advise(job: CronJob, m: Metrics, score: Score, runs: Sequence[RunRecord] = (
     poll_words = sorted(_shape(words, _POLL) + (["--since"] if "--since" in options else []))
     batch_words = _shape(words, _BATCH, _BATCH_EXACT)
     report_words = _shape(words, _REPORT)
-    pain = f"pain score {score.value:g}" + (f" (top: {score.reasons[0].text})" if score.reasons else "")
+    pain = f"pain score {score.value:g}" + (f" (top: {score.reasons[0]})" if score.reasons else "")
 
     if interval is None:
         return Advice(

@@ -10,6 +10,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 
+class Dialect(StrEnum):
+    """Which cron reads the files: the two differ in schedule syntax, environment and file names."""
+
+    DEBIAN = "debian"  # Vixie cron 3.0pl1 as patched by Debian/Ubuntu
+    CRONIE = "cronie"  # RHEL/Fedora/Arch/SUSE
+
+
 class Format(StrEnum):
     """How a source file lays out its lines."""
 
@@ -101,7 +108,7 @@ class ScanResult:
     files: tuple[str, ...] = ()  # every file read, relative to the root
     disabled: tuple[CronJob, ...] = ()  # commented-out job lines: listed, never run
     system_timezone: str | None = None
-    dialect: str = "debian"
+    dialect: Dialect = Dialect.DEBIAN
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +149,16 @@ class RunRecord:
 
 @dataclass(frozen=True, slots=True)
 class Reason:
-    """One line of a score's explanation: the evidence, and the points it added."""
+    """One line of a score's explanation: the evidence, and the points it added.
+
+    `text` says what was seen, without the points; str() is the line as shown: 'text: +points'."""
 
     text: str
     points: float
     evidence: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.text}: +{self.points:g}" if self.points > 0 else self.text
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,10 +42,10 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cronshift.discover.schedule import CronExpr, Dialect, ScheduleError, fires_between, parse
+from cronshift.discover.schedule import CronExpr, ScheduleError, fires_between, parse
 from cronshift.discover.timing import is_anacron_schedule
 from cronshift.history.evidence import Evidence, JobInput
-from cronshift.model import CronJob, Format, Reason, Score
+from cronshift.model import CronJob, Dialect, Format, Reason, Score
 
 # weights and caps, as documented above
 W_NEVER = 35.0
@@ -338,11 +338,11 @@ def _dur(seconds: float) -> str:
     return _ago(seconds)
 
 
-def _expr(job: CronJob, dialect: str) -> CronExpr | None:
+def _expr(job: CronJob, dialect: Dialect) -> CronExpr | None:
     if not job.schedule or is_anacron_schedule(job.schedule) or job.format is Format.ANACRONTAB:
         return None
     try:
-        return parse(job.schedule, Dialect(dialect))
+        return parse(job.schedule, dialect)
     except (ScheduleError, ValueError):
         return None
 
@@ -351,7 +351,7 @@ def _expr(job: CronJob, dialect: str) -> CronExpr | None:
 
 
 def metrics(
-    job: CronJob, inp: JobInput, ev: Evidence, tz: str | None, dialect: str = "debian"
+    job: CronJob, inp: JobInput, ev: Evidence, tz: str | None, dialect: Dialect = Dialect.DEBIAN
 ) -> tuple[Metrics, list[str]]:
     """The job's metrics over the evidence window, and what could not be known (in words)."""
     unknown: list[str] = []
@@ -520,7 +520,7 @@ def score(job: CronJob, m: Metrics, unknown: Sequence[str] = (), evidence_end: f
     def add(points: float, text: str, evidence: str) -> None:
         p = _pts(points)
         if p > 0:
-            reasons.append(Reason(text=f"{text}: +{p:g}", points=p, evidence=evidence))
+            reasons.append(Reason(text=text, points=p, evidence=evidence))
 
     if m.never_runs:
         add(W_NEVER, "cron never runs it (" + "; ".join(job.why_not) + ")", "scan")
@@ -604,7 +604,7 @@ def score(job: CronJob, m: Metrics, unknown: Sequence[str] = (), evidence_end: f
 
 
 def rank(
-    jobs: Sequence[CronJob], ev: Evidence, tz: str | None, dialect: str = "debian"
+    jobs: Sequence[CronJob], ev: Evidence, tz: str | None, dialect: Dialect = Dialect.DEBIAN
 ) -> list[tuple[CronJob, Metrics, Score]]:
     """Every job with its metrics and score, most painful first (ties: source order)."""
     out = []

@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cronshift.discover.crontab_file import Kind, parse_file, split_lines
-from cronshift.discover.schedule import Dialect
-from cronshift.model import Format
+from cronshift.model import Dialect, Format
 
 from .conftest import CORPUS, FIXTURES
 

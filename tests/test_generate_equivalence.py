@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cronshift.discover.schedule import Dialect, parse
+from cronshift.discover.schedule import parse
 from cronshift.generate.equivalence import (
     BeatEntry,
     CronModel,
@@ -26,6 +26,7 @@ from cronshift.generate.equivalence import (
     translate,
     window_for,
 )
+from cronshift.model import Dialect
 
 ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata")
 YEAR = 2026

@@ -138,7 +138,10 @@ def test_failures_durations_and_overlaps_from_logs() -> None:
     s = score(j, m, unknown, start + 3600)
     texts = [r.text for r in s.reasons]
     assert any(t.startswith("failed 3 of 12 runs (25.0%; exit 1 x3") for t in texts)
-    assert "started while the previous run was still going 2x, no lock: +6" in texts
+    assert "started while the previous run was still going 2x, no lock: +6" in map(str, s.reasons)
+    assert ("started while the previous run was still going 2x, no lock", 6) in [
+        (r.text, r.points) for r in s.reasons
+    ]
     assert s.value == pytest.approx(sum(r.points for r in s.reasons))
 
 
@@ -153,7 +156,7 @@ def test_missed_runs_counted_in_the_window_only() -> None:
     s = score(j, m)
     assert m.missed_at == (ts("2026-11-24T04:00"), ts("2026-11-24T05:00"), ts("2026-11-24T06:00"))
     assert any(
-        r.text == "missed 3 of 10 runs the schedule expected while cron ran "
+        str(r) == "missed 3 of 10 runs the schedule expected while cron ran "
         "(UTC 2026-11-24 03:00, 2026-11-24 04:00, 2026-11-24 05:00): +9"
         for r in s.reasons
     )
@@ -213,7 +216,11 @@ def test_never_runs_is_its_own_severe_reason() -> None:
     ev = Evidence(now=ts("2026-11-24T10:00:00"))
     m, unknown = metrics(j, ev.for_job(j.id), ev, "Europe/Berlin")
     s = score(j, m, unknown)
-    assert s.reasons[0].text == "cron never runs it (the schedule can never fire): +35"
+    assert (s.reasons[0].text, s.reasons[0].points) == (
+        "cron never runs it (the schedule can never fire)",
+        35,
+    )
+    assert str(s.reasons[0]) == "cron never runs it (the schedule can never fire): +35"
 
 
 def test_polling_and_score_cap() -> None:

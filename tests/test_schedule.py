@@ -15,15 +15,8 @@ from cronsim import CronSim, CronSimError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cronshift.discover.schedule import (
-    CronExpr,
-    Dialect,
-    ScheduleError,
-    describe,
-    fires_between,
-    next_fires,
-    parse,
-)
+from cronshift.discover.schedule import CronExpr, ScheduleError, describe, fires_between, next_fires, parse
+from cronshift.model import Dialect
 
 DEB, CRONIE = Dialect.DEBIAN, Dialect.CRONIE
 

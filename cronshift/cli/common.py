@@ -14,8 +14,7 @@ import typer
 
 from cronshift.cli.output import Env, ExitStatus, fail, progress_bar
 from cronshift.discover.scan import RootUnreadable, scan
-from cronshift.discover.schedule import Dialect
-from cronshift.model import ScanResult
+from cronshift.model import Dialect, ScanResult
 
 RootOpt = Annotated[
     Path, typer.Option("--root", help="Filesystem root to read cron from (a copy of a server works).")

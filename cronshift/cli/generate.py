@@ -154,7 +154,7 @@ def generate(
         fail(env, f"--beat '{beat}' is not celery or redbeat", ExitStatus.USAGE)
     try:
         plans, _notes = plans_from_history(
-            root, result.jobs, chosen, clock(now, tz), tz, str(result.dialect), history=not no_history,
+            root, result.jobs, chosen, clock(now, tz), tz, result.dialect, history=not no_history,
             store=store, redis_url=env_redis_url(), transient=transient_exit or (),
             policies=parse_policy_options(policy or ()),
         )  # fmt: skip

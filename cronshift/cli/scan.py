@@ -234,7 +234,7 @@ def _table(env: Env, result: ScanResult, ranked: list, ev: Evidence, t: datetime
         table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=width)
     for j, _m, s in ranked:
         if s.reasons:
-            top = f"+{s.reasons[0].points:g} " + s.reasons[0].text.rpartition(": +")[0]
+            top = f"+{s.reasons[0].points:g} " + s.reasons[0].text
         else:
             top = s.unknown[0] if s.unknown else "no pain found"
         style = "red" if s.value >= 50 else "yellow" if s.value >= 20 else ""

@@ -26,7 +26,7 @@ from cronshift.cli.common import (
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail
 from cronshift.crontab_edit import EditFailed, EditRefused
 from cronshift.discover.lookup import JobNotFound, find_job
-from cronshift.discover.schedule import CronExpr, Dialect, ScheduleError
+from cronshift.discover.schedule import CronExpr, ScheduleError
 from cronshift.discover.schedule import parse as parse_schedule
 from cronshift.history.ledger import DEFAULT_STORE, open_ledger
 from cronshift.model import CronJob, Format, ScanResult
@@ -140,7 +140,7 @@ def _expr(env: Env, result: ScanResult, j: CronJob) -> CronExpr:
             ExitStatus.USAGE,
         )
     try:
-        expr = parse_schedule(j.schedule, Dialect(result.dialect))
+        expr = parse_schedule(j.schedule, result.dialect)
     except ScheduleError as e:
         fail(env, f"{where}: {e}", ExitStatus.USAGE)
     if expr.reboot or not expr.can_fire():

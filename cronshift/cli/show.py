@@ -137,9 +137,7 @@ def _breakdown(env: Env, value: float, reasons: Any, unknown: Any) -> None:
     tab.add_column("points", justify="right")
     tab.add_column("reason (evidence)", overflow="fold")
     for r in reasons:
-        tab.add_row(
-            f"+{r.points:g}", escape(r.text.rpartition(": +")[0] or r.text) + f" [dim]({r.evidence})[/dim]"
-        )
+        tab.add_row(f"+{r.points:g}", escape(r.text) + f" [dim]({r.evidence})[/dim]")
     if not reasons:
         tab.add_row("0", "no pain found in the evidence")
     for u in unknown:

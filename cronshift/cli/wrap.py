@@ -12,8 +12,7 @@ from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail
 from cronshift.crontab_edit import EditFailed, EditRefused
 from cronshift.discover.lookup import JobNotFound, find_job
-from cronshift.discover.schedule import Dialect
-from cronshift.model import CronJob
+from cronshift.model import CronJob, Dialect
 from cronshift.wrap import WrapPlan, apply_plan, plan_unwrap, plan_wrap
 
 JobArg = Annotated[str, typer.Argument(help="Job id (or a unique prefix), or PATH:LINE.")]

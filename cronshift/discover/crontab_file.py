@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 
-from cronshift.discover.schedule import Dialect, ScheduleError, parse
-from cronshift.model import Format
+from cronshift.discover.schedule import ScheduleError, parse
+from cronshift.model import Dialect, Format
 
 
 class Kind(StrEnum):

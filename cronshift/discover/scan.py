@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cronshift.discover.crontab_file import CrontabFile, Kind, check_schedule, parse_file
-from cronshift.discover.schedule import Dialect
 from cronshift.discover.sources import (
     Source,
     SourceUnreadable,
@@ -34,7 +33,7 @@ from cronshift.discover.sources import (
     writable_by_others,
 )
 from cronshift.discover.wrappers import peel
-from cronshift.model import CronJob, Format, Problem, ScanResult, SourceRef, Wrapper
+from cronshift.model import CronJob, Dialect, Format, Problem, ScanResult, SourceRef, Wrapper
 from cronshift.retire import retired_scripts
 
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
@@ -71,7 +70,7 @@ def scan(
             files=tuple(s.path for s in sources),
             disabled=tuple(_unique_ids(out.disabled)),
             system_timezone=system.timezone,
-            dialect=str(system.dialect),
+            dialect=system.dialect,
         )
     finally:
         if gc_was_enabled:

@@ -18,22 +18,18 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cron_descriptor import ExpressionDescriptor, Options
 from cronsim import CronSim, CronSimError
 
-__all__ = ["CronExpr", "Dialect", "ScheduleError", "describe", "fires_between", "next_fires", "parse"]
+from cronshift.model import Dialect
+
+__all__ = ["CronExpr", "ScheduleError", "describe", "fires_between", "next_fires", "parse"]
 
 
 class ScheduleError(ValueError):
     """A schedule cron refuses; the message is one short line naming the field and the reason."""
-
-
-class Dialect(StrEnum):
-    DEBIAN = "debian"  # Vixie cron 3.0pl1 as patched by Debian/Ubuntu
-    CRONIE = "cronie"  # RHEL/Fedora/Arch/SUSE
 
 
 MACROS: dict[str, str] = {

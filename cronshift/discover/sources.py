@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cronshift.discover.schedule import Dialect
-from cronshift.model import Format, Problem
+from cronshift.model import Dialect, Format, Problem
 
 # What crontab_edit names its temp files: a leading dot, which neither Debian cron (letters, digits, _ and -
 # only) nor cronie (skips dot files) nor run-parts reads; scan reports such a file instead of parsing it.

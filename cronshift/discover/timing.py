@@ -6,8 +6,8 @@ from datetime import datetime
 from functools import lru_cache
 
 from cronshift.discover.crontab_file import anacron_period_days
-from cronshift.discover.schedule import Dialect, ScheduleError, describe, next_fires, parse
-from cronshift.model import CronJob, Format
+from cronshift.discover.schedule import ScheduleError, describe, next_fires, parse
+from cronshift.model import CronJob, Dialect, Format
 
 
 def is_anacron_schedule(schedule: str) -> bool:
@@ -16,7 +16,7 @@ def is_anacron_schedule(schedule: str) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def describe_schedule(schedule: str, dialect: str = "debian") -> str:
+def describe_schedule(schedule: str, dialect: Dialect = Dialect.DEBIAN) -> str:
     if not schedule:
         return "never (nothing runs it)"
     if is_anacron_schedule(schedule):
@@ -25,13 +25,13 @@ def describe_schedule(schedule: str, dialect: str = "debian") -> str:
         every = "every day" if days == 1 else f"every {days} days"
         return f"anacron: {every}, {delay} min after anacron starts (catches up after downtime)"
     try:
-        return describe(parse(schedule, Dialect(dialect)))
+        return describe(parse(schedule, dialect))
     except ScheduleError as e:
         return f"invalid: {e}"
 
 
 def upcoming(
-    job: CronJob, now: datetime, tz: str | None, n: int = 3, dialect: str = "debian"
+    job: CronJob, now: datetime, tz: str | None, n: int = 3, dialect: Dialect = Dialect.DEBIAN
 ) -> list[datetime]:
     """The next `n` fire times; [] for @reboot, anacron periods and jobs cron never runs."""
     if (
@@ -42,7 +42,7 @@ def upcoming(
     ):
         return []
     try:
-        expr = parse(job.schedule, Dialect(dialect))
+        expr = parse(job.schedule, dialect)
     except ScheduleError:
         return []
     try:

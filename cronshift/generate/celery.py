@@ -17,10 +17,10 @@ from typing import Any
 
 import jinja2
 
-from cronshift.discover.schedule import CronExpr, Dialect, ScheduleError, parse
+from cronshift.discover.schedule import CronExpr, ScheduleError, parse
 from cronshift.generate.equivalence import BeatEntry, Translation, translate
 from cronshift.generate.plan import Plan, plan_for
-from cronshift.model import CronJob, Format
+from cronshift.model import CronJob, Dialect, Format
 
 __all__ = ["DEFAULT_BROKER", "GenerateResult", "JobOutput", "generate_project", "render_project"]
 
@@ -251,7 +251,7 @@ def expr_for(job: CronJob, dialect: Dialect) -> tuple[CronExpr | None, tuple[str
 
 
 def job_spec(
-    job: CronJob, plan: Any, schedule: dict[str, str] | None = None, dialect: str = "debian"
+    job: CronJob, plan: Any, schedule: dict[str, str] | None = None, dialect: Dialect = Dialect.DEBIAN
 ) -> dict[str, Any]:
     policy = dict(plan.policy()) if hasattr(plan, "policy") else {}
     if schedule:

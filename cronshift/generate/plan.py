@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cronshift.model import CronJob, Format
+from cronshift.model import CronJob, Dialect, Format
 from cronshift.runtime.execute import DEFAULT_TIME_LIMIT
 
 CELERY_LIMIT_MARGIN = 60  # Celery's hard limit sits above ours: the runtime kills the job's group first
@@ -273,7 +273,7 @@ def plans_from_history(
     jobs: Iterable[CronJob],
     now: Any,
     tz: str | None,
-    dialect: str,
+    dialect: Dialect,
     *,
     history: bool = True,
     store: str | None = None,

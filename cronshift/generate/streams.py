@@ -15,7 +15,7 @@ from typing import Any
 
 import jinja2
 
-from cronshift.discover.schedule import Dialect, ScheduleError
+from cronshift.discover.schedule import ScheduleError
 from cronshift.generate.celery import (
     RUFF_TOML,
     GenerateResult,
@@ -32,7 +32,7 @@ from cronshift.generate.celery import (
 from cronshift.generate.equivalence import BeatEntry, Translation, prove
 from cronshift.generate.plan import Plan, plan_for
 from cronshift.history.ledger_resp import STREAM as LEDGER_STREAM
-from cronshift.model import CronJob
+from cronshift.model import CronJob, Dialect
 from cronshift.runtime.execute import DEFAULT_TIME_LIMIT
 from cronshift.runtime.streams import DEFAULT_RETENTION, dead_key, group_name, stream_key
 
