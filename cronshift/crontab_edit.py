@@ -10,12 +10,13 @@ between steps.
 from __future__ import annotations
 
 import base64
+import difflib
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
@@ -29,11 +30,23 @@ from typing import Any
 
 from cronshift.discover.crontab_file import split_lines  # the line model's split: one definition
 from cronshift.discover.sources import WRITER_TEMP_PREFIX
+from cronshift.ledger.state import (
+    STATE_DIR,
+    EditRefused,
+    append_record,
+    open_state_dir,
+    read_all,
+    read_at,
+    read_records,
+    walk_beneath,
+    write_all,
+)
 
-STATE_DIR = ("var", "lib", "cronshift")
 BACKUP_DIR = "backups"
 LOCK_NAME = "edit.lock"
 JOURNAL_NAME = "edits.jsonl"
+# Ids go into a marker, a file name and the wrapper's `--job`: letters, digits, '.', '_', '-' only.
+SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 TMP_PREFIX = WRITER_TEMP_PREFIX  # one name, which scan recognises and never takes for a crontab
 LIVE_SPOOL_DIRS = ("var/spool/cron/crontabs", "var/spool/cron")  # Debian/Vixie, cronie
 # What Debian's `crontab` puts in front of every file it installs (and `crontab -l` hides).
@@ -66,14 +79,6 @@ _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 def _step(name: str) -> None:
     for callback in list(_after_step):
         callback(name)
-
-
-class EditRefused(Exception):
-    """Nothing was changed; the message is one line naming PATH:LINE and what is wrong."""
-
-    def __init__(self, path: str, line: int | None, problem: str) -> None:
-        self.path, self.line, self.problem = path, line, problem
-        super().__init__(f"{path}:{line}: {problem}" if line else f"{path}: {problem}")
 
 
 class EditFailed(EditRefused):
@@ -132,6 +137,24 @@ class EditRecord:
 # Pure helpers
 
 
+def _show(b: bytes) -> str:
+    s = b.decode("utf-8", "surrogateescape")
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def unified_diff(path: str, old: bytes, new: bytes) -> str:
+    """A unified diff of two versions of a crontab (undecodable bytes shown as \\xNN, CR as \\r)."""
+    a = [_show(x).replace("\r", "\\r") for x in split_lines(old)]
+    b = [_show(x).replace("\r", "\\r") for x in split_lines(new)]
+    a = [x if x.endswith("\n") else x + "\n\\ No newline at end of file\n" for x in a]
+    b = [x if x.endswith("\n") else x + "\n\\ No newline at end of file\n" for x in b]
+    return "".join(difflib.unified_diff(a, b, f"a/{path}", f"b/{path}"))
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -179,47 +202,6 @@ def _clean_relpath(path: str) -> list[str]:
 # Low-level file helpers (every open is relative to a directory fd and refuses symlinks)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _read_at(dir_fd: int, name: str) -> tuple[bytes, os.stat_result]:
-    fd = os.open(name, _RD, dir_fd=dir_fd)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        return _read_all(fd), st
-    finally:
-        os.close(fd)
-
-
-def _walk_beneath(base_fd: int, parts: list[str], *, create_mode: int | None = None) -> int:
-    """Open base/parts... one component at a time with O_NOFOLLOW, so a link swapped in later is refused."""
-    fd = os.dup(base_fd)
-    try:
-        for part in parts:
-            if create_mode is not None:
-                with suppress(FileExistsError):
-                    os.mkdir(part, create_mode, dir_fd=fd)
-            nfd = os.open(part, _DIR, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _flock_until(fd: int, deadline: float) -> bool:
     while True:
         try:
@@ -229,28 +211,6 @@ def _flock_until(fd: int, deadline: float) -> bool:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
-
-
-def open_state_dir(state_root: Path, *sub: str) -> int:
-    """`state_root/var/lib/cronshift[/sub]`, created 0700; refused if any part of it is a symbolic link."""
-    where = "/".join((*STATE_DIR, *sub))
-    base = os.open(os.path.realpath(state_root), _DIR & ~os.O_NOFOLLOW)
-    try:
-        top = _walk_beneath(base, list(STATE_DIR[:-1]), create_mode=0o755)
-        try:
-            fd = _walk_beneath(top, [STATE_DIR[-1], *sub], create_mode=0o700)
-        finally:
-            os.close(top)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise EditRefused(
-                where, None, "is a symbolic link or not a directory; refusing to use it"
-            ) from exc
-        raise
-    finally:
-        os.close(base)
-    os.fchmod(fd, 0o700)
-    return fd
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -279,7 +239,7 @@ def resolve_target(root: Path, path: str) -> Target:
     real_rel = os.path.relpath(real, root_real)
     base = os.open(root_real, _DIR & ~os.O_NOFOLLOW)
     try:
-        dir_fd = _walk_beneath(base, real_rel.split("/")[:-1])
+        dir_fd = walk_beneath(base, real_rel.split("/")[:-1])
     except OSError as exc:
         raise EditRefused(path, None, f"cannot open its directory: {exc.strerror}") from exc
     finally:
@@ -368,7 +328,7 @@ def read_and_check(target: Target, locate: Callable[[bytes], _Change], deadline:
             )
         if not _flock_until(fd, deadline):
             raise EditRefused(target.path, None, "another process holds a lock on the file; gave up")
-        content = _read_all(fd)
+        content = read_all(fd)
         return Snapshot(content, st, fd, locate(content), read_xattrs(fd, target.path))
     except BaseException:
         os.close(fd)
@@ -384,7 +344,7 @@ def write_backup(state_root: Path, path: str, content: bytes, edit_id: str, now:
         fd = os.open(name, _NEW, 0o600, dir_fd=dir_fd)
         try:
             os.fchmod(fd, 0o600)
-            _write_all(fd, content)
+            write_all(fd, content)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -449,7 +409,7 @@ def write_temp(
         os.fchown(fd, owner, group)
         os.fchmod(fd, mode)  # after fchown, which may clear set-id bits
         copy_xattrs(fd, xattrs or {}, path or name)  # after chmod: a POSIX ACL xattr sets the group bits
-        _write_all(fd, content)
+        write_all(fd, content)
         os.fsync(fd)
         st = os.fstat(fd)
     except BaseException:
@@ -463,7 +423,7 @@ def write_temp(
 def check_unchanged(target: Target, snap: Snapshot) -> None:
     """Just before replacing: refuse if the file vanished or another writer touched it since the read."""
     try:
-        content, st = _read_at(target.dir_fd, target.name)
+        content, st = read_at(target.dir_fd, target.name)
     except FileNotFoundError as exc:
         raise EditRefused(
             target.path, snap.change.start, "the file disappeared; nothing was written"
@@ -511,7 +471,7 @@ def _carry_late_appends(target: Target, snap: Snapshot, carried: int) -> int:
         return size
     fd = os.open(target.name, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=target.dir_fd)
     try:
-        _write_all(fd, extra)
+        write_all(fd, extra)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -527,7 +487,7 @@ def verify_result(target: Target, expected: bytes, snap: Snapshot) -> bytes:
     carried = len(snap.content)
     for _ in range(20):  # bounded: a writer that never stops is reported, not waited for
         carried = _carry_late_appends(target, snap, carried)
-        content, st = _read_at(target.dir_fd, target.name)
+        content, st = read_at(target.dir_fd, target.name)
         if os.fstat(snap.fd).st_size <= carried:
             break
     _step("verify-read")
@@ -568,62 +528,6 @@ def install_with_crontab(crontab: str, user: str, body: bytes) -> None:
 
 # ---------------------------------------------------------------------------------------------------------
 # The journal
-
-
-def _record_sum(event: dict[str, Any]) -> str:
-    body = {k: v for k, v in event.items() if k != "sum"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def append_record(dir_fd: int, name: str, event: dict[str, Any]) -> None:
-    """Append one JSON line carrying a checksum of itself, fsynced, to an append-only journal.
-
-    A SIGKILL mid-write leaves a torn last line; the next record starts on a line of its own, and readers
-    skip the torn one (its checksum cannot match), so a half-written record is never taken as written."""
-    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
-    try:
-        os.fchmod(fd, 0o600)
-        size = os.fstat(fd).st_size
-        lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
-        line = json.dumps({**event, "sum": _record_sum(event)}, sort_keys=True).encode()
-        _write_all(fd, lead + line + b"\n")  # one write: O_APPEND keeps concurrent lines whole
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def parse_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
-    """The intact records of a journal, and how many lines were torn or corrupt (skipped)."""
-    events: list[dict[str, Any]] = []
-    bad = 0
-    for raw in data.splitlines():
-        if not raw.strip():
-            continue
-        try:
-            event = json.loads(raw)
-        except ValueError:
-            bad += 1
-            continue
-        if not isinstance(event, dict) or ("sum" in event and event["sum"] != _record_sum(event)):
-            bad += 1
-            continue
-        event.pop("sum", None)  # records written before checksums existed have none: they are kept
-        events.append(event)
-    return events, bad
-
-
-def read_records(state_root: Path, name: str) -> list[dict[str, Any]]:
-    """Every intact record of journal `name` under var/lib/cronshift ([] when there is none yet)."""
-    path = os.path.join(os.path.realpath(state_root), *STATE_DIR, name)
-    if not os.path.lexists(path):
-        return []
-    dir_fd = open_state_dir(state_root)
-    try:
-        data, _ = _read_at(dir_fd, name)
-    finally:
-        os.close(dir_fd)
-    return parse_records(data)[0]
 
 
 class EditJournal:
@@ -724,7 +628,7 @@ def _pending_outcome(root: Path, state_root: Path, rec: EditRecord) -> bool | No
     except EditRefused:
         return False if not os.path.lexists(os.path.join(root, rec.path)) else None
     try:
-        content, _ = _read_at(target.dir_fd, target.name)
+        content, _ = read_at(target.dir_fd, target.name)
     except OSError:
         return None
     finally:
@@ -756,7 +660,7 @@ def _recover_locked(root: Path, state_root: Path, journal: EditJournal) -> None:
     try:
         for d in sorted(dirs):
             try:
-                fd = _walk_beneath(base, [p for p in d.split("/") if p])
+                fd = walk_beneath(base, [p for p in d.split("/") if p])
             except OSError:
                 continue
             try:
@@ -950,7 +854,7 @@ def _commit_binary(
         except EditFailed as exc:
             raise EditFailed(target.path, record.line, f"crontab refused it: {exc.problem}") from None
         _step("install")
-        content, _ = _read_at(target.dir_fd, target.name)
+        content, _ = read_at(target.dir_fd, target.name)
         lines = split_lines(content)
         added = header_lines(lines)
         if b"".join(lines[added:]) != body:
@@ -968,7 +872,7 @@ def _commit_binary(
 def _installed(target: Target, body: bytes) -> bool:
     """Whether the spool file now holds `body` (after whatever header `crontab` wrote)."""
     try:
-        content, _ = _read_at(target.dir_fd, target.name)
+        content, _ = read_at(target.dir_fd, target.name)
     except OSError:
         return False
     lines = split_lines(content)
@@ -977,7 +881,7 @@ def _installed(target: Target, body: bytes) -> bool:
 
 def _holds(target: Target, content: bytes) -> bool:
     try:
-        return _read_at(target.dir_fd, target.name)[0] == content
+        return read_at(target.dir_fd, target.name)[0] == content
     except OSError:
         return False
 

@@ -604,8 +604,10 @@ def record_run(o: Options, rec: dict) -> None:
     key = spool.spool_key(os.path.abspath(store))
     path = _spool(root, spool, key, line)
     if os.stat(path).st_size >= o.drain_at and _writable(store):
+        from cronshift.ledger.drain import drain_to_sqlite  # only past the threshold: sqlite3 costs ~10 ms
+
         try:
-            drain_to_sqlite(root, store, busy_ms=int(TIMEOUT * 1000))
+            drain_to_sqlite(root, store, busy_ms=int(TIMEOUT * 1000), complain=complain)
         except Exception as e:  # sqlite3.Error, OSError, a newer schema: the runs wait in the spool
             complain(root, f"{store}: {e}; runs wait in the spool ({path})")
 
@@ -683,49 +685,6 @@ def _drain_to_redis(o: Options, spool, key: str, paths: list[str]) -> None:
             complain(o.root, f"{_safe_url(o.redis)}: {e}; spool {claimed} left for the next run")
             return  # a stream consumer dedupes by uid, so a partly sent file may be sent again
         spool.release(claimed)
-
-
-def drain_to_sqlite(root: str, store: str, busy_ms: int, refused: list[str] | None = None) -> int:
-    """Move every spooled record for `store` into it; return how many were new. Raises on store failure,
-    leaving unstored records in claimed spool files that the next drain adopts. A spool file that is not
-    to be trusted (symlink, foreign owner) is left alone and reported to syslog."""
-    from cronshift.history import spool
-    from cronshift.history.ledger_schema import connect, insert_lines
-
-    key = spool.spool_key(os.path.abspath(store))
-    paths = spool.pending(root, key)
-    gone = spool.lost(root, key)
-    if not paths and not gone:
-        return 0
-    conn = connect(store, busy_ms)
-    added = 0
-    try:
-        for path in paths:
-            try:
-                got = spool.claim(path)
-            except OSError as e:  # Refused (untrusted), or another user's file we may not move
-                if refused is None:
-                    complain(root, f"{e.filename}: {e.strerror}; not drained")
-                elif isinstance(e, spool.Refused):
-                    refused.append(f"{e.filename}: {e.strerror}")
-                continue
-            if got is None:
-                continue
-            claimed, data, uid = got
-            added += insert_lines(conn, spool.split_records(data), spool.user_name(uid))
-            spool.release(claimed)
-        for path in gone:  # after the finished records: a real end wins over "lost"
-            try:
-                data, uid = spool.read_trusted(path)
-            except OSError as e:
-                if isinstance(e, spool.Refused) and refused is not None:
-                    refused.append(f"{e.filename}: {e.strerror}")
-                continue
-            added += insert_lines(conn, spool.split_records(data), spool.user_name(uid))
-            spool.release(path)
-    finally:
-        conn.close()
-    return added
 
 
 def main(argv: list[str]) -> int:

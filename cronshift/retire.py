@@ -13,7 +13,6 @@ The shadow-run gate reads a verdict document that `cronshift shadow-run` writes 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -28,17 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from cronshift import crontab_edit as ce
-from cronshift.crontab_edit import EditJournal, EditRecord, EditRefused, LineEdit
+from cronshift.crontab_edit import SAFE_ID, EditJournal, EditRecord, EditRefused, LineEdit, unified_diff
 from cronshift.discover.crontab_file import RETIRED_MARKER
+from cronshift.discover.retired import (
+    RETIRE_JOURNAL,
+    Retirement,
+    mode_retirements,
+    retire_events,
+    retire_notes,
+)
 from cronshift.model import CronJob, Format
+from cronshift.shadow.store import SHADOW_DIR, VERDICT_KIND, project_digests, verdict_path
 
-VERDICT_KIND = "shadow-verdict"
-SHADOW_DIR = (*ce.STATE_DIR, "shadow")
-RETIRE_JOURNAL = "retire.jsonl"
 _MARKER_RE = re.compile(rb"#cronshift:retired id=(\S+) date=(\S+) (.*)", re.DOTALL)
 _RD = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-# Ids go into a marker, a file name and the wrapper's `--job`: letters, digits, '.', '_', '-' only.
-SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _EXEC = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
 
 
@@ -55,10 +57,6 @@ class GateResult:
     ok: bool
     missing: list[str] = field(default_factory=list)
     source: str = ""  # where the verdict was read, when one was found
-
-
-def verdict_path(root: Path, job_id: str) -> Path:
-    return Path(root).joinpath(*SHADOW_DIR, f"{job_id}.json")
 
 
 def read_verdict(
@@ -158,8 +156,6 @@ def _binding_refusals(root: Path, job: CronJob, doc: dict[str, Any]) -> list[str
             f"run `cronshift shadow-run {job.id} {how}`"
         )
     else:
-        from cronshift.shadow.celery_side import project_digests
-
         try:
             now = project_digests(Path(project), str(package))
         except OSError as e:
@@ -217,24 +213,6 @@ class RetirePlan:
 
 def marker_line(job_id: str, date: str, original: bytes) -> bytes:
     return RETIRED_MARKER + f"id={job_id} date={date} ".encode("ascii") + original
-
-
-def _show(b: bytes) -> str:
-    s = b.decode("utf-8", "surrogateescape")
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def unified_diff(path: str, old: bytes, new: bytes) -> str:
-    """A unified diff of two versions of a crontab (undecodable bytes shown as \\xNN, CR as \\r)."""
-    a = [_show(x).replace("\r", "\\r") for x in ce.split_lines(old)]
-    b = [_show(x).replace("\r", "\\r") for x in ce.split_lines(new)]
-    a = [x if x.endswith("\n") else x + "\n\\ No newline at end of file\n" for x in a]
-    b = [x if x.endswith("\n") else x + "\n\\ No newline at end of file\n" for x in b]
-    return "".join(difflib.unified_diff(a, b, f"a/{path}", f"b/{path}"))
 
 
 def _check_job(job: CronJob) -> None:
@@ -306,42 +284,6 @@ def plan_retire(root: Path, job: CronJob, *, now: datetime) -> RetirePlan:
 # The retire journal: run-parts mode changes (intent/done/abort/undo) and notes on line retires
 
 
-@dataclass(frozen=True)
-class Retirement:
-    """One job retired now (not undone): what `retire --list` shows and `retire --undo` reverses."""
-
-    job_id: str
-    kind: str
-    path: str
-    line: int | None
-    date: str
-    reason: str
-    time: float
-    edit_id: str  # crontab_edit's record id (line), or this journal's (mode)
-    backup_path: str | None  # line retires: the backup crontab_edit made
-    mode_before: int | None = None
-    mode_after: int | None = None
-    to: str | None = None  # where the job went (the generated task), as the user said
-    present: bool = True  # whether the file still shows the retirement
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "job": self.job_id,
-            "kind": self.kind,
-            "path": self.path,
-            "line": self.line,
-            "date": self.date,
-            "reason": self.reason,
-            "time": self.time,
-            "edit_id": self.edit_id,
-            "backup": self.backup_path,
-            "mode_before": None if self.mode_before is None else f"{self.mode_before:04o}",
-            "mode_after": None if self.mode_after is None else f"{self.mode_after:04o}",
-            "to": self.to,
-            "present": self.present,
-        }
-
-
 def _append(root: Path, event: dict[str, Any]) -> None:
     dir_fd = ce.open_state_dir(Path(root))
     try:
@@ -350,81 +292,10 @@ def _append(root: Path, event: dict[str, Any]) -> None:
         os.close(dir_fd)
 
 
-def _events(root: Path) -> list[dict[str, Any]]:
-    """Intact records of the retire journal; a torn last line (a killed run) is skipped, never fatal."""
-    path = Path(root).joinpath(*ce.STATE_DIR, RETIRE_JOURNAL)
-    if not path.is_file() or path.is_symlink():
-        return []
-    return [e for e in ce.read_records(Path(root), RETIRE_JOURNAL) if _well_formed(e)]
-
-
-_NEEDS = {
-    "intent": ("edit_id", "job", "path", "date", "reason", "time", "mode_before", "mode_after"),
-    "done": ("edit_id",),
-    "abort": ("edit_id",),
-    "undo": ("job",),
-    "undo-intent": ("job", "edit_id"),
-    "note": ("edit_id",),
-}
-
-
-def _well_formed(e: dict[str, Any]) -> bool:
-    return all(k in e for k in _NEEDS.get(e.get("event"), ("-",)))
-
-
-def _notes(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {e["edit_id"]: e for e in events if e.get("event") == "note"}
-
-
-def _mode_retirement(i: dict[str, Any], present: bool = True) -> Retirement:
-    return Retirement(
-        i["job"], "mode", i["path"], None, i["date"], i["reason"], i["time"], i["edit_id"], None,
-        i["mode_before"], i["mode_after"], i.get("to"), present,
-    )  # fmt: skip
-
-
-def _mode_is(root: Path | None, i: dict[str, Any]) -> bool | None:
-    """Whether the script has the mode retire set (None: unknown)."""
-    if root is None:
-        return None
-    try:
-        return stat.S_IMODE(os.lstat(Path(root, i["path"])).st_mode) == i["mode_after"]
-    except OSError:
-        return None
-
-
-def _mode_retirements(events: list[dict[str, Any]], root: Path | None = None) -> dict[str, Retirement]:
-    """Run-parts retirements in force, by job id.
-
-    An intent with neither done nor abort is a retire killed half-way: it counts (given `root`) when the
-    script has the mode retire was setting, so the change is never in force without a record."""
-    intents: dict[str, dict[str, Any]] = {}
-    active: dict[str, Retirement] = {}
-    for e in events:
-        kind = e.get("event")
-        if kind == "intent":
-            intents[e["edit_id"]] = e
-        elif kind == "abort":
-            intents.pop(e["edit_id"], None)
-        elif kind == "done" and e["edit_id"] in intents:
-            i = intents.pop(e["edit_id"])
-            active[i["job"]] = _mode_retirement(i, _mode_is(root, i) is not False)
-        elif kind == "undo":
-            active.pop(e["job"], None)
-    for i in intents.values() if root is not None else ():
-        try:
-            mode = stat.S_IMODE(os.lstat(Path(root, i["path"])).st_mode)
-        except OSError:
-            continue
-        if mode == i["mode_after"] and i["job"] not in active:
-            active[i["job"]] = _mode_retirement(i)
-    return active
-
-
 def _recover_modes(root: Path) -> None:
     """Roll a run-parts retire or undo killed half-way forward or back by the script's mode now, so the
     journal never counts as done what is not on disk (and never leaves in force what is no longer)."""
-    events = _events(root)
+    events = retire_events(root)
     closed = {e["edit_id"] for e in events if e.get("event") in ("done", "abort")}
     undone = {e.get("edit_id") for e in events if e.get("event") == "undo"}
     intents = {e["edit_id"]: e for e in events if e.get("event") == "intent"}
@@ -498,9 +369,9 @@ def list_retired(root: Path, *, journal: EditJournal | None = None, recover: boo
         with suppress(OSError, EditRefused):
             ce.recover(Path(root), journal=journal, lock_timeout=2.0)
             _recover_modes(root)
-    events = _events(root)
-    found = _line_retirements(root, journal or EditJournal(Path(root)), _notes(events))
-    found |= _mode_retirements(events, root)
+    events = retire_events(root)
+    found = _line_retirements(root, journal or EditJournal(Path(root)), retire_notes(events))
+    found |= mode_retirements(events, root)
     return sorted(found.values(), key=lambda r: (r.time, r.job_id))
 
 
@@ -520,7 +391,9 @@ def trace_id(root: Path, job_id: str) -> str | None:
     for rec in EditJournal(Path(root)).all():
         if any(m in rec.before or m in rec.after for m in marks):
             last = rec
-    modes = [e for e in _events(root) if e.get("job") == job_id and e.get("event") in ("intent", "undo")]
+    modes = [
+        e for e in retire_events(root) if e.get("job") == job_id and e.get("event") in ("intent", "undo")
+    ]
     when = time.strftime("%Y-%m-%d", time.gmtime(last.time)) if last else ""
     if last is not None:
         what = (
@@ -542,11 +415,6 @@ def trace_id(root: Path, job_id: str) -> str | None:
             "there (renamed or removed since)"
         )
     return None
-
-
-def retired_scripts(root: Path) -> dict[str, Retirement]:
-    """Run-parts scripts retired by mode, by path: scan uses this to show them retired under their id."""
-    return {r.path: r for r in _mode_retirements(_events(root), root).values()}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -598,9 +466,9 @@ def undo_retire(
     journal = journal or EditJournal(Path(root))
     ce.recover(Path(root), journal=journal, lock_timeout=lock_timeout)
     _recover_modes(root)
-    events = _events(root)
-    line = _line_retirements(root, journal, _notes(events)).get(job_id)
-    mode = _mode_retirements(events, root).get(job_id)
+    events = retire_events(root)
+    line = _line_retirements(root, journal, retire_notes(events)).get(job_id)
+    mode = mode_retirements(events, root).get(job_id)
     if line is None and mode is None:
         raise RetireRefused(
             job_id, None, "no retirement of this job in the journal (see `cronshift retire --list`)"

@@ -28,9 +28,8 @@ from pathlib import Path
 
 from cronshift import __version__
 from cronshift import crontab_edit as ce
-from cronshift.crontab_edit import EditJournal, EditRecord, LineEdit
+from cronshift.crontab_edit import SAFE_ID, EditJournal, EditRecord, EditRefused, LineEdit, unified_diff
 from cronshift.model import CronJob, Format
-from cronshift.retire import SAFE_ID, RetireRefused, unified_diff
 
 WRAPPER_KIND = "cronshift-record"
 # Shell words that are not programs `cronshift record` could execute, or that start a compound command.
@@ -42,7 +41,7 @@ _WORDS = (
 _NOT_PROGRAMS = frozenset(_WORDS.split())
 
 
-class WrapRefused(RetireRefused):
+class WrapRefused(EditRefused):
     """Nothing was changed: this job cannot be wrapped or unwrapped; the message says why."""
 
 

@@ -22,6 +22,7 @@ from cronshift.cli import retire as retire_cmd
 from cronshift.cli import wrap as wrap_cmd
 from cronshift.cli.app import app as main_app
 from cronshift.crontab_edit import EditJournal, EditRefused
+from cronshift.discover.retired import retired_scripts
 from cronshift.discover.scan import scan
 from cronshift.model import CronJob, Format
 from cronshift.retire import (
@@ -29,11 +30,10 @@ from cronshift.retire import (
     apply_retire,
     list_retired,
     plan_retire,
-    retired_scripts,
     shadow_gate,
     undo_retire,
-    verdict_path,
 )
+from cronshift.shadow.store import verdict_path
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 STATE = "var/lib/cronshift"
@@ -487,6 +487,7 @@ import os, sys
 from datetime import datetime, timezone
 from pathlib import Path
 from cronshift import crontab_edit, retire
+from cronshift.discover.retired import retired_scripts
 from cronshift.discover.scan import scan
 
 root, where, step = Path(sys.argv[1]), sys.argv[2], sys.argv[3]

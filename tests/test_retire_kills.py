@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from cronshift import crontab_edit as ce
 from cronshift.cli.app import app
 from cronshift.discover.scan import scan
+from cronshift.ledger import state
 from cronshift.retire import apply_retire, list_retired, plan_retire, undo_retire
 
 from .test_retire import SYNC, snapshot
@@ -145,12 +146,12 @@ def test_a_torn_last_journal_line_never_crashes_list_or_undo(debian_root: Path, 
 def test_a_record_whose_checksum_fails_is_not_taken_as_written(tmp_path: Path) -> None:
     dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        ce.append_record(dir_fd, "j.jsonl", {"event": "done", "id": "a"})
-        ce.append_record(dir_fd, "j.jsonl", {"event": "done", "id": "b"})
+        state.append_record(dir_fd, "j.jsonl", {"event": "done", "id": "a"})
+        state.append_record(dir_fd, "j.jsonl", {"event": "done", "id": "b"})
     finally:
         os.close(dir_fd)
     data = (tmp_path / "j.jsonl").read_bytes().replace(b'"id": "b"', b'"id": "c"')
-    events, bad = ce.parse_records(data)
+    events, bad = state.parse_records(data)
     assert [e["id"] for e in events] == ["a"] and bad == 1
 
 

@@ -156,7 +156,7 @@ def test_without_a_project_nothing_is_compared_and_no_verdict_is_written(shadow_
 
 
 def test_gate_refuses_a_parity_verdict_with_no_project_behind_it(shadow_root: Path) -> None:
-    from cronshift.retire import verdict_path
+    from cronshift.shadow.store import verdict_path
 
     job = report_job(shadow_root)
     p = verdict_path(shadow_root, job.id)

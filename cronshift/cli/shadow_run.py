@@ -31,10 +31,15 @@ from cronshift.discover.schedule import parse as parse_schedule
 from cronshift.history.ledger import DEFAULT_STORE, open_ledger
 from cronshift.model import CronJob, Format, ScanResult
 from cronshift.shadow import live
-from cronshift.shadow.celery_side import project_digests
 from cronshift.shadow.live import DEFAULT_GRACE, LIVE_KIND
 from cronshift.shadow.normalize import RuleError, build_normalizer
-from cronshift.shadow.store import OBSERVATION_KIND, VERDICT_KIND, read_report, write_verdict_file
+from cronshift.shadow.store import (
+    OBSERVATION_KIND,
+    VERDICT_KIND,
+    project_digests,
+    read_report,
+    write_verdict_file,
+)
 from cronshift.shadow.verdict import GATE_PAIRS
 from cronshift.wrap import WRAPPER_KIND, apply_plan, plan_wrap
 

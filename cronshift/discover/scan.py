@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cronshift.discover.crontab_file import CrontabFile, Kind, check_schedule, parse_file
+from cronshift.discover.retired import retired_scripts
 from cronshift.discover.sources import (
     Source,
     SourceUnreadable,
@@ -34,7 +35,6 @@ from cronshift.discover.sources import (
 )
 from cronshift.discover.wrappers import peel
 from cronshift.model import CronJob, Dialect, Format, Problem, ScanResult, SourceRef, Wrapper
-from cronshift.retire import retired_scripts
 
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 _INLINE_COMMENT_RE = re.compile(r"\s#")

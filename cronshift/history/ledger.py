@@ -19,6 +19,7 @@ from typing import Any
 
 from cronshift.history import ledger_schema, spool
 from cronshift.history.ledger_resp import STREAM
+from cronshift.ledger.drain import drain_to_sqlite
 from cronshift.model import RunRecord
 
 DEFAULT_STORE = "var/lib/cronshift/ledger.db"
@@ -186,8 +187,6 @@ class Ledger:
     def drain_spool(self) -> int:
         """Move spooled records into the store; return how many were new. Raises if the store refuses."""
         if self._redis is None:
-            from cronshift.record import drain_to_sqlite
-
             assert self.store is not None
             refused: list[str] = []
             try:

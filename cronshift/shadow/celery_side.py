@@ -13,7 +13,6 @@ one is installed) set in the environment before any import.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -31,6 +30,7 @@ from cronshift.model import CronJob
 from cronshift.runtime.execute import OUTPUT_COPY_ENV
 from cronshift.shadow.compare import SideRun
 from cronshift.shadow.execute import HELPER_MARGIN, SideSetup, side_from_result
+from cronshift.shadow.store import project_digests
 
 __all__ = ["CelerySide", "EventPathError", "LocalTaskSide", "Project", "ScratchStore", "load_project"]
 
@@ -107,16 +107,6 @@ class Project:
     def digests(self) -> dict[str, str]:
         """sha256 of every generated source file the event path imports (the package's .py files)."""
         return project_digests(self.path, self.package)
-
-
-def project_digests(path: Path, package: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    base = path / package
-    for p in sorted(base.rglob("*.py")):
-        if "__pycache__" in p.parts:
-            continue
-        out[p.relative_to(path).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 class ScratchStore:

@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from cronshift.history.ledger_schema import private_dir
-from cronshift.retire import SHADOW_DIR, VERDICT_KIND, verdict_path
+from cronshift.ledger.state import STATE_DIR
 
-__all__ = ["OBSERVATION_KIND", "VERDICT_KIND", "read_report", "write_verdict_file"]
+__all__ = [
+    "OBSERVATION_KIND",
+    "SHADOW_DIR",
+    "VERDICT_KIND",
+    "project_digests",
+    "read_report",
+    "verdict_path",
+    "write_verdict_file",
+]
 
 OBSERVATION_KIND = "shadow-observation"
+VERDICT_KIND = "shadow-verdict"
+SHADOW_DIR = (*STATE_DIR, "shadow")
+
+
+def verdict_path(root: Path, job_id: str) -> Path:
+    return Path(root).joinpath(*SHADOW_DIR, f"{job_id}.json")
+
+
+def project_digests(path: Path, package: str) -> dict[str, str]:
+    """sha256 of every module of the generated package: what a verdict binds itself to (retire's gate)."""
+    out: dict[str, str] = {}
+    base = path / package
+    for p in sorted(base.rglob("*.py")):
+        if "__pycache__" in p.parts:
+            continue
+        out[p.relative_to(path).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
 
 
 def write_verdict_file(root: Path, job_id: str, doc: dict[str, Any]) -> str:
