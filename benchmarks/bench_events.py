@@ -35,7 +35,7 @@ sys.path.append(str(PROJECT))  # for tests.support only: cronshift itself comes 
 
 from cronsim import CronSim  # noqa: E402
 
-from cronshift.history.ledger import open_ledger  # noqa: E402
+from cronshift.ledger.store import open_ledger  # noqa: E402
 from tests.support.redis_server import start_redis  # noqa: E402
 
 PG = "host=127.0.0.1 port=5432 user=postgres dbname={db} connect_timeout=5"

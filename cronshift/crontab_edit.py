@@ -557,7 +557,7 @@ class EditJournal:
         """Copy the final record into the run ledger (kind "crontab-edit"), where the other stages' evidence
         lives. The journal above stays authoritative: the edit is already done and journaled, so a ledger
         that cannot be written must not turn it into a failure."""
-        from cronshift.history.ledger import open_ledger
+        from cronshift.ledger.store import open_ledger
 
         try:
             with open_ledger(self.root) as led:

@@ -535,7 +535,7 @@ def _user() -> str:
 
 
 def _target_key(o: Options) -> str:
-    from cronshift.history.spool import spool_key
+    from cronshift.ledger.spool import spool_key
 
     if o.redis:
         return spool_key(o.redis)
@@ -545,7 +545,7 @@ def _target_key(o: Options) -> str:
 def _mark_inflight(o: Options, uid: str, pid: int, start: float, cmd: list[str]) -> str | None:
     """The run as the next drain records it if this wrapper dies first (see spool.write_inflight)."""
     try:
-        from cronshift.history import spool
+        from cronshift.ledger import spool
 
         try:
             scheduled = _scheduled(o.scheduled_for, start)
@@ -574,7 +574,7 @@ def _mark_inflight(o: Options, uid: str, pid: int, start: float, cmd: list[str])
 
 def record_run(o: Options, rec: dict) -> None:
     """Deliver the record: Redis stream, or spool then (past the threshold) SQLite. Raises on failure."""
-    from cronshift.history import spool
+    from cronshift.ledger import spool
 
     root = o.root
     line = _dumps(rec)
@@ -587,7 +587,7 @@ def record_run(o: Options, rec: dict) -> None:
             _spool(root, spool, key, line)  # it failed a moment ago: do not make this run wait too
             return
         try:
-            from cronshift.history.ledger_resp import xadd_all
+            from cronshift.ledger.resp import xadd_all
 
             xadd_all(target, [line.rstrip(b"\n")], TIMEOUT)
         except (OSError, RuntimeError, ValueError) as e:
@@ -666,7 +666,7 @@ def _safe_url(url: str) -> str:
 
 
 def _drain_to_redis(o: Options, spool, key: str, paths: list[str]) -> None:
-    from cronshift.history.ledger_resp import xadd_all
+    from cronshift.ledger.resp import xadd_all
 
     for path in paths:
         try:

@@ -68,7 +68,7 @@ def read_verdict(
     var/lib/cronshift/shadow/<job-id>.json under the root.
     """
     try:
-        from cronshift.history import ledger
+        from cronshift.ledger import store as ledger
     except ImportError:  # the ledger is optional: the file is enough
         ledger = None  # type: ignore[assignment]
     if ledger is not None:

@@ -447,7 +447,7 @@ def plan_wrap(
 
 
 def _has_password(url: str) -> bool:
-    from cronshift.history.ledger_resp import parse_url
+    from cronshift.ledger.resp import parse_url
 
     try:
         return parse_url(url)[3] is not None
@@ -506,7 +506,7 @@ def apply_plan(
     """Write the edit; for a wrap, first make the job user's spool and its Redis config file, so the very
     first run has a private place to record to."""
     if plan.action == "wrap" and plan.owner is not None:
-        from cronshift.history.spool import prepare_user_spool
+        from cronshift.ledger.spool import prepare_user_spool
 
         uid, gid = plan.owner
         try:

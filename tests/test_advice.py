@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from cronshift.advice import advise, suggest_trigger
-from cronshift.history.ledger import open_ledger
+from cronshift.ledger.store import open_ledger
 from cronshift.model import CronJob, Format, RunRecord, Score, SourceRef
 from cronshift.rank import Metrics
 

@@ -108,7 +108,7 @@ def test_last_line_without_newline_can_be_edited(root: Path) -> None:
 
 
 def test_edit_is_recorded_in_the_ledger_too(root: Path) -> None:
-    from cronshift.history.ledger import open_ledger
+    from cronshift.ledger.store import open_ledger
 
     put(root, CRON_D, CONTENTS["lf"])
     rec = apply_edit(root, retire(root, CRON_D, 3), now=NOW)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from cronshift.history.ledger import open_ledger
+from cronshift.ledger.store import open_ledger
 from cronshift.runtime.coalesce import Coalescer
 from cronshift.runtime.eventsources import listen_postgres, notify_call, read_stream, watch_path
 from tests.support.postgres import dsn, pg_db  # noqa: F401 - fixture

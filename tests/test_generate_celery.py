@@ -131,7 +131,7 @@ def test_worker_runs_jobs_exactly_as_cron(
     assert info.value.exit_status == 7 and "failing" in info.value.tail and info.value.duration >= 0
     assert r.state == "FAILURE"
 
-    from cronshift.history.ledger import open_ledger
+    from cronshift.ledger.store import open_ledger
 
     with open_ledger(tmp_path, store=str(tmp_path / "ledger.db")) as ledger:
         runs = list(ledger.runs())

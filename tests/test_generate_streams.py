@@ -233,7 +233,7 @@ class Project:
     def runs(self) -> list[Any]:
         if not self.ledger.exists():
             return []
-        from cronshift.history.ledger import open_ledger
+        from cronshift.ledger.store import open_ledger
 
         with open_ledger(self.tmp, store=str(self.ledger)) as ledger:
             return list(ledger.runs())

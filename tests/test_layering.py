@@ -48,10 +48,6 @@ ONLY: dict[str, set[str]] = {
 
 # Modules that belong to a unit other than the one their path names, until they move there.
 PLACED: dict[str, str] = {
-    "cronshift.history.ledger": "ledger",
-    "cronshift.history.ledger_resp": "ledger",
-    "cronshift.history.ledger_schema": "ledger",
-    "cronshift.history.spool": "ledger",
     "cronshift.crontab_edit": "edit",
     "cronshift.retire": "edit",
     "cronshift.wrap": "edit",
@@ -104,7 +100,7 @@ def imports_of(module: str, modules: dict[str, Path]) -> dict[str, int]:
             else:
                 source = node.module or ""
             for alias in node.names:
-                # `from cronshift.history import spool` imports a module; `from x import name`, x itself.
+                # `from cronshift.ledger import spool` imports a module; `from x import name`, x itself.
                 child = f"{source}.{alias.name}"
                 targets.append(child if child in modules else source)
         for target in targets:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cronshift.history import spool
-from cronshift.history.ledger import Ledger, open_ledger, record_to_doc
+from cronshift.ledger import spool
+from cronshift.ledger.store import Ledger, open_ledger, record_to_doc
 from cronshift.model import RunRecord
 from tests.support.redis_server import RedisServer, redis_server
 

@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 
 from cronshift.cli.deadletters import dead_letters
 from cronshift.discover.scan import scan
-from cronshift.history.ledger import open_ledger
+from cronshift.ledger.store import open_ledger
 from cronshift.runtime.deadletters import KIND
 from cronshift.runtime.execute import JobFailed
 from cronshift.runtime.lock import holder_info, lock_key

@@ -14,7 +14,7 @@ from cronshift.discover.scan import scan
 from cronshift.discover.schedule import fires_between, parse
 from cronshift.history.events import CMD_ONLY, END, STATUS, History, JobEvidence
 from cronshift.history.evidence import Evidence, gather
-from cronshift.history.ledger import open_ledger
+from cronshift.ledger.store import open_ledger
 from cronshift.model import CronJob, Format, RunRecord, SourceRef, Wrapper
 from cronshift.rank import count_overlaps, dst_exposure, expected_runs, metrics, percentile, rank, score
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cronshift.history.ledger import argv_bytes, open_ledger
+from cronshift.ledger.store import argv_bytes, open_ledger
 from tests.support.redis_server import RedisServer, free_port, redis_server, start_redis
 
 PROJECT = Path(__file__).resolve().parent.parent

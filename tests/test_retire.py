@@ -143,7 +143,7 @@ def test_gate_passes_on_parity_and_names_every_other_gap(debian_root: Path) -> N
 
 
 def test_gate_reads_the_ledger_document(debian_root: Path) -> None:
-    ledger = pytest.importorskip("cronshift.history.ledger")
+    ledger = pytest.importorskip("cronshift.ledger.store")
     job = job_at(debian_root, SYNC)
     with ledger.open_ledger(debian_root) as led:
         led.put("shadow-verdict", job.id, bound_parity(debian_root, job))

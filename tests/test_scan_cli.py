@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from cronshift.history.ledger import open_ledger
+from cronshift.ledger.store import open_ledger
 from cronshift.model import RunRecord
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from cronshift.cli.shadow_run import shadow_run
 from cronshift.discover.lookup import find_job
 from cronshift.discover.scan import scan
 from cronshift.discover.schedule import parse
-from cronshift.history.ledger import open_ledger
+from cronshift.ledger.store import open_ledger
 from cronshift.model import CronJob
 from cronshift.retire import shadow_gate
 from cronshift.runtime.execute import JobFailed, run_job

@@ -341,7 +341,7 @@ def test_every_stream_is_bounded_after_ten_thousand_runs(
     consumer = Consumer(connect(srv.url), p.pkg, jobs.JOBS, url=srv.url, retention=jobs.RETENTION)
     for i in range(10_000):
         consumer._dead(f"{i + 1}-0", {"job": job}, 1, "test")
-    from cronshift.history.ledger import open_ledger
+    from cronshift.ledger.store import open_ledger
     from cronshift.model import RunRecord
 
     with open_ledger(tmp_path, redis_url=srv.url) as ledger:

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from cronshift.cli.common import CELERY_BROKER_SCHEMES, JsonOpt, RootOpt, check_url
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail, text
-from cronshift.history.ledger import open_ledger
+from cronshift.ledger.store import open_ledger
 from cronshift.runtime.deadletters import KIND
 from cronshift.runtime.state import REPLAY
 

@@ -28,7 +28,7 @@ from cronshift.crontab_edit import EditFailed, EditRefused
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.discover.schedule import CronExpr, ScheduleError
 from cronshift.discover.schedule import parse as parse_schedule
-from cronshift.history.ledger import DEFAULT_STORE, open_ledger
+from cronshift.ledger.store import DEFAULT_STORE, open_ledger
 from cronshift.model import CronJob, Format, ScanResult
 from cronshift.shadow import live
 from cronshift.shadow.live import DEFAULT_GRACE, LIVE_KIND

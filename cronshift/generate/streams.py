@@ -31,7 +31,7 @@ from cronshift.generate.celery import (
 )
 from cronshift.generate.equivalence import BeatEntry, Translation, prove
 from cronshift.generate.plan import Plan, plan_for
-from cronshift.history.ledger_resp import STREAM as LEDGER_STREAM
+from cronshift.ledger.resp import STREAM as LEDGER_STREAM
 from cronshift.model import CronJob, Dialect
 from cronshift.runtime.execute import DEFAULT_TIME_LIMIT
 from cronshift.runtime.streams import DEFAULT_RETENTION, dead_key, group_name, stream_key

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from cronshift.history import ledger as ledger_mod
 from cronshift.history.events import History, JobEvidence
 from cronshift.history.logfiles import find_logs, iter_runs, read_history
+from cronshift.ledger import store as ledger_mod
 from cronshift.model import CronJob, RunRecord
 
 

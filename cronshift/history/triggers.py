@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cronshift.history import ledger as ledger_mod
+from cronshift.ledger import store as ledger_mod
 from cronshift.model import RunRecord
 
 

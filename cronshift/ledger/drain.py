@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from cronshift.history import spool
-from cronshift.history.ledger_schema import connect, insert_lines
+from cronshift.ledger import spool
+from cronshift.ledger.schema import connect, insert_lines
 
 
 def drain_to_sqlite(

@@ -62,7 +62,7 @@ def record_trigger(doc: dict[str, Any]) -> bool:
         return False
     from pathlib import Path
 
-    from cronshift.history.ledger import open_ledger
+    from cronshift.ledger.store import open_ledger
 
     try:
         with open_ledger(Path(os.environ.get("CRONSHIFT_ROOT", "/")), store=store, redis_url=url) as led:

@@ -24,7 +24,7 @@ def dead_letter_id(created: float, task_id: str) -> str:
 
 def write_dead_letter(doc: dict[str, Any], state_url: str | None) -> str:
     """Store `doc` (it must carry `created` and `task_id`); return where it went."""
-    from cronshift.history.ledger import open_ledger  # lazily: the ledger is optional at run time
+    from cronshift.ledger.store import open_ledger  # lazily: the ledger is optional at run time
 
     doc = {**doc, "host": socket.gethostname(), "status": "dead"}
     doc["id"] = dead_letter_id(float(doc["created"]), str(doc.get("task_id") or ""))

@@ -62,7 +62,7 @@ def write_run(rec: RunRecord) -> bool:
     store, url = os.environ.get("CRONSHIFT_LEDGER"), os.environ.get("CRONSHIFT_LEDGER_REDIS")
     if not store and not url:
         return False
-    from cronshift.history.ledger import open_ledger  # lazily: the ledger is optional at run time
+    from cronshift.ledger.store import open_ledger  # lazily: the ledger is optional at run time
 
     with open_ledger(Path(os.environ.get("CRONSHIFT_ROOT", "/")), store=store, redis_url=url) as ledger:
         retention = ledger_retention() if url and not store else None

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cronshift.history.ledger_schema import private_dir
+from cronshift.ledger.schema import private_dir
 from cronshift.ledger.state import STATE_DIR
 
 __all__ = [

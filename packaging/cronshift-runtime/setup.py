@@ -16,11 +16,7 @@ FILES = [
     "record.py",
     "py.typed",
     "runtime/*.py",
-    "history/__init__.py",
-    "history/ledger.py",
-    "history/ledger_resp.py",
-    "history/ledger_schema.py",
-    "history/spool.py",
+    "ledger/*.py",
 ]
 
 if SOURCE.is_dir():  # building from the repository (an sdist already carries its copy)

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cronshift.history import ledger_schema, spool
-from cronshift.history.ledger_resp import STREAM
+from cronshift.ledger import schema as ledger_schema
+from cronshift.ledger import spool
 from cronshift.ledger.drain import drain_to_sqlite
+from cronshift.ledger.resp import STREAM
 from cronshift.model import RunRecord
 
 DEFAULT_STORE = "var/lib/cronshift/ledger.db"
