@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--no-deps", action="store_true", help="install without dependencies (faster set-up)")
     ap.add_argument("--python", default=sys.executable, help="the Python to make the venv from")
     args = ap.parse_args()
-    from cronshift.wrap import install_shim
+    from cronshift.edit.wrap import install_shim
 
     true = shutil.which("true") or "/bin/true"
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,6 +22,8 @@ import _signal  # signal.py only wraps this in IntEnums; importing it costs ~4 m
 import os
 import time
 
+from cronshift import __version__  # already loaded: the package holds this module
+
 USAGE = (
     "usage: cronshift record [--job ID] [--store PATH] [--redis URL | --redis-config FILE] [--root DIR]\n"
     "                        [--scheduled-for ISO|EPOCH] [--drain-at BYTES] -- CMD [ARGS...]\n"
@@ -535,7 +537,7 @@ def _user() -> str:
 
 
 def _target_key(o: Options) -> str:
-    from cronshift.ledger.spool import spool_key
+    from cronshift.ledger.spool import spool_key  # deferred: start-up is the cost every cron run pays
 
     if o.redis:
         return spool_key(o.redis)
@@ -545,7 +547,7 @@ def _target_key(o: Options) -> str:
 def _mark_inflight(o: Options, uid: str, pid: int, start: float, cmd: list[str]) -> str | None:
     """The run as the next drain records it if this wrapper dies first (see spool.write_inflight)."""
     try:
-        from cronshift.ledger import spool
+        from cronshift.ledger import spool  # deferred: start-up is the cost every cron run pays
 
         try:
             scheduled = _scheduled(o.scheduled_for, start)
@@ -574,7 +576,7 @@ def _mark_inflight(o: Options, uid: str, pid: int, start: float, cmd: list[str])
 
 def record_run(o: Options, rec: dict) -> None:
     """Deliver the record: Redis stream, or spool then (past the threshold) SQLite. Raises on failure."""
-    from cronshift.ledger import spool
+    from cronshift.ledger import spool  # deferred: start-up is the cost every cron run pays
 
     root = o.root
     line = _dumps(rec)
@@ -587,7 +589,7 @@ def record_run(o: Options, rec: dict) -> None:
             _spool(root, spool, key, line)  # it failed a moment ago: do not make this run wait too
             return
         try:
-            from cronshift.ledger.resp import xadd_all
+            from cronshift.ledger.resp import xadd_all  # deferred: start-up is the cost every cron run pays
 
             xadd_all(target, [line.rstrip(b"\n")], TIMEOUT)
         except (OSError, RuntimeError, ValueError) as e:
@@ -666,7 +668,7 @@ def _safe_url(url: str) -> str:
 
 
 def _drain_to_redis(o: Options, spool, key: str, paths: list[str]) -> None:
-    from cronshift.ledger.resp import xadd_all
+    from cronshift.ledger.resp import xadd_all  # deferred: start-up is the cost every cron run pays
 
     for path in paths:
         try:
@@ -695,8 +697,6 @@ def main(argv: list[str]) -> int:
             os.write(1, USAGE.encode())
             return 0
         if str(e) == "version":
-            from cronshift import __version__
-
             os.write(1, f"cronshift {__version__}\n".encode())
             return 0
         os.write(2, f"cronshift record: {e}\n{USAGE}".encode())

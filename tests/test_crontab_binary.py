@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cronshift import crontab_edit as ce
-from cronshift.crontab_edit import EditFailed, EditJournal, EditRefused, LineEdit, apply_edit, undo_edit
+from cronshift.edit import crontab as ce
+from cronshift.edit.crontab import EditFailed, EditJournal, EditRefused, LineEdit, apply_edit, undo_edit
 
 if shutil.which("crontab") is None or shutil.which("useradd") is None:
     pytest.skip("the real `crontab` binary (Debian package cron) is not installed", allow_module_level=True)
@@ -136,7 +136,7 @@ def test_failure_after_install_puts_the_exact_original_spool_back(
 CHILD = """
 import os, signal, sys
 from pathlib import Path
-from cronshift import crontab_edit as ce
+from cronshift.edit import crontab as ce
 user, step, line, state = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 ce._after_step.append(lambda done: os.kill(os.getpid(), signal.SIGKILL) if done == step else None)
 data = Path(f"/var/spool/cron/crontabs/{user}").read_bytes()
@@ -153,7 +153,7 @@ def test_sigkill_during_a_binary_install_leaves_old_or_new_and_the_record(
     spool = SPOOL / user
     installed = spool.read_bytes()
     line = ce.split_lines(installed).index(RETIRED) + 1
-    env = {**os.environ, "PYTHONPATH": str(Path(ce.__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(ce.__file__).resolve().parents[2])}
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, user, step, str(line), str(tmp_path)], env=env, capture_output=True
     )

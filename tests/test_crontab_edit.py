@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cronshift import crontab_edit as ce
-from cronshift.crontab_edit import (
+from cronshift.edit import crontab as ce
+from cronshift.edit.crontab import (
     EditFailed,
     EditJournal,
     EditRecord,

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from cronshift import crontab_edit as ce
-from cronshift.crontab_edit import EditFailed, EditJournal, EditRefused, LineEdit, apply_edit, undo_edit
+from cronshift.edit import crontab as ce
+from cronshift.edit.crontab import EditFailed, EditJournal, EditRefused, LineEdit, apply_edit, undo_edit
 
 NOW = 1_767_225_600.0
 REL = "etc/cron.d/backup"
@@ -24,7 +24,7 @@ ORIGINAL = b"SHELL=/bin/sh\r\n# caf\xe9\n15 2 * * * root /usr/local/bin/backup -
 BEFORE = b"15 2 * * * root /usr/local/bin/backup --all\n"
 AFTER = b"# cronshift: retired job backup-3f2a on 2026-01-01\n#" + BEFORE
 NEW = ORIGINAL.replace(BEFORE, AFTER)
-PACKAGE_DIR = str(Path(ce.__file__).resolve().parents[1])
+PACKAGE_DIR = str(Path(ce.__file__).resolve().parents[2])
 
 
 def make(root: Path) -> Path:
@@ -192,7 +192,7 @@ def test_failure_when_putting_back_names_the_backup(tmp_path: Path, monkeypatch:
 CHILD = """
 import base64, json, os, signal, sys
 from pathlib import Path
-from cronshift import crontab_edit as ce
+from cronshift.edit import crontab as ce
 args = json.loads(sys.argv[1])
 def die(done):
     if done == args["step"]:

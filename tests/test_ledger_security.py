@@ -12,11 +12,11 @@ import subprocess
 from pathlib import Path
 
 from cronshift.discover.scan import scan
+from cronshift.edit.wrap import apply_plan, plan_wrap
 from cronshift.history.evidence import Evidence, _read_ledger
 from cronshift.ledger import spool
 from cronshift.ledger.store import open_ledger
 from cronshift.shadow.store import write_verdict_file
-from cronshift.wrap import apply_plan, plan_wrap
 from tests.support.install import installed_python, shared_tmp
 from tests.support.redis_server import start_redis
 from tests.support.users import throwaway_user

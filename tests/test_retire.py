@@ -17,15 +17,14 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cronshift import crontab_edit as ce
 from cronshift.cli import retire as retire_cmd
 from cronshift.cli import wrap as wrap_cmd
 from cronshift.cli.app import app as main_app
-from cronshift.crontab_edit import EditJournal, EditRefused
 from cronshift.discover.retired import retired_scripts
 from cronshift.discover.scan import scan
-from cronshift.model import CronJob, Format
-from cronshift.retire import (
+from cronshift.edit import crontab as ce
+from cronshift.edit.crontab import EditJournal, EditRefused
+from cronshift.edit.retire import (
     RetireRefused,
     apply_retire,
     list_retired,
@@ -33,6 +32,7 @@ from cronshift.retire import (
     shadow_gate,
     undo_retire,
 )
+from cronshift.model import CronJob, Format
 from cronshift.shadow.store import verdict_path
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -486,7 +486,7 @@ _KILL = """
 import os, sys
 from datetime import datetime, timezone
 from pathlib import Path
-from cronshift import crontab_edit, retire
+from cronshift.edit import crontab as crontab_edit, retire
 from cronshift.discover.retired import retired_scripts
 from cronshift.discover.scan import scan
 
@@ -522,7 +522,7 @@ def test_a_retire_killed_after_the_change_is_listed_and_undone(
 
 
 def test_a_failed_mode_journal_puts_the_mode_back(debian_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cronshift.retire as retire_mod
+    import cronshift.edit.retire as retire_mod
 
     path = debian_root / "etc/cron.daily/man-db"
     job = next(j for j in scan(debian_root).jobs if j.source.path == "etc/cron.daily/man-db")

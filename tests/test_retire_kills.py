@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cronshift import crontab_edit as ce
 from cronshift.cli.app import app
 from cronshift.discover.scan import scan
+from cronshift.edit import crontab as ce
+from cronshift.edit.retire import apply_retire, list_retired, plan_retire, undo_retire
 from cronshift.ledger import state
-from cronshift.retire import apply_retire, list_retired, plan_retire, undo_retire
 
 from .test_retire import SYNC, snapshot
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 STATE = Path("var/lib/cronshift")
-PACKAGE_DIR = str(Path(ce.__file__).resolve().parents[1])
+PACKAGE_DIR = str(Path(ce.__file__).resolve().parents[2])
 
 
 def temps(root: Path) -> list[str]:
@@ -46,7 +46,8 @@ _CHILD = """
 import os, signal, sys
 from datetime import datetime, timezone
 from pathlib import Path
-from cronshift import crontab_edit, retire, wrap
+from cronshift.edit import crontab as crontab_edit
+from cronshift.edit import retire, wrap
 from cronshift.discover.scan import scan
 
 WRAPPER = "/usr/local/bin/cronshift"  # the writer is under test here, not the wrapper's resolution
@@ -185,7 +186,7 @@ KILL_CASES = [(a, s) for a in ("retire", "undo", "wrap", "unwrap") for s in ce.S
 def test_sigkill_loop_old_or_new_bytes_no_leftovers_undo_possible(
     debian_root: Path, action: str, step: str
 ) -> None:
-    from cronshift import wrap
+    from cronshift.edit import wrap
 
     ref = WRAP_REF
     if action == "undo":
@@ -266,7 +267,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from cronshift import retire
+from cronshift.edit import retire
 from cronshift.discover.scan import scan
 
 root, where = Path(sys.argv[1]), sys.argv[2]

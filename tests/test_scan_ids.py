@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from cronshift.cli.app import app
 from cronshift.discover.scan import scan
-from cronshift.retire import apply_retire, plan_retire
+from cronshift.edit.retire import apply_retire, plan_retire
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

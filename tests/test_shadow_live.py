@@ -20,15 +20,15 @@ from cronshift.cli.shadow_run import shadow_run
 from cronshift.discover.lookup import find_job
 from cronshift.discover.scan import scan
 from cronshift.discover.schedule import parse
+from cronshift.edit.retire import shadow_gate
+from cronshift.edit.wrap import SHIM_DIR
 from cronshift.ledger.store import open_ledger
 from cronshift.model import CronJob
-from cronshift.retire import shadow_gate
 from cronshift.runtime.execute import JobFailed, run_job
 from cronshift.runtime.records import record_from_result, write_run
 from cronshift.shadow import live
 from cronshift.shadow.execute import cron_spec
 from cronshift.shadow.normalize import build_normalizer
-from cronshift.wrap import SHIM_DIR
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "cronshift"
 USER = pwd.getpwuid(__import__("os").geteuid()).pw_name

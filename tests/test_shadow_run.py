@@ -21,9 +21,9 @@ from cronshift.cli.generate import generate
 from cronshift.cli.shadow_run import shadow_run
 from cronshift.discover.lookup import find_job
 from cronshift.discover.scan import scan
+from cronshift.edit.retire import shadow_gate
 from cronshift.generate.celery import slug
 from cronshift.model import CronJob
-from cronshift.retire import shadow_gate
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "shadow"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandbox mode needs root (namespaces, overlayfs)")

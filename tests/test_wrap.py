@@ -14,10 +14,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from cronshift import crontab_edit as ce
 from cronshift.discover.scan import scan
-from cronshift.model import CronJob, Format
-from cronshift.wrap import (
+from cronshift.edit import crontab as ce
+from cronshift.edit.wrap import (
     SHIM_DIR,
     WrapRefused,
     apply_plan,
@@ -26,6 +25,7 @@ from cronshift.wrap import (
     plan_wrap,
     resolve_wrapper,
 )
+from cronshift.model import CronJob, Format
 from tests.support.install import installed_python, shared_tmp
 from tests.support.users import throwaway_user
 

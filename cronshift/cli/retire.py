@@ -10,9 +10,9 @@ from rich.table import Table
 
 from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan, undo_hint
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail, text
-from cronshift.crontab_edit import EditFailed, EditRefused
 from cronshift.discover.lookup import JobNotFound, find_job
-from cronshift.retire import (
+from cronshift.edit.crontab import EditFailed, EditRefused
+from cronshift.edit.retire import (
     GateResult,
     apply_retire,
     list_retired,

@@ -24,10 +24,11 @@ from cronshift.cli.common import (
     do_scan,
 )
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail
-from cronshift.crontab_edit import EditFailed, EditRefused
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.discover.schedule import CronExpr, ScheduleError
 from cronshift.discover.schedule import parse as parse_schedule
+from cronshift.edit.crontab import EditFailed, EditRefused
+from cronshift.edit.wrap import WRAPPER_KIND, apply_plan, plan_wrap
 from cronshift.ledger.store import DEFAULT_STORE, open_ledger
 from cronshift.model import CronJob, Format, ScanResult
 from cronshift.shadow import live
@@ -41,7 +42,6 @@ from cronshift.shadow.store import (
     write_verdict_file,
 )
 from cronshift.shadow.verdict import GATE_PAIRS
-from cronshift.wrap import WRAPPER_KIND, apply_plan, plan_wrap
 
 EventPath = Annotated[
     str, typer.Option("--event-path", help="local (runtime in-process) or celery (real worker).")
@@ -169,7 +169,7 @@ def _live_setup(
     now: str | None,
     json: bool,
 ) -> None:
-    """Wrap the cron line if needed (through crontab_edit), record the shadow-live doc, say what to run."""
+    """Wrap the cron line if needed (through edit.crontab), record the shadow-live doc, say what to run."""
     why = live.mode_refusal(mode, dry_run_flag)
     if why:
         fail(env, why, ExitStatus.USAGE)

@@ -25,11 +25,11 @@ from cronshift.cli.scan import (
 )
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.discover.timing import describe_schedule, upcoming
+from cronshift.edit.retire import retirement, trace_id
 from cronshift.history.evidence import last_runs
 from cronshift.history.triggers import trigger_records
 from cronshift.model import RunRecord
 from cronshift.rank import Metrics, metrics, score
-from cronshift.retire import retirement, trace_id
 
 LastOpt = Annotated[int, typer.Option("--last", min=0, help="How many of the last runs to list.")]
 

@@ -10,10 +10,10 @@ import typer
 
 from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail
-from cronshift.crontab_edit import EditFailed, EditRefused
 from cronshift.discover.lookup import JobNotFound, find_job
+from cronshift.edit.crontab import EditFailed, EditRefused
+from cronshift.edit.wrap import WrapPlan, apply_plan, plan_unwrap, plan_wrap
 from cronshift.model import CronJob, Dialect
-from cronshift.wrap import WrapPlan, apply_plan, plan_unwrap, plan_wrap
 
 JobArg = Annotated[str, typer.Argument(help="Job id (or a unique prefix), or PATH:LINE.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the change; write nothing.")]
@@ -28,7 +28,7 @@ def _run(
     dry_run: bool,
     make: Callable[[CronJob], WrapPlan],
 ) -> None:
-    """Scan, plan, show the diff, write through crontab_edit; a refusal is exit 4 and changes nothing."""
+    """Scan, plan, show the diff, write through edit.crontab; a refusal is exit 4 and changes nothing."""
     env = Env()
     result = do_scan(env, root, dialect)
     try:

@@ -28,7 +28,7 @@ class Kind(StrEnum):
 
 # `retire` comments a line out behind this marker; the original bytes follow it unchanged, so undo is exact.
 RETIRED_MARKER = b"#cronshift:retired "
-_RETIRED_RE = re.compile(rb"#cronshift:retired id=(\S+) date=(\S+) (.*)", re.DOTALL)
+RETIRED_RE = re.compile(rb"#cronshift:retired id=(\S+) date=(\S+) (.*)", re.DOTALL)
 
 # Vixie env.c: a name (bare, or quoted), optional blanks, '=', then the value (blanks and matching quotes
 # around it removed). A job line never matches: its first word is followed by a blank, not '='.
@@ -141,7 +141,7 @@ def _env_value(v: str, dialect: Dialect = Dialect.DEBIAN) -> str:
 
 def _comment(raw: bytes, number: int, text: str, stripped: str, fmt: Format, dialect: Dialect) -> Line:
     if raw.startswith(RETIRED_MARKER):
-        m = _RETIRED_RE.match(raw)
+        m = RETIRED_RE.match(raw)
         if m:
             original = parse_line(m.group(3), number, fmt, dialect)
             original.raw = raw

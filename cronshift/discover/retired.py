@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cronshift.ledger.state import STATE_DIR, read_records
+from cronshift.ledger.state import STATE_DIR, Journal
 
 RETIRE_JOURNAL = "retire.jsonl"
 
@@ -29,8 +29,8 @@ class Retirement:
     date: str
     reason: str
     time: float
-    edit_id: str  # crontab_edit's record id (line), or this journal's (mode)
-    backup_path: str | None  # line retires: the backup crontab_edit made
+    edit_id: str  # edit.crontab's record id (line), or this journal's (mode)
+    backup_path: str | None  # line retires: the backup edit.crontab made
     mode_before: int | None = None
     mode_after: int | None = None
     to: str | None = None  # where the job went (the generated task), as the user said
@@ -59,7 +59,7 @@ def retire_events(root: Path) -> list[dict[str, Any]]:
     path = Path(root).joinpath(*STATE_DIR, RETIRE_JOURNAL)
     if not path.is_file() or path.is_symlink():
         return []
-    return [e for e in read_records(Path(root), RETIRE_JOURNAL) if _well_formed(e)]
+    return [e for e in Journal(Path(root), RETIRE_JOURNAL).events() if _well_formed(e)]
 
 
 _NEEDS = {

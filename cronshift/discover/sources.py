@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronshift.model import Dialect, Format, Problem
 
-# What crontab_edit names its temp files: a leading dot, which neither Debian cron (letters, digits, _ and -
+# What edit.crontab names its temp files: a leading dot, which neither Debian cron (letters, digits, _ and -
 # only) nor cronie (skips dot files) nor run-parts reads; scan reports such a file instead of parsing it.
 WRITER_TEMP_PREFIX = ".cronshift-tmp-"
 

@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "STATE_DIR",
     "EditRefused",
+    "Journal",
     "append_record",
     "open_state_dir",
     "parse_records",
@@ -159,3 +160,22 @@ def read_records(state_root: Path, name: str) -> list[dict[str, Any]]:
     finally:
         os.close(dir_fd)
     return parse_records(data)[0]
+
+
+class Journal:
+    """One append-only journal under the state folder. Both edit journals store through it (the crontab
+    writer's edits.jsonl, retire's retire.jsonl for run-parts modes); each folds its own events."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.root, self.name = Path(root), name
+
+    def append(self, event: dict[str, Any]) -> None:
+        dir_fd = open_state_dir(self.root)
+        try:
+            append_record(dir_fd, self.name, event)
+        finally:
+            os.close(dir_fd)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every intact record, oldest first ([] when the journal does not exist yet)."""
+        return read_records(self.root, self.name)

@@ -33,14 +33,14 @@ from cronshift.discover.sources import WRITER_TEMP_PREFIX
 from cronshift.ledger.state import (
     STATE_DIR,
     EditRefused,
-    append_record,
+    Journal,
     open_state_dir,
     read_all,
     read_at,
-    read_records,
     walk_beneath,
     write_all,
 )
+from cronshift.ledger.store import open_ledger
 
 BACKUP_DIR = "backups"
 LOCK_NAME = "edit.lock"
@@ -530,7 +530,7 @@ def install_with_crontab(crontab: str, user: str, body: bytes) -> None:
 # The journal
 
 
-class EditJournal:
+class EditJournal(Journal):
     """Edit records as JSON lines at root/var/lib/cronshift/edits.jsonl (dir 0700, file 0600), append-only,
     each with a checksum (see append_record).
 
@@ -540,25 +540,16 @@ class EditJournal:
     """
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def _append(self, event: dict[str, Any]) -> None:
-        dir_fd = open_state_dir(self.root)
-        try:
-            append_record(dir_fd, JOURNAL_NAME, event)
-        finally:
-            os.close(dir_fd)
+        super().__init__(root, JOURNAL_NAME)
 
     def add(self, rec: EditRecord) -> None:
-        self._append({"event": "done", "record": rec.to_dict()})
+        self.append({"event": "done", "record": rec.to_dict()})
         self._mirror_to_ledger(rec)
 
     def _mirror_to_ledger(self, rec: EditRecord) -> None:
         """Copy the final record into the run ledger (kind "crontab-edit"), where the other stages' evidence
         lives. The journal above stays authoritative: the edit is already done and journaled, so a ledger
         that cannot be written must not turn it into a failure."""
-        from cronshift.ledger.store import open_ledger
-
         try:
             with open_ledger(self.root) as led:
                 led.put("crontab-edit", rec.id, rec.to_dict())
@@ -566,18 +557,15 @@ class EditJournal:
             pass
 
     def add_intent(self, rec: EditRecord) -> None:
-        self._append({"event": "intent", "record": rec.to_dict()})
+        self.append({"event": "intent", "record": rec.to_dict()})
 
     def add_abort(self, edit_id: str) -> None:
-        self._append({"event": "abort", "id": edit_id})
-
-    def _events(self) -> list[dict[str, Any]]:
-        return read_records(self.root, JOURNAL_NAME)
+        self.append({"event": "abort", "id": edit_id})
 
     def _fold(self) -> tuple[dict[str, EditRecord], dict[str, EditRecord]]:
         done: dict[str, EditRecord] = {}
         pending: dict[str, EditRecord] = {}
-        for event in self._events():
+        for event in self.events():
             try:
                 if event["event"] == "abort":
                     pending.pop(event["id"], None)

@@ -2,7 +2,7 @@
 
 The words go right where the command starts (after the schedule and, in system files, the user column), so
 every other byte of the line stays as it was, CR included; unwrap removes exactly those bytes. The write goes
-through crontab_edit like every other crontab change. `--job ID` carries the job's id, so the id the job had
+through edit.crontab like every other crontab change. `--job ID` carries the job's id, so the id the job had
 before wrapping stays its id (scan takes the id from the wrapper; see the report on issue 4).
 
 `cronshift record -- WORDS` executes WORDS itself, without a shell, so only a simple command can be wrapped:
@@ -27,8 +27,10 @@ from datetime import datetime
 from pathlib import Path
 
 from cronshift import __version__
-from cronshift import crontab_edit as ce
-from cronshift.crontab_edit import SAFE_ID, EditJournal, EditRecord, EditRefused, LineEdit, unified_diff
+from cronshift.edit import crontab as ce
+from cronshift.edit.crontab import SAFE_ID, EditJournal, EditRecord, EditRefused, LineEdit, unified_diff
+from cronshift.ledger.resp import parse_url
+from cronshift.ledger.spool import prepare_user_spool
 from cronshift.model import CronJob, Format
 
 WRAPPER_KIND = "cronshift-record"
@@ -447,8 +449,6 @@ def plan_wrap(
 
 
 def _has_password(url: str) -> bool:
-    from cronshift.ledger.resp import parse_url
-
     try:
         return parse_url(url)[3] is not None
     except ValueError as e:
@@ -506,8 +506,6 @@ def apply_plan(
     """Write the edit; for a wrap, first make the job user's spool and its Redis config file, so the very
     first run has a private place to record to."""
     if plan.action == "wrap" and plan.owner is not None:
-        from cronshift.ledger.spool import prepare_user_spool
-
         uid, gid = plan.owner
         try:
             if os.geteuid() == 0 or uid == os.geteuid():

@@ -1,11 +1,11 @@
 """`retire`: take a job out of cron once the shadow run proved the new path equivalent, and put it back.
 
 A crontab, cron.d, spool or anacrontab line is commented out behind `#cronshift:retired id=ID date=DATE `
-followed by the original bytes, through crontab_edit (backup, lock, atomic rename, verify, journal), so scan
+followed by the original bytes, through edit.crontab (backup, lock, atomic rename, verify, journal), so scan
 still sees the job under its id and undo gives back the exact line. A run-parts script is retired by clearing
 its execute bits: both Debian's run-parts (C) and RHEL's (a shell script testing `-x`) skip a file that is not
 executable, the script's bytes stay untouched (a package upgrade sees no local change), and a chmod on the
-open inode is atomic, so the temp-file-and-rename path of crontab_edit has nothing to add; the old and new
+open inode is atomic, so the temp-file-and-rename path of edit.crontab has nothing to add; the old and new
 modes are journaled before and verified after, and undo puts the recorded mode back.
 
 The shadow-run gate reads a verdict document that `cronshift shadow-run` writes (see `shadow_gate`).
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import stat
 import time
 import uuid
@@ -26,9 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cronshift import crontab_edit as ce
-from cronshift.crontab_edit import SAFE_ID, EditJournal, EditRecord, EditRefused, LineEdit, unified_diff
-from cronshift.discover.crontab_file import RETIRED_MARKER
+from cronshift.discover.crontab_file import RETIRED_MARKER, RETIRED_RE
 from cronshift.discover.retired import (
     RETIRE_JOURNAL,
     Retirement,
@@ -36,10 +33,13 @@ from cronshift.discover.retired import (
     retire_events,
     retire_notes,
 )
+from cronshift.edit import crontab as ce
+from cronshift.edit.crontab import SAFE_ID, EditJournal, EditRecord, EditRefused, LineEdit, unified_diff
+from cronshift.ledger.state import Journal
+from cronshift.ledger.store import DEFAULT_STORE, open_ledger
 from cronshift.model import CronJob, Format
 from cronshift.shadow.store import SHADOW_DIR, VERDICT_KIND, project_digests, verdict_path
 
-_MARKER_RE = re.compile(rb"#cronshift:retired id=(\S+) date=(\S+) (.*)", re.DOTALL)
 _RD = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _EXEC = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
 
@@ -67,17 +67,12 @@ def read_verdict(
     The ledger is asked first, but only if it already exists (a gate must not create a store); then the file
     var/lib/cronshift/shadow/<job-id>.json under the root.
     """
-    try:
-        from cronshift.ledger import store as ledger
-    except ImportError:  # the ledger is optional: the file is enough
-        ledger = None  # type: ignore[assignment]
-    if ledger is not None:
-        db = store or os.path.join(str(root), ledger.DEFAULT_STORE)
-        if redis_url or os.path.exists(db):
-            with ledger.open_ledger(root, store=store, redis_url=redis_url) as led:
-                doc = led.get(VERDICT_KIND, job_id)
-            if doc is not None:
-                return doc, f"ledger {redis_url or db} ({VERDICT_KIND}/{job_id})"
+    db = store or os.path.join(str(root), DEFAULT_STORE)
+    if redis_url or os.path.exists(db):
+        with open_ledger(root, store=store, redis_url=redis_url) as led:
+            doc = led.get(VERDICT_KIND, job_id)
+        if doc is not None:
+            return doc, f"ledger {redis_url or db} ({VERDICT_KIND}/{job_id})"
     if not SAFE_ID.fullmatch(job_id):
         return None, ""
     path = verdict_path(root, job_id)
@@ -285,11 +280,7 @@ def plan_retire(root: Path, job: CronJob, *, now: datetime) -> RetirePlan:
 
 
 def _append(root: Path, event: dict[str, Any]) -> None:
-    dir_fd = ce.open_state_dir(Path(root))
-    try:
-        ce.append_record(dir_fd, RETIRE_JOURNAL, event)
-    finally:
-        os.close(dir_fd)
+    Journal(Path(root), RETIRE_JOURNAL).append(event)
 
 
 def _recover_modes(root: Path) -> None:
@@ -327,10 +318,10 @@ def _recover_modes(root: Path) -> None:
 def _line_retirements(
     root: Path, journal: EditJournal, notes: dict[str, dict[str, Any]]
 ) -> dict[str, Retirement]:
-    """Line retirements in force, by job id, read from crontab_edit's journal (the record of every edit).
+    """Line retirements in force, by job id, read from edit.crontab's journal (the record of every edit).
 
     A pending record (a retire killed between its journal intent and done) counts when its marker line is in
-    the file: crontab_edit guarantees the file holds either the old or the new content."""
+    the file: edit.crontab guarantees the file holds either the old or the new content."""
     active: dict[str, tuple[EditRecord, str, str]] = {}
     undone: set[str] = set()
     maybe_undone: set[str] = set()  # by an undo killed half-way: undone only if the marker left the file
@@ -340,7 +331,7 @@ def _line_retirements(
             of = rec.reason[len("undo of ") :].split(":", 1)[0]
             (maybe_undone if rec.id in pending else undone).add(of)
             continue
-        m = _MARKER_RE.fullmatch(rec.after)
+        m = RETIRED_RE.fullmatch(rec.after)
         if m and m.group(3) == rec.before:
             job_id, date = (g.decode("ascii", "replace") for g in m.group(1, 2))
             active[rec.id] = (rec, job_id, date)
@@ -400,7 +391,7 @@ def trace_id(root: Path, job_id: str) -> str | None:
             "undone"
             if last.reason.startswith("undo of ")
             else "retired"
-            if _MARKER_RE.fullmatch(last.after)
+            if RETIRED_RE.fullmatch(last.after)
             else "edited (wrap/unwrap)"
         )
         return (
