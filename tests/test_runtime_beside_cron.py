@@ -85,7 +85,7 @@ def test_job_environment_matches_debians_cron(tmp_path: Path) -> None:
     out.unlink()
     code = (
         "import json, sys\nfrom pathlib import Path\n"
-        "from cronshift.discover.scan import scan\nfrom cronshift.generate.celery import job_spec\n"
+        "from cronshift.discover.scan import scan\nfrom cronshift.generate.common import job_spec\n"
         "from cronshift.generate.plan import plan_for\nfrom cronshift.runtime.execute import run_job\n"
         "job = next(j for j in scan(Path(sys.argv[1])).jobs if j.runs)\n"
         "print(json.dumps(run_job(job_spec(job, plan_for(job)))['output_tail']))\n"

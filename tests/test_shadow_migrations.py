@@ -29,7 +29,7 @@ from cronshift.cli.generate import generate
 from cronshift.cli.shadow_run import shadow_run
 from cronshift.discover.lookup import find_job
 from cronshift.discover.scan import scan
-from cronshift.generate.celery import slug
+from cronshift.generate.common import slug
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401 - fixture
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "shadow_matrix"

@@ -22,7 +22,7 @@ from cronshift.cli.shadow_run import shadow_run
 from cronshift.discover.lookup import find_job
 from cronshift.discover.scan import scan
 from cronshift.edit.retire import shadow_gate
-from cronshift.generate.celery import slug
+from cronshift.generate.common import slug
 from cronshift.model import CronJob
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "shadow"

@@ -21,13 +21,8 @@ from cronshift.cli.common import (
 )
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail
 from cronshift.discover.lookup import JobNotFound, find_job
-from cronshift.generate.celery import (
-    DEFAULT_BROKER,
-    GenerateResult,
-    generate_project,
-    never_run_refusal,
-    unknown_zone,
-)
+from cronshift.generate.celery import DEFAULT_BROKER, generate_project, never_run_refusal
+from cronshift.generate.common import GenerateResult, unknown_zone
 from cronshift.generate.plan import (
     PolicyError,
     parse_policy_options,

@@ -12,8 +12,7 @@ from rich.table import Table
 
 from cronshift.advice import Advice, advise
 from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan, undo_hint
-from cronshift.cli.output import Env, emit_json, fail, job_to_dict, text
-from cronshift.cli.scan import (
+from cronshift.cli.evidence import (
     LogOpt,
     NoHistoryOpt,
     RedisOpt,
@@ -23,6 +22,7 @@ from cronshift.cli.scan import (
     history_to_dict,
     load_evidence,
 )
+from cronshift.cli.output import Env, emit_json, fail, job_to_dict, text
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.discover.timing import describe_schedule, upcoming
 from cronshift.edit.retire import retirement, trace_id

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cronshift.generate.celery import RUFF_TOML, GenerateResult, _env, ruff_format, slug, write_files
+from cronshift.generate.common import RUFF_TOML, GenerateResult, ruff_format, slug, templates, write_files
 from cronshift.generate.plan import Plan, plan_for
 from cronshift.model import CronJob
 
@@ -196,14 +196,14 @@ def render_event_sources(
         )
     for s in sql:
         stem = f"{package}/sql/{s['function']}"
-        files[f"{stem}.up.sql"] = _env.get_template("triggers_notify_up.sql.j2").render(
+        files[f"{stem}.up.sql"] = templates.get_template("triggers_notify_up.sql.j2").render(
             **s, events_sql=" OR ".join(e.upper() for e in s["events"])
         )
-        files[f"{stem}.down.sql"] = _env.get_template("triggers_notify_down.sql.j2").render(**s)
-    files[f"{package}/events.py"] = _env.get_template("events.py.j2").render(
+        files[f"{stem}.down.sql"] = templates.get_template("triggers_notify_down.sql.j2").render(**s)
+    files[f"{package}/events.py"] = templates.get_template("events.py.j2").render(
         package=package, jobs=ctx_jobs, config_json=json.dumps(cfg, sort_keys=True, ensure_ascii=True)
     )
-    files[f"{package}/EVENTS.md"] = _env.get_template("EVENTS.md.j2").render(
+    files[f"{package}/EVENTS.md"] = templates.get_template("EVENTS.md.j2").render(
         package=package, jobs=ctx_jobs, sql=sql
     )
     return files, wired

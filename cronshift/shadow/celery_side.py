@@ -45,7 +45,7 @@ class EventPathError(RuntimeError):
 
 
 def _slug(job_id: str) -> str:
-    from cronshift.generate.celery import slug
+    from cronshift.generate.common import slug  # deferred: generate pulls in jinja2, which a side never needs
 
     return slug(job_id)
 
