@@ -48,7 +48,10 @@ HELPER_MARGIN = 60.0  # seconds the helper gets beyond the side's own timeout to
 
 
 def cron_spec(job: CronJob) -> dict[str, Any]:
-    """The runtime spec of the job exactly as cron has it (the shape `cronshift generate` embeds as SPEC)."""
+    """The runtime spec of the job exactly as cron has it (the shape `cronshift generate` embeds as SPEC).
+
+    Built here from the crontab line on purpose, not with generate.common.job_spec: the cron side is the
+    reference the generated SPEC is compared against, so a mistake in job_spec must not reach both sides."""
     return {
         "id": job.id,
         "user": job.user,
