@@ -10,6 +10,7 @@ from cronshift.cli import retire as retire_cmd
 from cronshift.cli import scan as scan_cmd
 from cronshift.cli import shadow_run as shadow_run_cmd
 from cronshift.cli import show as show_cmd
+from cronshift.cli import status as status_cmd
 from cronshift.cli import wrap as wrap_cmd
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app.command("show")(show_cmd.show)
 app.command("generate")(generate_cmd.generate)
 app.command("shadow-run")(shadow_run_cmd.shadow_run)
 app.command("retire")(retire_cmd.retire)
+app.command("status")(status_cmd.status)
 app.command("dead-letters")(deadletters_cmd.dead_letters)
 app.command("wrap")(wrap_cmd.wrap)
 app.command("unwrap")(wrap_cmd.unwrap)

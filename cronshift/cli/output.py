@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +37,9 @@ class Env:
 
     @property
     def out(self) -> Console:
-        return Console(file=self.stdout, soft_wrap=False, width=None if self.stdout.isatty() else 160)
+        # Piped output is 160 columns wide (stable for scripts) unless COLUMNS says otherwise.
+        wide = self.stdout.isatty() or bool(os.environ.get("COLUMNS"))
+        return Console(file=self.stdout, soft_wrap=False, width=None if wide else 160)
 
     @property
     def err(self) -> Console:
