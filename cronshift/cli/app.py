@@ -6,6 +6,7 @@ import typer
 
 from cronshift.cli import deadletters as deadletters_cmd
 from cronshift.cli import generate as generate_cmd
+from cronshift.cli import report as report_cmd
 from cronshift.cli import retire as retire_cmd
 from cronshift.cli import scan as scan_cmd
 from cronshift.cli import shadow_run as shadow_run_cmd
@@ -26,6 +27,7 @@ app.command("generate")(generate_cmd.generate)
 app.command("shadow-run")(shadow_run_cmd.shadow_run)
 app.command("retire")(retire_cmd.retire)
 app.command("status")(status_cmd.status)
+app.command("report")(report_cmd.report)
 app.command("dead-letters")(deadletters_cmd.dead_letters)
 app.command("wrap")(wrap_cmd.wrap)
 app.command("unwrap")(wrap_cmd.unwrap)
