@@ -10,14 +10,16 @@ The score is the sum of these components, capped at 100 (weight, cap; the eviden
 - never runs: 35 flat. The scan says cron will never run this line (`why_not`).
 - failures: 100 x failure rate (cap 25) + failures per day of the window (cap 10); cap 35. Exit statuses or
   signals (Debian `-L` logs, or the ledger); the rate is over runs whose status is known.
-- missed runs: 30 x missed / expected, cap 15. Runs the schedule expected inside the evidence window (from
-  one interval before the job's first logged run, so a line added mid-window is not blamed) against runs
-  seen; only when more than max(1, 1% of expected) are missing; never for @reboot, anacron, RANDOM_DELAY
-  or jobs cron does not log.
+- missed runs: 30 x missed / expected, cap 15. The fire instants of the schedule (minute-exact, in the job's
+  zone) that fell while cron was observed running (from a daemon start line or the first cron line, to a
+  stop line or the last cron line, a whole minute before it so that a fire cron had no time to log is not
+  blamed), from one interval before the job's first logged run (a line added mid-window is not blamed),
+  against the instants a run was seen at; the reason names the instants missed. Only when more than
+  max(1, 1% of expected) are missing; never for @reboot, anacron, RANDOM_DELAY or jobs cron does not log.
 - runtime vs interval: 15 x clamp((p95 / interval - 0.5) x 2, 0, 1), cap 15. Durations (end lines or the
   ledger): nothing while p95 is under half the interval, all 15 once p95 reaches the interval.
-- overlapping runs: 3 per overlap, cap 15. A run that started before the previous one ended (ledger
-  start/end pairs; from logs, runs that lasted longer than the interval). 0 when flock or run-one guards it.
+- overlapping runs: 3 per overlap, cap 15. A run that started before an earlier one ended (start/end pairs
+  from the ledger or from the logs' paired end lines). 0 when flock or run-one guards it.
 - silent failure: 15, or 8 when every run with a known status succeeded. Output thrown away ("No MTA"
   lines, failing MAIL lines, or stderr sent to /dev/null) and no monitoring wrapper (cronitor, runitor,
   sentry-cli, healthcheck ping, chronic). A MAILTO does not help when the logs show mail is lost.
@@ -70,6 +72,7 @@ class Metrics:
     runs_seen: int | None = None
     runs_expected: int | None = None
     missed: int | None = None
+    missed_at: tuple[float, ...] = ()  # the first expected instants no run was seen at (unix seconds)
     status_known: int = 0
     failures: int | None = None
     failure_rate: float | None = None
@@ -100,6 +103,7 @@ class Metrics:
             "runs_seen": self.runs_seen,
             "runs_expected": self.runs_expected,
             "missed": self.missed,
+            "missed_at": [_iso(x) for x in self.missed_at],
             "status_known": self.status_known,
             "failures": self.failures,
             "failure_rate": None if self.failure_rate is None else round(self.failure_rate, 4),
@@ -180,6 +184,89 @@ def expected_runs(expr: CronExpr, tz: str | None, start: float, end: float) -> i
             n += per_day
         d += timedelta(days=1)
     return n
+
+
+MISSED_LISTED = 20  # missed instants named per job
+MISSED_ENUMERATE = 50000  # above this many expected fires the instants are counted, not listed
+
+
+def _observed(ev: Evidence) -> list[tuple[float, float]]:
+    """When cron was observed running, clipped to --since/--until (the whole window when not known)."""
+    h = ev.history
+    spans = list(h.daemon_windows) if h is not None and h.daemon_windows else []
+    w = ev.window
+    if w is None:
+        return []
+    if not spans:
+        return [w]
+    return [(max(a, w[0]), min(b, w[1] + 1)) for a, b in spans if min(b, w[1] + 1) > max(a, w[0])]
+
+
+def missed_instants(
+    expr: CronExpr, tz: str | None, spans: Sequence[tuple[float, float]], starts: Iterable[float]
+) -> tuple[int, int, tuple[float, ...]]:
+    """(expected, missed, first missed instants) over `spans` of observed running.
+
+    A fire instant M is expected when cron was observed running at M and still a minute later (it logs a
+    run within a second or two of M), so neither a start nor a stop blames a run cron had no time to log;
+    a run seen at a fire instant outside those spans (the log's first minute) counts as expected and seen.
+    A run is seen at M when its start falls in M's minute.
+    """
+    zone = _zone_of(tz)
+    ranges = []
+    for a, b in spans:
+        lo = math.ceil(a / 60) * 60
+        hi = math.floor((b - 60) / 60) * 60
+        if hi >= lo:
+            ranges.append((lo, hi))
+    expected = sum(expected_runs(expr, tz, lo, hi) for lo, hi in ranges)
+    seen = {int(x // 60) * 60 for x in starts}
+    matched = outside = 0
+    offsets: dict[int, int] = {}
+    days: dict[int, bool] = {}
+    for m in seen:
+        inside = any(lo <= m <= hi for lo, hi in ranges)
+        off = offsets.get(m // 3600)
+        if off is None:
+            u = datetime.fromtimestamp(m, UTC).astimezone(zone).utcoffset()
+            off = offsets[m // 3600] = int(u.total_seconds()) if u is not None else 0
+        local = m + off
+        if (local // 60) % 60 not in expr.minute or (local // 3600) % 24 not in expr.hour:
+            continue
+        dk = local // 86400
+        ok = days.get(dk)
+        if ok is None:
+            d = date(1970, 1, 1) + timedelta(days=dk)
+            ok = days[dk] = d.month in expr.month and expr._day_matches(d)
+        if inside:
+            matched += ok
+        else:
+            outside += ok
+    missed = max(0, expected - matched)
+    expected += outside  # runs seen at fire instants cron was not observed around (the log's first minute)
+    listed: list[float] = []
+    if missed and expected <= MISSED_ENUMERATE:
+        for lo, hi in ranges:
+            a = datetime.fromtimestamp(lo, UTC)
+            b = datetime.fromtimestamp(hi + 1, UTC)
+            for f in fires_between(expr, tz, a, b):
+                x = f.timestamp()
+                if x not in seen:
+                    listed.append(x)
+                    if len(listed) >= MISSED_LISTED:
+                        break
+            if len(listed) >= MISSED_LISTED:
+                break
+    return expected, missed, tuple(listed)
+
+
+def _zone_of(tz: str | None):
+    if not tz or tz == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
 
 
 @lru_cache(maxsize=64)
@@ -283,6 +370,7 @@ def metrics(
     # runs seen and expected
     runs_seen: int | None = None
     runs_expected = missed = None
+    missed_at: tuple[float, ...] = ()
     logs_read = ev.history is not None and window is not None
     if job.no_log:
         unknown.append("cron does not log this job ('-' prefix): runs seen unknown")
@@ -301,15 +389,20 @@ def metrics(
         elif job.random_delay:
             unknown.append("RANDOM_DELAY shifts fire times: expected runs not computed")
         else:
-            span = window if (logs_read and window) else (min(r.start for r in led), ev.end)
+            if logs_read:
+                spans = _observed(ev)
+                seen = logs.starts if logs is not None else ()
+            else:
+                spans = [(min(r.start for r in led), ev.end)]
+                seen = [r.start for r in led]
             first = logs.first_seen if logs_read and logs is not None else None
-            if first is not None and first > span[0]:
+            if first is not None:
                 # Fires before the first logged run may predate the line itself (a job added mid-window):
                 # count from one interval before it, which still catches a run missed right at the start.
-                span = (max(span[0], first - (interval or 0)), span[1])
+                lo = first - (interval or 0)
+                spans = [(max(a, lo), b) for a, b in spans if b > lo]
             try:
-                runs_expected = expected_runs(expr, zone, span[0], span[1])
-                missed = max(0, runs_expected - runs_seen)
+                runs_expected, missed, missed_at = missed_instants(expr, zone, spans, seen)
             except ScheduleError as exc:
                 unknown.append(f"expected runs unknown: {exc}")
 
@@ -341,7 +434,10 @@ def metrics(
         failures = logs.failed if status_known else None
         exit_statuses, signals = dict(logs.exit_statuses), dict(logs.signals)
         durations = list(logs.durations)
-        if durations and interval:
+        if durations and len(logs.ended_starts) == len(durations):
+            pairs = zip(logs.ended_starts, logs.durations, strict=True)
+            overlaps, basis = count_overlaps((a, a + d) for a, d in pairs), "start/end pairs"
+        elif durations and interval:  # evidence without start/end pairs: a run longer than the interval
             overlaps = sum(1 for d in durations if d > interval)
             basis = "runs longer than the interval"
         last_success = logs.last_success
@@ -380,6 +476,7 @@ def metrics(
         runs_seen=runs_seen,
         runs_expected=runs_expected,
         missed=missed,
+        missed_at=missed_at,
         status_known=status_known,
         failures=failures,
         failure_rate=rate,
@@ -443,9 +540,12 @@ def score(job: CronJob, m: Metrics, unknown: Sequence[str] = (), evidence_end: f
         )
 
     if m.missed and m.runs_expected and m.missed > max(1, 0.01 * m.runs_expected):
+        at = ", ".join(_iso(x)[:16].replace("T", " ") for x in m.missed_at[:3])
+        more = "" if len(m.missed_at) <= 3 and m.missed_at else ", ..."
         add(
             min(CAP_MISSED, W_MISSED * m.missed / m.runs_expected),
-            f"missed {m.missed} of {m.runs_expected} runs the schedule expected in the window",
+            f"missed {m.missed} of {m.runs_expected} runs the schedule expected while cron ran"
+            + (f" (UTC {at}{more})" if at else ""),
             "schedule vs logs",
         )
 

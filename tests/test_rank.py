@@ -51,6 +51,7 @@ def run_evidence(
     starts: list[float], durations: list[float], failed: int = 0, status: bool = True
 ) -> JobEvidence:
     e = JobEvidence(runs=len(starts), starts=array("d", starts), durations=array("d", durations))
+    e.ended_starts = array("d", starts[: len(durations)])
     e.ended = len(durations)
     e.evidence = {CMD_ONLY, END} | ({STATUS} if status else set())
     if status:
@@ -130,14 +131,14 @@ def test_failures_durations_and_overlaps_from_logs() -> None:
     assert (m.runs_seen, m.runs_expected, m.missed) == (12, 12, 0)
     assert (m.failures, m.status_known) == (3, 12)
     assert m.failure_rate == pytest.approx(0.25)
-    assert m.overlaps == 2 and m.overlap_basis == "runs longer than the interval"
+    assert m.overlaps == 2 and m.overlap_basis == "start/end pairs"
     assert (m.duration_p50, m.duration_p95, m.duration_max) == (30.0, 500.0, 500.0)
     assert m.p95_over_interval == pytest.approx(500 / 300)
     assert unknown == []
     s = score(j, m, unknown, start + 3600)
     texts = [r.text for r in s.reasons]
     assert any(t.startswith("failed 3 of 12 runs (25.0%; exit 1 x3") for t in texts)
-    assert any("2x, so runs overlapped, no lock: +6" in t for t in texts)
+    assert "started while the previous run was still going 2x, no lock: +6" in texts
     assert s.value == pytest.approx(sum(r.points for r in s.reasons))
 
 
@@ -150,7 +151,12 @@ def test_missed_runs_counted_in_the_window_only() -> None:
     m, _ = metrics(j, ev.for_job(j.id), ev, "Europe/Berlin")
     assert (m.runs_seen, m.runs_expected, m.missed) == (7, 10, 3)
     s = score(j, m)
-    assert any(r.text == "missed 3 of 10 runs the schedule expected in the window: +9" for r in s.reasons)
+    assert m.missed_at == (ts("2026-11-24T04:00"), ts("2026-11-24T05:00"), ts("2026-11-24T06:00"))
+    assert any(
+        r.text == "missed 3 of 10 runs the schedule expected while cron ran "
+        "(UTC 2026-11-24 03:00, 2026-11-24 04:00, 2026-11-24 05:00): +9"
+        for r in s.reasons
+    )
 
 
 def test_no_expected_runs_for_reboot_or_anacron() -> None:
@@ -298,9 +304,10 @@ def test_debian_most_painful_job_first_with_checkable_reasons(debian_root: Path)
     assert m.exit_statuses == {1: 68, 255: 8} and m.signals == {9: 2}
     texts = [r.text for r in s.reasons]
     assert texts[0].startswith("failed 78 of 697 runs (11.2%; exit 1 x68, exit 255 x8, signal 9 x2")
-    assert any(
-        t.startswith("ran longer than its 5.0 min interval 66x, so runs overlapped, no lock") for t in texts
-    )
+    # It overran its interval 66 times; 65 of those runs had a later run start before they ended (the
+    # last overrun was the log's last run): overlaps come from start/end pairs, not from overruns.
+    assert m.overlaps == 65 and m.overlap_basis == "start/end pairs"
+    assert any(t.startswith("started while the previous run was still going 65x, no lock") for t in texts)
     assert any(t.startswith("fails silently: output discarded 78x (no MTA); no MAILTO") for t in texts)
     assert s.value > ranked[1][2].value
     by_src = {str(j.source): (mm, ss) for j, mm, ss in ranked}

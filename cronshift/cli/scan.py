@@ -124,8 +124,19 @@ def history_to_dict(ev: Evidence, now: datetime) -> dict[str, Any]:
                 "lines": s.lines,
                 "cron_lines": s.cron_lines,
                 "malformed": s.malformed,
+                "duplicates": s.duplicates,
             }
             for s in (h.sources if h else [])
+        ],
+        "duplicates_dropped": h.duplicates_dropped if h else 0,
+        "orphan_ends": h.orphan_ends if h else 0,
+        "unattributed": {
+            "no_mta": h.unattributed_discarded if h else 0,
+            "mail": h.unattributed_mail_failures if h else 0,
+            "cmdout": h.unattributed_output if h else 0,
+        },
+        "cron_observed": [
+            {"from": _iso(a, now), "until": _iso(b, now)} for a, b in (h.daemon_windows if h else [])
         ],
         "lines_read": h.lines_read if h else 0,
         "cron_lines": h.cron_lines if h else 0,
@@ -243,10 +254,19 @@ def _table(env: Env, result: ScanResult, ranked: list, ev: Evidence, t: datetime
     if w is not None and ev.history is not None:
         h = ev.history
         led = f", {sum(len(v) for v in ev.ledger_runs.values())} ledger runs" if ev.ledger_where else ""
+        names = ", ".join(Path(x.path).name for x in h.sources)
+        dup = f", {h.duplicates_dropped} duplicate lines dropped" if h.duplicates_dropped else ""
         env.out.print(
             f"history {_iso(w[0], t)} .. {_iso(w[1], t)}: "
-            f"{h.cron_lines} cron lines in {len(h.sources)} log(s){led}"
+            f"{h.cron_lines} cron lines in {len(h.sources)} log(s) ({escape(names)}){dup}{led}"
         )
+        loose = []
+        if h.orphan_ends:
+            loose.append(f"{h.orphan_ends} end line(s) whose start is not in the logs read")
+        if h.unattributed_notes:
+            loose.append(f"{h.unattributed_notes} No MTA/MAIL/CMDOUT line(s) tied to no job")
+        if loose:
+            env.out.print("; ".join(loose) + ": see --json")
         if h.unmatched:
             n = sum(u.count for u in h.unmatched.values())
             env.out.print(

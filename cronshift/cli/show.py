@@ -154,6 +154,9 @@ def _metrics(env: Env, m: Metrics, now: datetime) -> None:
     seen = "unknown" if m.runs_seen is None else str(m.runs_seen)
     exp = "" if m.runs_expected is None else f" of {m.runs_expected} expected ({m.missed} missed)"
     tab.add_row("runs seen", seen + exp)
+    if m.missed_at:
+        more = "" if m.missed and len(m.missed_at) >= m.missed else ", ..."
+        tab.add_row("missed at", ", ".join(_when(x, now)[:16] for x in m.missed_at[:10]) + more)
     if m.failures is None:
         tab.add_row("failures", "unknown (no exit statuses)")
     else:
@@ -230,15 +233,24 @@ def _status(r: RunRecord) -> str:
 
 def _runs(env: Env, runs: list[RunRecord], now: datetime) -> None:
     tab = Table(title=f"last {len(runs)} runs", title_justify="left")
-    for col in ("start", "duration", "status", "output", "source"):
+    for col in ("start", "duration", "status", "output", "source, end paired"):
         tab.add_column(col)
     for r in runs:
         size = "" if r.stdout_bytes is None else f"{r.stdout_bytes}+{r.stderr_bytes or 0} B"
-        src = r.source + (" (paired by guess)" if r.extra.get("guessed") else "")
+        src = r.source + _pairing(r)
         tab.add_row(_when(r.start, now), _secs(r.duration), _status(r), size, src)
     if not runs:
         tab.add_row("no runs in the evidence", "", "", "", "")
     env.out.print(tab)
+
+
+def _pairing(r: RunRecord) -> str:
+    """How the run's end was tied to its start: a pid link, or the oldest open run of its command."""
+    how = r.extra.get("pairing")
+    if how == "inferred":
+        n = r.extra.get("open_runs", "1")
+        return ", inferred (only open run)" if n == "1" else f", inferred (oldest of {n} open)"
+    return ", exact (pid)" if how == "exact" else ""
 
 
 def _run_dict(r: RunRecord, now: datetime) -> dict[str, Any]:
@@ -254,4 +266,6 @@ def _run_dict(r: RunRecord, now: datetime) -> dict[str, Any]:
         "stdout_bytes": r.stdout_bytes,
         "stderr_bytes": r.stderr_bytes,
         "guessed_pairing": bool(r.extra.get("guessed")),
+        "pairing": r.extra.get("pairing"),  # "exact" | "inferred" | None (no end)
+        "open_runs": int(r.extra["open_runs"]) if "open_runs" in r.extra else None,
     }

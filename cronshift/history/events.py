@@ -22,6 +22,7 @@ class JobEvidence:
     runs: int = 0
     starts: array = field(default_factory=lambda: array("d"))  # unix seconds, in log order
     durations: array = field(default_factory=lambda: array("d"))  # seconds, for runs whose end was logged
+    ended_starts: array = field(default_factory=lambda: array("d"))  # start of each run in `durations`
     ended: int = 0  # runs whose end was logged
     status_known: int = 0  # runs whose exit status is known (failure lines were being logged)
     failed: int = 0  # non-zero exit status or killed by a signal
@@ -30,7 +31,8 @@ class JobEvidence:
     output_discarded: int = 0  # "(CRON) info (No MTA installed, discarding output)"
     mail_failures: int = 0  # "MAIL (mailed N bytes of output but got status 0x...)"
     output_lines: int = 0  # cronie CMDOUT lines
-    guessed_pairings: int = 0  # end lines paired to a start by command text while two runs overlapped
+    inferred_pairings: int = 0  # ends paired to a start by user and command, not by a pid
+    guessed_pairings: int = 0  # of those, paired while two or more runs of the command were open
     first_seen: float | None = None
     last_seen: float | None = None
     last_failure: float | None = None
@@ -46,6 +48,7 @@ class JobEvidence:
         self.runs += other.runs
         self.starts.extend(other.starts)
         self.durations.extend(other.durations)
+        self.ended_starts.extend(other.ended_starts)
         self.ended += other.ended
         self.status_known += other.status_known
         self.failed += other.failed
@@ -56,6 +59,7 @@ class JobEvidence:
         self.output_discarded += other.output_discarded
         self.mail_failures += other.mail_failures
         self.output_lines += other.output_lines
+        self.inferred_pairings += other.inferred_pairings
         self.guessed_pairings += other.guessed_pairings
         self.first_seen = _min(self.first_seen, other.first_seen)
         self.last_seen = _max(self.last_seen, other.last_seen)
@@ -82,6 +86,7 @@ class SourceInfo:
     lines: int
     cron_lines: int
     malformed: int
+    duplicates: int = 0  # lines dropped because a source read before held the same line
 
 
 @dataclass(slots=True)
@@ -97,8 +102,18 @@ class History:
     orphan_ends: int = 0  # end/status lines whose start was not in the logs read
     unattributed_discarded: int = 0  # "No MTA" lines we could not tie to a run
     unattributed_mail_failures: int = 0
+    unattributed_output: int = 0  # CMDOUT lines we could not tie to a run
+    duplicates_dropped: int = 0  # lines read from more than one source (syslog + cron.log...), kept once
     window: tuple[float, float] | None = None
+    # When cron was observed running: from a start line (or the first cron line) to a stop line (or the last
+    # cron line before the next start). Expected runs are counted only inside these.
+    daemon_windows: list[tuple[float, float]] = field(default_factory=list)
     sources: list[SourceInfo] = field(default_factory=list)
+
+    @property
+    def unattributed_notes(self) -> int:
+        """No MTA, MAIL and CMDOUT lines that neither an exact link nor the named user tie to one job."""
+        return self.unattributed_discarded + self.unattributed_mail_failures + self.unattributed_output
 
 
 def _min(a: float | None, b: float | None) -> float | None:

@@ -1,12 +1,14 @@
 """Find cron's logs under a root and read them, oldest first, into per-job evidence.
 
-Big plain files are cut into byte ranges at line boundaries and parsed by forked workers; the pieces are
-joined in order (end lines a piece could not pair are replayed against the piece before), so the result is
-the same as one sequential pass. Memory stays bounded: blocks of a few MiB and per-job aggregates.
+Big plain files are cut into byte ranges at line boundaries and read by forked workers into compact events;
+every piece of every file is then merged, de-duplicated and paired in one pass (pairing.py), so the result
+does not depend on how the history was split into files or pieces. Memory stays bounded: blocks of a few
+MiB, 29 bytes per cron line kept, and per-job aggregates.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import pickle
@@ -20,10 +22,11 @@ from pathlib import Path
 from cronshift.history.events import History, SourceInfo
 from cronshift.history.journal import feed_journal
 from cronshift.history.match import Matcher
+from cronshift.history.pairing import Pairer, merge
 from cronshift.history.syslog import _CLASSIC_ANYWHERE, MONTHS, Options, Segment
 from cronshift.model import CronJob, RunRecord
 
-BLOCK = 4 << 20
+BLOCK = 1 << 20  # a block is copied twice on its way in: small keeps the peak low
 PARALLEL_MIN = 8 << 20  # smaller files are not worth a fork
 _NAME = re.compile(r"^(syslog|cron|messages)(\.log)?(?:[.-](\d+))?(\.gz)?$")
 _FAMILY = {"cron": 0, "syslog": 1, "messages": 2}
@@ -114,7 +117,6 @@ def _start_year(first_month: int, ref: datetime) -> int:
 
 def _parse_range(
     path: Path,
-    matcher: Matcher,
     opts: Options,
     year: int,
     start: int,
@@ -122,7 +124,7 @@ def _parse_range(
     journal: bool,
     progress,
 ) -> Segment:
-    seg = Segment(matcher, opts, year)
+    seg = Segment(opts, year)
     for block in _blocks(path, start, stop, progress):
         if journal:
             feed_journal(seg, block.splitlines())
@@ -140,7 +142,6 @@ def _fork_parse(args: tuple) -> tuple[int, int]:
         try:
             os.close(r)
             seg = _parse_range(*args, progress=None)
-            seg.matcher = None  # type: ignore[assignment]
             data = pickle.dumps(seg, protocol=pickle.HIGHEST_PROTOCOL)
             with os.fdopen(w, "wb") as out:
                 out.write(struct.pack("<Q", len(data)))
@@ -152,7 +153,7 @@ def _fork_parse(args: tuple) -> tuple[int, int]:
     return pid, r
 
 
-def _collect(pid: int, fd: int, matcher: Matcher) -> Segment | None:
+def _collect(pid: int, fd: int) -> Segment | None:
     with os.fdopen(fd, "rb") as f:
         head = f.read(8)
         data = f.read(struct.unpack("<Q", head)[0]) if len(head) == 8 else b""
@@ -160,13 +161,10 @@ def _collect(pid: int, fd: int, matcher: Matcher) -> Segment | None:
     if not data:
         return None
     seg: Segment = pickle.loads(data)
-    seg.matcher = matcher
     return seg
 
 
-def _parse_file(
-    path: Path, matcher: Matcher, opts: Options, ref: datetime, workers: int, progress
-) -> list[Segment]:
+def _parse_file(path: Path, opts: Options, ref: datetime, workers: int, progress) -> list[Segment]:
     """The file as consecutive segments, with the years of classic stamps settled."""
     journal = _is_journal(path)
     size = path.stat().st_size
@@ -176,21 +174,18 @@ def _parse_file(
     years = [_start_year(_first_month(path, b), ref) for b in bounds[:-1]]
     segs: list[Segment] = []
     if n > 1:
-        kids = [
-            _fork_parse((path, matcher, opts, years[i], bounds[i], bounds[i + 1], journal))
-            for i in range(1, n)
-        ]
-        mine = _parse_range(path, matcher, opts, years[0], bounds[0], bounds[1], journal, progress)
+        kids = [_fork_parse((path, opts, years[i], bounds[i], bounds[i + 1], journal)) for i in range(1, n)]
+        mine = _parse_range(path, opts, years[0], bounds[0], bounds[1], journal, progress)
         segs = [mine]
         for i, (pid, fd) in enumerate(kids, start=1):
-            seg = _collect(pid, fd, matcher)
+            seg = _collect(pid, fd)
             if seg is None:  # a worker failed: parse its range here
-                seg = _parse_range(path, matcher, opts, years[i], bounds[i], bounds[i + 1], journal, None)
+                seg = _parse_range(path, opts, years[i], bounds[i], bounds[i + 1], journal, None)
             if progress is not None:
                 progress(bounds[i + 1] - bounds[i])
             segs.append(seg)
     else:
-        segs = [_parse_range(path, matcher, opts, years[0], 0, None, journal, progress)]
+        segs = [_parse_range(path, opts, years[0], 0, None, journal, progress)]
     # Year check: walk the pieces; the last classic stamp must fall in the reference year (or the one before).
     year = segs[0].start_year
     last_month = 0
@@ -209,12 +204,12 @@ def _parse_file(
             if s.first_month and p.last_month
         )
         if not chain_ok:  # spans more than a year, or a piece guessed wrong: one sequential pass
-            segs = [_parse_range(path, matcher, opts, expected, 0, None, journal, None)]
+            segs = [_parse_range(path, opts, expected, 0, None, journal, None)]
     return segs
 
 
-def _dialect(seg: Segment, journal: bool) -> str:
-    d = seg.c.dialects
+def _dialect(dialects: set[str], journal: bool) -> str:
+    d = dialects
     if journal:
         return "journal"
     if "debian" in d and "cronie" in d:
@@ -236,8 +231,7 @@ def _read(
     progress: Callable[[int], None] | None,
     failures_logged: bool | None,
     workers: int | None,
-) -> tuple[Segment | None, History]:
-    matcher = Matcher(jobs)
+) -> tuple[Pairer | None, History]:
     history = History()
     nworkers = workers or min(os.cpu_count() or 1, 4)
     total = 0
@@ -248,39 +242,49 @@ def _read(
         if progress is not None:
             progress(total)
 
-    carry: Segment | None = None
+    pieces: list[tuple[int, Segment]] = []
+    read: list[tuple[int, str, bool, list[Segment]]] = []  # (index in history.sources, path, journal, segs)
     for path in paths:
         path = Path(path)
         try:
             ref_ts = min(path.stat().st_mtime, now.timestamp())
             ref = datetime.fromtimestamp(ref_ts, opts.tz or now.tzinfo)
             journal = _is_journal(path)
-            segs = _parse_file(path, matcher, opts, ref, nworkers, bump)
+            segs = _parse_file(path, opts, ref, nworkers, bump)
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             history.sources.append(SourceInfo(str(path), f"unreadable: {exc}", 0, 0, 0))
             continue
-        lines = sum(s.c.lines for s in segs)
-        cron = sum(s.c.cron_lines for s in segs)
-        bad = sum(s.c.malformed for s in segs)
+        read.append((len(history.sources), str(path), journal, segs))
+        history.sources.append(SourceInfo(str(path), "", 0, 0, 0))
+        pieces += [(len(history.sources) - 1, seg) for seg in segs]
+    for idx, name, journal, segs in read:
         dialects: set[str] = set()
         for s in segs:
             dialects |= s.c.dialects
-        for seg in segs:
-            if carry is None:
-                seg.settle_orphans()
-                carry = seg
-            else:
-                carry.replay(seg.orphans)
-                seg.orphans = []
-                carry.absorb(seg)
-        probe = Segment(matcher, opts)
-        probe.c.dialects = dialects
-        history.sources.append(SourceInfo(str(path), _dialect(probe, journal), lines, cron, bad))
-    if carry is not None:
-        carry.settle_orphans()
-        carry.close(failures_logged)
-        carry.to_history(history)
-    return carry, history
+        history.sources[idx] = SourceInfo(
+            name,
+            _dialect(dialects, journal),
+            sum(s.c.lines for s in segs),
+            sum(s.c.cron_lines for s in segs),
+            sum(s.c.malformed for s in segs),
+        )
+        for s in segs:
+            history.lines_read += s.c.lines
+            history.cron_lines += s.c.cron_lines
+            history.malformed += s.c.malformed
+            history.unreadable_stamps += s.c.unreadable
+    if not read:
+        return None, history
+    merged = merge(pieces, len(history.sources))
+    del pieces, read
+    for i, n in enumerate(merged.duplicates):
+        if n:
+            history.sources[i] = dataclasses.replace(history.sources[i], duplicates=n)
+    history.duplicates_dropped = sum(merged.duplicates)
+    pairer = Pairer(Matcher(jobs), opts, failures_logged)
+    pairer.run(merged)
+    pairer.to_history(history)
+    return pairer, history
 
 
 def read_history(
@@ -317,8 +321,8 @@ def iter_runs(
 ) -> Iterator[RunRecord]:
     """The last `last` runs of one job (job_id None: of every command no job matched), oldest first."""
     opts = Options(since=since, until=until, tz=now.tzinfo, keep_runs=last, only_job=job_id)
-    carry, _ = _read(paths, jobs, opts, now, None, failures_logged, None)
-    if carry is None:
+    pairer, _ = _read(paths, jobs, opts, now, None, failures_logged, None)
+    if pairer is None:
         return
-    runs = sorted(carry.runs.get(job_id or "", ()), key=lambda r: r.start)
+    runs = sorted(pairer.runs.get(job_id or "", ()), key=lambda r: r.start)
     yield from runs[-last:]

@@ -1,0 +1,601 @@
+"""The whole history, once: drop lines several files hold, then pair every end with its start in one pass.
+
+Segments (one per file, or per worker's piece of a big file) hold events in file order. `merge` concatenates
+them with one table of names, orders them by second (file order inside a second), and when two or more
+sources were read keeps each line once: a line's content identity is (host, pid, message) and its stamp to
+within a second, and a line repeated inside one source (cronie's identical CMDOUT lines) is kept as often as
+the source that holds it most often. `Pairer` then walks that one time-ordered stream:
+
+- exact links first: Debian's job pid (`CMD ([pid] ...)`, `END ([pid] ...)`, `grandchild #pid`), and the
+  pid of the cron child that wrote a note (`No MTA`, `MAIL`, `CMDOUT`) and, for cronie, the `CMDEND` after it;
+- then first-in-first-out by host, user and command (cronie's `CMDEND`, run-parts, anacron), marked
+  `inferred` on the run with the number of runs that were open;
+- a note with no exact link goes to the user the line names when that user ran exactly one job, and
+  otherwise is counted unattributed, never guessed;
+- the daemon's own start/stop lines (and the first and last cron line) say when cron was observed running,
+  so that expected runs are counted only there; whether failures were logged (so that a plain Debian `END`
+  means exit 0) is decided per daemon run.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+from cronshift.history.events import CMD_ONLY, END, STATUS, History, JobEvidence, UnmatchedEvidence
+from cronshift.history.match import Matcher
+from cronshift.history.syslog import (
+    E_AN_END,
+    E_AN_START,
+    E_CMD,
+    E_CMD_FIFO,
+    E_CMDEND,
+    E_END,
+    E_FAIL,
+    E_INFO,
+    E_NOTE,
+    E_RP_END,
+    E_RP_START,
+    E_START,
+    E_STOP,
+    N_CRONIE,
+    N_MAIL,
+    N_NOMTA,
+    Events,
+    Options,
+    Segment,
+)
+from cronshift.model import RunRecord
+
+MAX_OPEN = 20000  # open runs kept by pid; older ones are given up (their end is never logged)
+MAX_FIFO = 2000  # open runs kept per (host, user, command) for FIFO pairing
+NOTE_AFTER_END = 60.0  # a child's note may follow its run's end by this much and still be linked
+
+
+@dataclass(slots=True)
+class Merged:
+    """All events, in pairing order, with one table; per-source counts for the history line."""
+
+    ev: Events
+    order: Sequence[int]
+    table: list[tuple]
+    duplicates: list[int] = field(default_factory=list)  # per source: lines dropped as already read
+
+
+def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
+    """Join segments (tagged with their source index, in reading order) into one ordered stream."""
+    if len(segments) == 1:  # nothing to renumber or copy
+        seg = segments[0][1]
+        return Merged(seg.ev, _order(array("q", map(int, seg.ev.t))), seg.table, [0] * nsources)
+    # the first piece is the base: its arrays grow in place, its table numbers stay
+    base = segments[0][1]
+    table: list[tuple] = base.table
+    names: dict[tuple, int] = dict(base.names)
+    ev = base.ev
+    src = array("l", [segments[0][0]]) * len(ev)
+    spans: dict[int, list[int]] = {}  # source -> [first, last second]
+
+    def widen(source: int, t: array) -> None:
+        if len(t):
+            lo, hi = int(min(t)), int(max(t))
+            r = spans.setdefault(source, [lo, hi])
+            r[0], r[1] = min(r[0], lo), max(r[1], hi)
+
+    widen(segments[0][0], ev.t)
+    for s, seg in segments[1:]:
+        remap = array("i", [0]) * len(seg.table)
+        for i, value in enumerate(seg.table):
+            j = names.get(value)
+            if j is None:
+                j = names[value] = len(table)
+                table.append(value)
+            remap[i] = j
+        e = seg.ev
+        widen(s, e.t)
+        ev.t.extend(e.t)
+        ev.kind.extend(e.kind)
+        ev.pid.extend(e.pid)
+        ev.a.extend(e.a)
+        same = len(seg.table) == len(table) and remap == array("i", range(len(remap)))
+        ev.b.extend(e.b if same else array("i", map(remap.__getitem__, e.b)))
+        ev.host.extend(e.host if same else array("i", map(remap.__getitem__, e.host)))
+        ev.ident.extend(e.ident)
+        src.extend(array("l", [s]) * len(e))
+        seg.ev = Events()  # free the piece now that the whole holds it
+    sec = array("q", map(int, ev.t))
+    order = _order(sec)
+    dup = [0] * nsources
+    if len({s for s, _ in segments}) > 1:
+        order = _dedup(order, sec, ev, src, dup, spans)
+    return Merged(ev, order, table, dup)
+
+
+def _order(sec: array) -> Sequence[int]:
+    """Events by second, file order inside a second; a range when they already are (no list of ints)."""
+    if all(a <= b for a, b in pairwise(sec)):
+        return range(len(sec))
+    return sorted(range(len(sec)), key=sec.__getitem__)
+
+
+def _shared_spans(spans: dict[int, list[int]]) -> list[tuple[int, int]]:
+    """Seconds (widened by one) that two or more sources cover: outside them no line can have a copy."""
+    ranges = list(spans.values())
+    both = sorted(
+        (max(a[0], b[0]) - 1, min(a[1], b[1]) + 1)
+        for i, a in enumerate(ranges)
+        for b in ranges[i + 1 :]
+        if max(a[0], b[0]) - 1 <= min(a[1], b[1]) + 1
+    )
+    out: list[tuple[int, int]] = []
+    for lo, hi in both:
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _dedup(
+    order: Sequence[int], sec: array, ev: Events, src: array, dup: list[int], spans: dict[int, list[int]]
+) -> list[int]:
+    """Keep each line once: a line is a copy of a line another source holds with the same identity up to
+    one second earlier (rsyslog stamps on receipt, the journal on sending: the second can differ). Each
+    kept line absorbs at most one copy per other source, so a line repeated inside one source (identical
+    CMDOUT lines) survives as often as the source holding it most often has it."""
+    out: list[int] = []
+    recent: dict[int, list[list]] = {}  # identity -> [[second, source, sources it absorbed a copy from]]
+    horizon: deque[tuple[int, int]] = deque()  # (second, identity) in arrival order, to forget old ones
+    ident = ev.ident
+    shared = _shared_spans(spans)  # only there can a line have a copy (rotated files: the seams)
+    j = 0
+    for k in order:
+        s = sec[k]
+        while j < len(shared) and s > shared[j][1]:
+            j += 1
+        if j == len(shared) or s < shared[j][0]:
+            out.append(k)
+            continue
+        idn, sr = ident[k], src[k]
+        if not idn:  # CMD, END, CMDEND, grandchild: the columns say all the line says
+            idn = hash((ev.host[k], ev.pid[k], ev.kind[k], ev.a[k], ev.b[k]))
+        while horizon and horizon[0][0] < s - 1:
+            _old_s, old_id = horizon.popleft()
+            lst = recent.get(old_id)
+            if lst is not None:
+                lst[:] = [x for x in lst if x[0] >= s - 1]
+                if not lst:
+                    del recent[old_id]
+        lst = recent.get(idn)
+        if lst is not None:
+            for entry in lst:
+                if entry[1] != sr and sr not in entry[2]:
+                    entry[2].add(sr)
+                    dup[sr] += 1
+                    break
+            else:
+                lst.append([s, sr, set()])
+                horizon.append((s, idn))
+                out.append(k)
+            continue
+        recent[idn] = [[s, sr, set()]]
+        horizon.append((s, idn))
+        out.append(k)
+    return out
+
+
+# a run: [start, hit, jobpid, host, status, signal, epoch, end, pairing, candidates, debian, child key,
+#         JobEvidence or None, RunRecord or None]
+_START, _HIT, _PID, _HOST, _STATUS, _SIG, _EPOCH, _END, _PAIRING, _CAND, _DEB, _CHILD, _EV, _REC = range(14)
+
+
+class Pairer:
+    """One pass over the merged stream into per-job evidence; see the module docstring."""
+
+    def __init__(self, matcher: Matcher, opts: Options, failures_logged: bool | None) -> None:
+        self.matcher = matcher
+        self.opts = opts
+        self.forced = failures_logged
+        self.agg: dict[str, JobEvidence] = {}
+        self.unmatched: dict[tuple[str, str], UnmatchedEvidence] = {}
+        self.ambiguous: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.ambiguous_runs = 0
+        self.orphans = 0
+        self.lost = [0, 0, 0]  # notes not attributed: No MTA, MAIL, CMDOUT
+        self.runs: dict[str, deque[RunRecord]] = {}
+        # Debian runs with a plain END, per (job, daemon run): [count, last end]; and their records
+        self.clean: dict[tuple[str | None, int], list[float]] = {}
+        self.clean_records: list[tuple[RunRecord, int]] = []
+        self.failing_epochs: set[int] = set()
+        self.windows: list[tuple[float, float]] = []
+        self.first: float | None = None
+        self.last: float | None = None
+
+    # -- matching ----------------------------------------------------------------------------------------
+    def _hit(self, value: tuple) -> tuple:
+        """('j', job id, user, cmd) | ('a', candidates, user, cmd) | ('u', (user, cmd), user, cmd)."""
+        if value[0] == b"r":
+            folder, script = value[1].decode("utf-8", "replace"), value[2].decode("utf-8", "replace")
+            found = self.matcher.match_script(folder, script)
+            u, cmd = "root", f"{folder.rstrip('/')}/{script}"
+        elif value[0] == b"a":
+            ident = value[1].decode("utf-8", "replace")
+            found = self.matcher.match_anacron(ident)
+            u, cmd = "root", f"anacron job {ident}"
+        else:
+            u = value[0].decode("utf-8", "replace")
+            cmd = value[1].decode("utf-8", "replace")
+            found = self.matcher.match(u, cmd)
+        if isinstance(found, str):
+            return ("j", found, u, cmd)
+        if found:
+            self.ambiguous[(u, cmd)] = found
+            return ("a", found, u, cmd)
+        return ("u", (u, cmd), u, cmd)
+
+    # -- the pass ----------------------------------------------------------------------------------------
+    def run(self, m: Merged) -> None:
+        ev, table = m.ev, m.table
+        T, K, P, A, B, H = ev.t, ev.kind, ev.pid, ev.a, ev.b, ev.host
+        hits: dict[int, tuple] = {}
+        by_pid: dict[tuple[int, int], list] = {}
+        child: dict[tuple[int, int], list] = {}
+        fifo: dict[tuple[int, int], deque] = {}
+        pending: dict[tuple[int, int], list[tuple[float, int, int]]] = {}
+        user_jobs: dict[tuple[int, bytes], set] = {}
+        daemon: dict[int, list] = {}  # host -> [daemon pid, window start, last line, epoch]
+        epochs = [0]
+        o = self.opts
+        since, until = o.since, o.until
+
+        seen_users: set[tuple[int, int]] = set()
+        child_cap = [4 * MAX_FIFO]
+
+        def prune_children(t: float) -> None:
+            """Forget child links of runs that ended more than NOTE_AFTER_END ago (amortised: the map is
+            rebuilt only when it doubled), so a long log does not keep every run alive."""
+            for key in [k for k, r in child.items() if r[_END] is not None and t - r[_END] > NOTE_AFTER_END]:
+                del child[key]
+            child_cap[0] = max(4 * MAX_FIFO, 2 * len(child))
+
+        def start(t: float, b: int, h: int, jobpid: int, debian: bool) -> list:
+            hit = hits.get(b)
+            if hit is None:
+                hit = hits[b] = self._hit(table[b])
+            if (h, b) not in seen_users:
+                seen_users.add((h, b))
+                value = table[b]
+                if value[0] not in (b"r", b"a"):
+                    user_jobs.setdefault((h, value[0]), set()).add(hit[1])
+            epoch = d[3]  # type: ignore[index]
+            if (since is None or t >= since) and (until is None or t < until):
+                je = self._count_start(hit, t)
+                return [t, hit, jobpid, h, None, None, epoch, None, "", 0, debian, None, je, None]
+            return [t, None, jobpid, h, None, None, epoch, None, "", 0, debian, None, None, None]
+
+        d: list | None = None
+        last_h = -1
+        for i in m.order:
+            t = T[i]
+            k = K[i]
+            h = H[i]
+            if h != last_h:
+                d = daemon.get(h)  # type: ignore[assignment]
+                last_h = h
+            if d is None:
+                d = daemon[h] = [-1, t, t, epochs[0]]
+                epochs[0] += 1
+            if k == E_START:
+                if P[i] != d[0]:
+                    if d[0] != -1 or d[2] > d[1]:
+                        self.windows.append((d[1], d[2]))
+                    d[0], d[1], d[2], d[3] = P[i], t, t, epochs[0]
+                    epochs[0] += 1
+                continue
+            if d[0] == -2:  # lines after a stop line with no start line: cron was back
+                d[0], d[1], d[3] = -1, t, epochs[0]
+                epochs[0] += 1
+            d[2] = t
+            if k in (E_CMD, E_CMD_FIFO):
+                jobpid = A[i]
+                run = start(t, B[i], h, jobpid, k == E_CMD)
+                if k == E_CMD:  # Debian: its END, failure and notes link by pid
+                    old = by_pid.get((h, jobpid))
+                    if old is not None:  # pid reused: the earlier run's end was never logged
+                        self._record(old)
+                    by_pid[(h, jobpid)] = run
+                    if P[i] != jobpid:
+                        child[(h, P[i])] = run
+                        if len(child) > child_cap[0]:
+                            prune_children(t)
+                    if len(by_pid) > MAX_OPEN:
+                        for key in list(by_pid)[: MAX_OPEN // 4]:
+                            self._record(by_pid.pop(key))
+                else:  # cronie: its CMDEND pairs by user and command
+                    q = fifo.get((h, B[i]))
+                    if q is None:
+                        q = fifo[(h, B[i])] = deque()
+                    q.append(run)
+                    if len(q) > MAX_FIFO:
+                        self._record(q.popleft())
+            elif k == E_END:
+                run = by_pid.pop((h, A[i]), None)
+                if run is None:
+                    self.orphans += 1
+                else:
+                    self._finish(run, t, "exact", 1)
+            elif k == E_CMDEND:
+                q = fifo.get((h, B[i]))
+                notes = pending.pop((h, P[i]), ())
+                if not q:
+                    self.orphans += 1
+                    for _nt, what, user in notes:
+                        self._note_by_user(user_jobs, h, table[user][1], what)
+                    continue
+                n = len(q)
+                run = q.popleft()
+                if not q:
+                    del fifo[(h, B[i])]
+                self._finish(run, t, "inferred", n)
+                child[(h, P[i])] = run
+                if len(child) > child_cap[0]:
+                    prune_children(t)
+                for _nt, what, _user in notes:
+                    self._note(run, what)
+            elif k == E_FAIL:
+                self.failing_epochs.add(d[3])
+                run = by_pid.get((h, A[i]))
+                if run is None:
+                    self.orphans += 1
+                    continue
+                child[(h, P[i])] = run
+                st = table[B[i]]
+                self._status(run, t, st[1], st[2])
+            elif k == E_NOTE:
+                what = A[i]
+                run = child.get((h, P[i]))
+                # a link holds while the run is open (Debian) or just after its end; cronie's child is
+                # only known from its CMDEND, so a note before that waits for it
+                if run is not None and (
+                    (run[_END] is None and not what & N_CRONIE)
+                    or (run[_END] is not None and t - run[_END] <= NOTE_AFTER_END)
+                ):
+                    self._note(run, what & 3)
+                    continue
+                if what & N_CRONIE:  # its CMDEND, from the same child, is still to come
+                    pending.setdefault((h, P[i]), []).append((t, what & 3, B[i]))
+                else:
+                    self._note_by_user(user_jobs, h, table[B[i]][1], what & 3)
+            elif k == E_STOP:
+                self.windows.append((d[1], t))
+                d[0] = -2
+            elif k in (E_RP_START, E_AN_START):
+                run = start(t, B[i], h, 0, False)
+                q = fifo.get((h, B[i]))
+                if q is None:
+                    q = fifo[(h, B[i])] = deque()
+                q.append(run)
+                if len(q) > MAX_FIFO:
+                    self._record(q.popleft())
+            elif k in (E_RP_END, E_AN_END):
+                q = fifo.get((h, B[i]))
+                if not q:
+                    self.orphans += 1
+                    continue
+                n = len(q)
+                run = q.popleft()
+                if not q:
+                    del fifo[(h, B[i])]
+                code = A[i]
+                if k == E_AN_END and code >= 1000:
+                    self._status(run, t, None, code - 1000)
+                elif k == E_AN_END and code > 0:
+                    self._status(run, t, code, None)
+                self._finish(run, t, "inferred", n)
+            elif k == E_INFO:
+                pass
+        for d in daemon.values():
+            if d[0] != -2:
+                self.windows.append((d[1], d[2]))
+        for notes in pending.values():
+            for _t, what, user in notes:
+                self._note_by_user(user_jobs, 0, table[user][1], what, any_host=True)
+        for run in by_pid.values():
+            if run[_END] is None:
+                self._record(run)
+        for q in fifo.values():
+            for run in q:
+                self._record(run)
+        self._settle_clean()
+        if len(m.order):
+            self.first, self.last = min(T), max(T)
+
+    # -- runs ------------------------------------------------------------------------------------------
+    def _count_start(self, hit: tuple, t: float) -> JobEvidence | None:
+        kind = hit[0]
+        if kind == "j":
+            ev = self.agg.get(hit[1])
+            if ev is None:
+                ev = self.agg[hit[1]] = JobEvidence()
+                ev.evidence.add(CMD_ONLY)
+            ev.runs += 1
+            ev.starts.append(t)
+            if ev.first_seen is None or t < ev.first_seen:
+                ev.first_seen = t
+            if ev.last_seen is None or t > ev.last_seen:
+                ev.last_seen = t
+            return ev
+        if kind == "u":
+            u = self.unmatched.get(hit[1])
+            if u is None:
+                u = self.unmatched[hit[1]] = UnmatchedEvidence(hit[2], hit[3])
+            u.count += 1
+            u.first_seen = t if u.first_seen is None else min(u.first_seen, t)
+            u.last_seen = t if u.last_seen is None else max(u.last_seen, t)
+        else:
+            self.ambiguous_runs += 1
+        return None
+
+    def _job(self, run: list) -> JobEvidence | None:
+        return run[_EV]
+
+    def _finish(self, run: list, t: float, pairing: str, candidates: int) -> None:
+        run[_END], run[_PAIRING], run[_CAND] = t, pairing, candidates
+        ev = run[_EV]
+        clean = run[_STATUS] is None and run[_SIG] is None
+        if ev is not None:
+            ev.ended += 1
+            ev.durations.append(t - run[_START] if t > run[_START] else 0.0)
+            ev.ended_starts.append(run[_START])
+            if pairing == "inferred":
+                ev.inferred_pairings += 1
+                if candidates > 1:
+                    ev.guessed_pairings += 1
+            if clean:
+                ev.evidence.add(END)
+                if run[_DEB]:
+                    key = (run[_HIT][1], run[_EPOCH])
+                    ce = self.clean.get(key)
+                    if ce is None:
+                        self.clean[key] = [1.0, t]
+                    else:
+                        ce[0] += 1
+                        if t > ce[1]:
+                            ce[1] = t
+        if self.opts.keep_runs:
+            self._record(run)
+            if clean and run[_DEB] and run[_REC] is not None:
+                self.clean_records.append((run[_REC], run[_EPOCH]))
+                if len(self.clean_records) > 4 * self.opts.keep_runs:
+                    kept = {id(r) for d in self.runs.values() for r in d}
+                    self.clean_records = [x for x in self.clean_records if id(x[0]) in kept]
+
+    def _status(self, run: list, t: float, status: int | None, sig: int | None) -> None:
+        """A failure line: counted at once, since without END logging the run is never closed."""
+        run[_STATUS], run[_SIG] = status, sig
+        ev = self._job(run)
+        if ev is None:
+            return
+        ev.evidence.add(STATUS)
+        ev.status_known += 1
+        ev.failed += 1
+        ev.last_failure = t if ev.last_failure is None else max(ev.last_failure, t)
+        if sig is not None:
+            ev.signals[sig] = ev.signals.get(sig, 0) + 1
+        elif status is not None:
+            ev.exit_statuses[status] = ev.exit_statuses.get(status, 0) + 1
+
+    def _note(self, run: list, what: int) -> None:
+        ev = self._job(run)
+        if ev is None:
+            return
+        if what == N_NOMTA:
+            ev.output_discarded += 1
+        elif what == N_MAIL:
+            ev.mail_failures += 1
+        else:
+            ev.output_lines += 1
+
+    def _note_by_user(self, user_jobs: dict, h: int, user: bytes, what: int, any_host: bool = False) -> None:
+        """No exact link: the user the line names, when that user ran exactly one job; else unattributed."""
+        if any_host:
+            jobs: set = set()
+            for (_h, u), s in user_jobs.items():
+                if u == user:
+                    jobs |= s
+        else:
+            jobs = user_jobs.get((h, user), set())
+        if user != b"CRON" and len(jobs) == 1:
+            (target,) = jobs
+            ev = self.agg.get(target) if isinstance(target, str) else None
+            if ev is not None:
+                if what == N_NOMTA:
+                    ev.output_discarded += 1
+                elif what == N_MAIL:
+                    ev.mail_failures += 1
+                else:
+                    ev.output_lines += 1
+                return
+        self.lost[what] += 1
+
+    def _settle_clean(self) -> None:
+        """Plain Debian ENDs are successes in daemon runs whose failures were being logged."""
+
+        def ok(epoch: int) -> bool:
+            return self.forced if self.forced is not None else epoch in self.failing_epochs
+
+        for (job, epoch), (n, last) in self.clean.items():
+            if not ok(epoch):
+                continue
+            ev = self.agg[job]  # type: ignore[index]
+            ev.status_known += int(n)
+            ev.evidence.add(STATUS)
+            ev.last_success = last if ev.last_success is None else max(ev.last_success, last)
+        for rec, epoch in self.clean_records:
+            if ok(epoch):
+                object.__setattr__(rec, "exit_status", 0)
+        self.clean = {}
+        self.clean_records = []
+
+    def _record(self, run: list) -> None:
+        o = self.opts
+        hit = run[_HIT]
+        if not o.keep_runs or hit is None:
+            return
+        job_id = hit[1] if hit[0] == "j" else None
+        if o.only_job is not None and job_id != o.only_job:
+            return
+        extra: dict[str, str] = {}
+        if run[_PAIRING]:
+            extra["pairing"] = run[_PAIRING]
+            if run[_PAIRING] == "inferred":
+                extra["open_runs"] = str(run[_CAND])
+                if run[_CAND] > 1:
+                    extra["guessed"] = "1"
+        if hit[0] == "a":
+            extra["candidates"] = ",".join(hit[1])
+        rec = RunRecord(
+            job_id=job_id,
+            source="syslog",
+            start=run[_START],
+            end=run[_END],
+            exit_status=run[_STATUS],
+            signal=run[_SIG],
+            user=hit[2],
+            pid=run[_PID] or None,
+            command=hit[3],
+            extra=extra,
+        )
+        run[_REC] = rec
+        q = self.runs.get(job_id or "")
+        if q is None:
+            q = self.runs[job_id or ""] = deque(maxlen=o.keep_runs)
+        q.append(rec)
+
+    def to_history(self, history: History) -> None:
+        for ev in self.agg.values():
+            if len(ev.starts) > 1:
+                ev.starts = array("d", sorted(ev.starts))
+        history.per_job.update(self.agg)
+        history.unmatched.update(self.unmatched)
+        history.ambiguous.update(self.ambiguous)
+        history.ambiguous_runs += self.ambiguous_runs
+        history.orphan_ends += self.orphans
+        history.unattributed_discarded += self.lost[N_NOMTA]
+        history.unattributed_mail_failures += self.lost[N_MAIL]
+        history.unattributed_output += self.lost[2]
+        history.daemon_windows = _union(self.windows)
+        if self.first is not None and self.last is not None:
+            history.window = (self.first, self.last)
+
+
+def _union(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(windows):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
