@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -129,12 +128,12 @@ def test_each_stage_with_its_evidence_and_next_command(debian_root: Path, tmp_pa
     # --stage filters, and the text board shows the id whole even at 80 columns.
     only = board(root, "--project", str(out), "--stage", "generated")
     assert list(only) == [REINDEX]
-    env = {**os.environ, "COLUMNS": "80"}
-    res = CliRunner().invoke(app, ["status", "--root", str(root), "--project", str(out)], env=env)
-    assert res.exit_code == 0, res.stderr
-    assert max(len(line) for line in res.stdout.splitlines()) <= 80
+    from .test_cli_voice import on_terminal
+
+    text = on_terminal(["status", "--root", str(root), "--project", str(out)], 80)
+    assert max(len(line) for line in text.splitlines()) <= 80
     for jid in (REINDEX, SYNC, CLEANUP, target.id):
-        assert jid in res.stdout
+        assert jid in text
 
 
 def test_read_project_finds_every_job_of_a_project(debian_root: Path, tmp_path: Path) -> None:

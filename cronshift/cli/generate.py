@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,16 @@ from cronshift.generate.plan import PolicyError, parse_policy_options, plans_fro
 from cronshift.generate.streams import DEFAULT_REDIS, generate_streams_project
 from cronshift.generate.triggers import TriggerError, parse_trigger, write_event_sources
 from cronshift.history.evidence import env_redis_url
+
+
+class Target(StrEnum):
+    CELERY = "celery"
+    STREAMS = "streams"
+
+
+class Beat(StrEnum):
+    CELERY = "celery"
+    REDBEAT = "redbeat"
 
 
 def generate(
@@ -32,8 +43,8 @@ def generate(
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files edited since generation.")] = False,
     target: Annotated[
-        str, typer.Option("--target", help="celery (default) or streams (a Redis Streams consumer).")
-    ] = "celery",
+        Target, typer.Option("--target", help="celery, or streams (a Redis Streams consumer).")
+    ] = Target.CELERY,
     redis_url: Annotated[
         str, typer.Option("--redis", help="Redis URL of the streams target.")
     ] = DEFAULT_REDIS,
@@ -49,7 +60,9 @@ def generate(
         list[str] | None,
         typer.Option("--policy", help="[JOB:]key=value overriding a chosen policy (e.g. overlap=replace)."),
     ] = None,
-    beat: Annotated[str, typer.Option("--beat", help="celery (one instance) or redbeat (HA).")] = "celery",
+    beat: Annotated[
+        Beat, typer.Option("--beat", help="celery (one beat instance) or redbeat (HA, beat state in Redis).")
+    ] = Beat.CELERY,
     state_redis: Annotated[
         str | None, typer.Option("--state-redis", help="Redis for locks and run claims (default: broker).")
     ] = None,

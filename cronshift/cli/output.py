@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,9 +36,7 @@ class Env:
 
     @property
     def out(self) -> Console:
-        # Piped output is 160 columns wide (stable for scripts) unless COLUMNS says otherwise.
-        wide = self.stdout.isatty() or bool(os.environ.get("COLUMNS"))
-        return Console(file=self.stdout, soft_wrap=False, width=None if wide else 160)
+        return Console(file=self.stdout, soft_wrap=False, width=None if self.stdout.isatty() else 160)
 
     @property
     def err(self) -> Console:
@@ -74,7 +71,19 @@ def say_problem(env: Env, p: Problem) -> None:
     env.stderr.write(f"cronshift: {text(str(p))}\n")
 
 
+def json_error(message: str, status: int, stdout: Any = None) -> None:
+    """The error as --json prints it on stdout: `{"schema_version", "error": {"message", "exit_status"}}`."""
+    out = stdout if stdout is not None else sys.stdout
+    doc = {"schema_version": SCHEMA_VERSION, "error": {"message": text(message), "exit_status": int(status)}}
+    out.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
 def fail(env: Env, message: str, status: ExitStatus = ExitStatus.ERROR) -> NoReturn:
+    """One line on stderr and the exit status; with --json, the same error as JSON on stdout too."""
+    from cronshift.cli.voice import JSON_ERRORS
+
+    if JSON_ERRORS.get():
+        json_error(message, status, env.stdout)
     env.stderr.write(f"cronshift: {text(message)}\n")
     raise SystemExit(int(status))
 

@@ -35,8 +35,9 @@ def report(
     redis: RedisOpt = None,
     no_history: NoHistoryOpt = False,
 ) -> None:
-    """Write one HTML page a team reads before deciding: the pain ranking with its evidence, every job's
-    runs on a timeline, durations against the interval, and the migration board. Opens with no network."""
+    """Write one self-contained HTML page: runs timeline, durations, pain ranking, the board.
+
+    Everything (charts, data, JavaScript) is inside the file: it opens with no network."""
     from cronshift.board import build_board
     from cronshift.rank import rank
     from cronshift.report import collect_runs, render_html

@@ -80,7 +80,7 @@ def retire(
         job_id = j.id
     except JobNotFound as e:
         if not undo:
-            fail(env, str(e))
+            fail(env, str(e), ExitStatus.USAGE)
         job_id, j = job, None  # the line may be gone from scan; the journal still knows the job
     if undo:
         try:

@@ -7,6 +7,7 @@ import shlex
 import socket
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,8 +29,21 @@ from cronshift.shadow.store import OBSERVATION_KIND, VERDICT_KIND, read_report, 
 from cronshift.shadow.verdict import GATE_PAIRS
 from cronshift.wrap import WRAPPER_KIND, apply_plan, plan_wrap
 
+
+class EventPathKind(StrEnum):
+    LOCAL = "local"
+    CELERY = "celery"
+
+
+class Mode(StrEnum):
+    SANDBOX = "sandbox"
+    ALLOW = "allow"
+    DRY_RUN = "dry-run"
+
+
 EventPath = Annotated[
-    str, typer.Option("--event-path", help="local (runtime in-process) or celery (real worker).")
+    EventPathKind,
+    typer.Option("--event-path", help="local (the runtime, in-process) or celery (a real worker)."),
 ]
 
 
@@ -319,8 +333,9 @@ def shadow_run(
         int, typer.Option("--runs", min=1, help="Pairs (cron, event) to run and compare.")
     ] = GATE_PAIRS,
     mode: Annotated[
-        str, typer.Option("--mode", help="sandbox (default), allow (job is idempotent), dry-run.")
-    ] = "sandbox",
+        Mode,
+        typer.Option("--mode", help="sandbox (writes kept apart), allow (the job is idempotent), dry-run."),
+    ] = Mode.SANDBOX,
     writes: Annotated[
         list[str] | None, typer.Option("--writes", help="A path the job writes (repeatable).")
     ] = None,
@@ -333,7 +348,7 @@ def shadow_run(
     dry_run_flag: Annotated[
         str | None, typer.Option("--dry-run-flag", help="The job's own dry-run flag.")
     ] = None,
-    event_path: EventPath = "local",
+    event_path: EventPath = EventPathKind.LOCAL,
     project: Annotated[
         Path | None, typer.Option("--project", help="The `cronshift generate` output dir.")
     ] = None,

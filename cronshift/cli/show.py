@@ -12,7 +12,7 @@ from rich.table import Table
 
 from cronshift.advice import Advice, advise
 from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
-from cronshift.cli.output import Env, emit_json, fail, job_to_dict, text
+from cronshift.cli.output import Env, ExitStatus, emit_json, fail, job_to_dict, text
 from cronshift.cli.scan import (
     LogOpt,
     NoHistoryOpt,
@@ -54,7 +54,7 @@ def show(
     try:
         j = find_job(result, job)
     except JobNotFound as e:
-        fail(env, str(e))
+        fail(env, str(e), ExitStatus.USAGE)
     t = clock(now, result.system_timezone)
     d = describe_schedule(j.schedule, result.dialect)
     nxt = upcoming(j, t, result.system_timezone, 5, result.dialect)

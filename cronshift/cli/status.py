@@ -72,8 +72,10 @@ def status(
     json: JsonOpt = False,
     dialect: DialectOpt = None,
 ) -> None:
-    """The migration board: every job's stage (cron, wrapped, generated, shadowing, parity, retired) and
-    the one command to run next. Reads the crontabs, the ledger and generated projects; writes nothing."""
+    """The migration board: each job's stage and the one command to run next (writes nothing).
+
+    Stages: not-run, cron, wrapped, generated, shadowing, differences, parity, retired. Read from the
+    crontabs, the ledger, shadow-run's verdicts, the retire journal and the --project dirs."""
     env = Env()
     result = do_scan(env, root, dialect)
     rows = build_board(result, root, projects=list(project or ()), store=store, redis_url=redis)

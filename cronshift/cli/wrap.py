@@ -35,7 +35,7 @@ def _run(
     try:
         j = find_job(result, job)
     except JobNotFound as e:
-        fail(env, str(e))
+        fail(env, str(e), ExitStatus.USAGE)
     try:
         plan = make(j)
         if not json:

@@ -1,0 +1,148 @@
+"""One CLI voice: --version, -h everywhere, readable help with choices, one exit code table, JSON errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from cronshift import __version__
+from cronshift.__main__ import main
+from cronshift.cli.app import app
+
+from .conftest import FIXTURES
+
+COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "--version") == (0, f"cronshift {__version__}\n", "")
+
+
+def test_top_level_help_offers_completion_and_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "-h")
+    assert code == 0
+    assert "--install-completion" in out and "--version" in out
+    flat = " ".join(out.split())
+    assert "0 ok, 1 the operation failed, 2 usage error or unknown job" in flat.replace("│ ", "")
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "record"])
+def test_every_command_has_dash_h_and_help_without_python_types(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    code, out, err = run(capsys, command, "-h")
+    assert code == 0, err
+    assert "Usage: cronshift " + command in out
+    for python_type in ("<bool>", "<str>", "<int>", "<path>", "<list[", "<float>", "<Path"):
+        assert python_type not in out, (command, python_type)
+
+
+def test_record_has_its_own_dash_h(capfd: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capfd, "record", "-h")  # record writes to the file descriptors itself
+    assert code == 0
+    assert "usage: cronshift record" in out + err
+
+
+def test_fixed_choices_and_now_are_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    _, gen, _ = run(capsys, "generate", "-h")
+    assert "celery|streams" in gen and "celery|redbeat" in gen
+    _, shadow, _ = run(capsys, "shadow-run", "-h")
+    assert "sandbox|allow|dry-run" in shadow and "local|celery" in shadow
+    _, scan, _ = run(capsys, "scan", "-h")
+    assert "--now" in scan and "ISO 8601" in scan
+
+
+def test_a_bad_choice_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "generate", "x", "--target", "kafka", "--root", str(FIXTURES / "debian"))
+    assert code == 2
+    assert "kafka" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["show", "no-such-job"],
+        ["wrap", "no-such-job"],
+        ["unwrap", "no-such-job"],
+        ["retire", "no-such-job"],
+        ["generate", "no-such-job", "--out", "OUT"],
+        ["shadow-run", "no-such-job"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_no_such_job_exits_2_everywhere_and_is_json_under_json(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str]
+) -> None:
+    argv = [a if a != "OUT" else str(tmp_path / "out") for a in argv]
+    root = ["--root", str(FIXTURES / "debian")]
+    code, out, err = run(capsys, *argv, *root)
+    assert code == 2, err
+    assert err.startswith("cronshift: ") and err.count("\n") == 1 and "no-such-job" in err
+    assert out == ""
+    code, out, err = run(capsys, *argv, *root, "--json")
+    assert code == 2
+    doc = json.loads(out)
+    assert doc["error"]["exit_status"] == 2 and "no-such-job" in doc["error"]["message"]
+    assert doc["schema_version"] >= 1
+    assert "Traceback" not in err
+
+
+def test_a_usage_error_under_json_is_json_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "scan", "--json", "--no-such-option")
+    assert code == 2
+    assert json.loads(out)["error"]["exit_status"] == 2
+
+
+def on_terminal(argv: list[str], width: int) -> str:
+    """What a person sees: the command's stdout on a terminal `width` columns wide (no colours)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": str(width), "TERM": "dumb"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cronshift", *argv], stdout=follower, stderr=subprocess.DEVNULL, env=env
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=120) == 0
+    return seen.decode().replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_the_scan_table_fits_the_terminal_and_never_cuts_an_id(width: int) -> None:
+    import subprocess
+    import sys
+
+    args = ["scan", "--root", str(FIXTURES / "debian"), "--now", "2026-11-24T10:10:00+01:00"]
+    out = subprocess.check_output([sys.executable, "-m", "cronshift", *args, "--json"], text=True)
+    ids = [j["id"] for j in json.loads(out)["jobs"]]
+    lines = on_terminal(args, width).splitlines()
+    assert max(len(line) for line in lines) <= width
+    shown = [line.split("│")[2].strip() for line in lines if line.startswith("│")]
+    assert shown == ids  # every row's id whole, in rank order
+    assert "score" in "\n".join(lines) and "top reason" in "\n".join(lines)
