@@ -146,3 +146,21 @@ def test_the_scan_table_fits_the_terminal_and_never_cuts_an_id(width: int) -> No
     shown = [line.split("│")[2].strip() for line in lines if line.startswith("│")]
     assert shown == ids  # every row's id whole, in rank order
     assert "score" in "\n".join(lines) and "top reason" in "\n".join(lines)
+
+
+def test_one_json_vocabulary_job_id_everywhere(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    root = ["--root", str(FIXTURES / "debian"), "--now", "2026-11-24T10:10:00+01:00"]
+    _, out, _ = run(capsys, "scan", *root, "--json", "--no-history")
+    scan = json.loads(out)
+    assert scan["schema_version"] == 2
+    assert all(j["job_id"] == j["id"] for j in scan["jobs"])
+    job = "reindex-search-e299beff"
+    assert job in {j["job_id"] for j in scan["jobs"]}
+    _, out, _ = run(capsys, "show", job, *root, "--json", "--no-history")
+    assert json.loads(out)["job"]["job_id"] == job
+    _, out, _ = run(capsys, "generate", job, *root, "--json", "--no-history", "--out", str(tmp_path / "g"))
+    assert [j["job_id"] for j in json.loads(out)["jobs"]] == [job]
+    _, out, _ = run(capsys, "retire", job, *root, "--json", "--dry-run")
+    assert json.loads(out)["job_id"] == job
+    _, out, _ = run(capsys, "status", "--root", str(FIXTURES / "debian"), "--json")
+    assert job in {r["job_id"] for r in json.loads(out)["jobs"]}

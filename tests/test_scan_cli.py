@@ -210,7 +210,7 @@ def test_python_dash_m_runs_the_same_cli(debian_root: Path) -> None:
         timeout=120,
         check=False,
     )
-    assert p.returncode == 0 and json.loads(p.stdout)["schema_version"] == 1
+    assert p.returncode == 0 and json.loads(p.stdout)["schema_version"] == 2
 
 
 def test_show_by_path_and_line_and_unknown_job(debian_root: Path) -> None:

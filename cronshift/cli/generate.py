@@ -163,6 +163,7 @@ def to_json(res: GenerateResult) -> dict[str, Any]:
         "files": res.files,
         "jobs": [
             {
+                "job_id": j.id,
                 "id": j.id,
                 "task": j.task,
                 "module": j.module,

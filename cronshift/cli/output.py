@@ -16,7 +16,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cronshift.model import CronJob, Problem, Score
 
-SCHEMA_VERSION = 1
+# 2: every job object carries `job_id` (the old `id` / `job` keys stay, as aliases, until 3); with --json
+#    errors are JSON on stdout too (`{"error": {"message", "exit_status"}}`); `status` and `report` added.
+SCHEMA_VERSION = 2
 
 
 class ExitStatus(IntEnum):
@@ -122,6 +124,7 @@ def job_to_dict(
 ) -> dict[str, Any]:
     """One job for --json; `score`/`reasons`/`unknown`/`metrics` are null or empty when nothing was ranked."""
     return {
+        "job_id": job.id,
         "id": job.id,
         "source": {"path": job.source.path, "line": job.source.line},
         "format": str(job.format),

@@ -27,7 +27,7 @@ def _gate_dict(g: GateResult) -> dict[str, Any]:
 def _list(env: Env, root: Path, json: bool) -> None:
     found = list_retired(root)
     if json:
-        emit_json(env, {"root": str(root), "retired": [r.to_dict() for r in found]})
+        emit_json(env, {"root": str(root), "retired": [{"job_id": r.job_id, **r.to_dict()} for r in found]})
         return
     table = Table(title=f"jobs retired under {root}")
     for col in ("job", "date", "where", "how", "backup / mode", "to", "reason"):
@@ -88,7 +88,7 @@ def retire(
         except EditRefused as exc:
             _refused(env, exc)
         if json:
-            emit_json(env, {"action": "undo", "job": r.job_id, "restored": r.to_dict()})
+            emit_json(env, {"action": "undo", "job_id": r.job_id, "job": r.job_id, "restored": r.to_dict()})
         else:
             where = f"{r.path}:{r.line}" if r.line else f"{r.path} (mode {r.mode_before:04o})"
             env.stdout.write(f"restored {r.job_id}: {where}\n")
@@ -101,6 +101,7 @@ def retire(
     gate = shadow_gate(root, j, store=store, redis_url=redis)
     out: dict[str, Any] = {
         "action": "retire",
+        "job_id": j.id,
         "job": j.id,
         "kind": plan.kind,
         "path": plan.path,

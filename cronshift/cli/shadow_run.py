@@ -164,7 +164,15 @@ def _live_setup(
     )
     if json:
         emit_json(
-            env, {"live": doc, "diff": diff, "backup": backup, "event_path": cmds, "report": report_cmd}
+            env,
+            {
+                "job_id": j.id,
+                "live": doc,
+                "diff": diff,
+                "backup": backup,
+                "event_path": cmds,
+                "report": report_cmd,
+            },
         )
         return
     out = env.out
@@ -319,7 +327,7 @@ def _live_report(
     led.put(VERDICT_KIND, j.id, doc)
     doc["verdict_file"] = write_verdict_file(root, j.id, doc)
     if json:
-        emit_json(env, {"verdict": doc})
+        emit_json(env, {"job_id": j.id, "verdict": doc})
     else:
         _render_live(env, doc, rep)
     if rep.verdict.label == "mismatch":
@@ -411,7 +419,7 @@ def shadow_run(
             )
         pairs = [o for o in obs if o.get("phase") == "pair" and o.get("session") == doc.get("session")]
         if json:
-            emit_json(env, {"verdict": doc, "observations": obs})
+            emit_json(env, {"job_id": j.id, "verdict": doc, "observations": obs})
         else:
             _render(env, doc, pairs)
         return
@@ -506,7 +514,7 @@ def shadow_run(
     res.doc["verdict_file"] = write_verdict_file(root, j.id, res.doc)
     pairs = [o for o in res.observations if o.get("phase") == "pair"]
     if json:
-        emit_json(env, {"verdict": res.doc, "pairs": pairs})
+        emit_json(env, {"job_id": j.id, "verdict": res.doc, "pairs": pairs})
     else:
         _render(env, res.doc, pairs)
     if res.verdict.label == "mismatch":

@@ -48,6 +48,7 @@ def _run(
             env,
             {
                 "action": plan.action,
+                "job_id": plan.job_id,
                 "job": plan.job_id,
                 "path": plan.path,
                 "line": plan.line,
