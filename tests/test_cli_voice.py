@@ -164,3 +164,49 @@ def test_one_json_vocabulary_job_id_everywhere(capsys: pytest.CaptureFixture[str
     assert json.loads(out)["job_id"] == job
     _, out, _ = run(capsys, "status", "--root", str(FIXTURES / "debian"), "--json")
     assert job in {r["job_id"] for r in json.loads(out)["jobs"]}
+
+
+def stderr_on_terminal(argv: list[str]) -> tuple[int, str]:
+    """The command's stderr on a terminal (stdout to a pipe, thrown away): where progress is drawn."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cronshift", *argv], stdout=subprocess.DEVNULL, stderr=follower
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    return proc.wait(timeout=300), seen.decode(errors="replace")
+
+
+def test_generate_and_shadow_run_show_progress_on_a_terminal_only(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from .conftest import copy_tree
+
+    debian = ["--root", str(FIXTURES / "debian"), "--no-history", "--now", "2026-11-24T10:10:00+01:00"]
+    gen = ["generate", "reindex-search-e299beff", *debian]
+    code, err = stderr_on_terminal([*gen, "--out", str(tmp_path / "a")])
+    assert code == 0 and "proving each schedule" in err
+    code, _, err = run(capsys, *gen, "--out", str(tmp_path / "b"))
+    assert code == 0 and "proving" not in err  # a pipe: nothing but what the command says
+
+    root = copy_tree(FIXTURES / "shadow", tmp_path / "sh")
+    cron = root / "etc/cron.d/shadow"
+    cron.write_text(cron.read_text().replace("@ROOT@", str(root)))
+    shadow = ["shadow-run", "etc/cron.d/shadow:5", "--root", str(root), "--mode", "allow"]
+    code, err = stderr_on_terminal([*shadow, "--runs", "1", "--calibration", "2", "--gate-pairs", "1"])
+    assert code == 0, err
+    assert "shadow runs" in err and "4/4" in err  # 2 calibration runs, then one run of each side

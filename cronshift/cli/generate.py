@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
-from cronshift.cli.output import Env, ExitStatus, emit_json, fail
+from cronshift.cli.output import Env, ExitStatus, busy, emit_json, fail
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.generate.celery import DEFAULT_BROKER, GenerateResult, generate_project
 from cronshift.generate.plan import PolicyError, parse_policy_options, plans_from_history
@@ -107,11 +107,13 @@ def generate(
                  ExitStatus.USAGE)  # fmt: skip
     tz = result.system_timezone or "UTC"
     year = clock(now, tz).year
+    proving = f"writing {len(chosen)} job(s) and proving each schedule against cron's"
     if target == "streams":
-        res = generate_streams_project(
-            chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year,
-            redis_url=redis_url, force=force,
-        )  # fmt: skip
+        with busy(env, proving):
+            res = generate_streams_project(
+                chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year,
+                redis_url=redis_url, force=force,
+            )  # fmt: skip
     else:
         if beat not in ("celery", "redbeat"):
             fail(env, f"--beat '{beat}' is not celery or redbeat", ExitStatus.USAGE)
@@ -123,10 +125,11 @@ def generate(
             )  # fmt: skip
         except PolicyError as e:
             fail(env, str(e), ExitStatus.USAGE)
-        res = generate_project(
-            chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year, broker=broker,
-            on_reboot=on_reboot, force=force, plans=plans, beat=beat, state_redis=state_redis,
-        )  # fmt: skip
+        with busy(env, proving):
+            res = generate_project(
+                chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year, broker=broker,
+                on_reboot=on_reboot, force=force, plans=plans, beat=beat, state_redis=state_redis,
+            )  # fmt: skip
     wired = (
         write_event_sources(
             chosen, triggers, out, res, package=package, plans=plans, force=force, timezone=tz

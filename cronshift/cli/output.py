@@ -12,7 +12,14 @@ from enum import IntEnum
 from typing import Any, NoReturn
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from cronshift.model import CronJob, Problem, Score
 
@@ -113,6 +120,19 @@ def progress_bar(env: Env, label: str) -> Iterator[Any]:
             prog.update(task, completed=done, total=total, refresh=True)
 
         yield update
+
+
+@contextmanager
+def busy(env: Env, label: str) -> Iterator[None]:
+    """A spinner with the elapsed time on a terminal, for a step with no count to show; nothing when piped."""
+    if not env.interactive:
+        yield
+        return
+    with Progress(
+        SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), console=env.err, transient=True
+    ) as prog:
+        prog.add_task(label, total=None)
+        yield
 
 
 def job_to_dict(

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
-from cronshift.cli.output import Env, ExitStatus, emit_json, fail
+from cronshift.cli.output import Env, ExitStatus, emit_json, fail, progress_bar
 from cronshift.crontab_edit import EditFailed, EditRefused
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.discover.schedule import CronExpr, Dialect, ScheduleError
@@ -494,11 +494,28 @@ def shadow_run(
         "ignore": list(ignore or ()),
     }
     try:
-        with open_ledger(root, store=store, redis_url=redis) as led:
+        with (
+            open_ledger(root, store=store, redis_url=redis) as led,
+            progress_bar(env, "shadow runs") as update,
+        ):
+            done, total = [0], calibration + 2 * runs
+
+            def counted(side: Any) -> Any:
+                """Each side's run ticks the bar (a terminal only): calibration runs, then both sides."""
+
+                def run(label: str) -> Any:
+                    try:
+                        return side(label)
+                    finally:
+                        done[0] += 1
+                        update(done[0], total)
+
+                return run
+
             res = run_session(
                 j,
-                cron_side=lambda label: ex.run_local(cron_spec, setup, label),
-                event_side=event,
+                cron_side=counted(lambda label: ex.run_local(cron_spec, setup, label)),
+                event_side=counted(event),
                 runs=runs,
                 normalizer=norm,
                 evidence=evidence,
