@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -10,9 +11,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cronshift.board import BoardRow, build_board, stage_counts
+from cronshift.board import STAGES, BoardRow, build_board, stage_counts
 from cronshift.cli.common import DialectOpt, JsonOpt, RootOpt, do_scan
 from cronshift.cli.output import Env, emit_json, text
+
+Stage = StrEnum("Stage", {s.upper().replace("-", "_"): s for s in STAGES})  # the board's stages, for --stage
 
 STAGE_STYLE = {
     "not-run": "dim",
@@ -67,7 +70,8 @@ def status(
     store: Annotated[str | None, typer.Option("--store", help="Ledger (SQLite) path.")] = None,
     redis: Annotated[str | None, typer.Option("--redis", help="Redis ledger URL.")] = None,
     stage: Annotated[
-        list[str] | None, typer.Option("--stage", help="Only jobs at this stage (repeatable), e.g. parity.")
+        list[Stage] | None,
+        typer.Option("--stage", help="Only jobs at this stage (repeatable), e.g. --stage parity."),
     ] = None,
     json: JsonOpt = False,
     dialect: DialectOpt = None,
