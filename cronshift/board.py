@@ -9,6 +9,7 @@ server that has never been touched writes nothing.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -79,6 +80,25 @@ def _sha(data: bytes) -> str:
     ).hexdigest()
 
 
+def _spec_ids(source: bytes) -> list[str]:
+    """Job ids of the SPECs a generated module holds: each SPEC is a JSON string literal with an "id"
+    (celery: one module per job; streams: one module for all). Parsed, never imported or run."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    ids: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("{"):
+            try:
+                doc = json.loads(node.value)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and isinstance(doc.get("id"), str) and "command" in doc:
+                ids.append(doc["id"])
+    return ids
+
+
 def read_project(out: Path) -> GeneratedProject | None:
     """What a generate output directory holds, from its manifest; None when it has none (not a project)."""
     try:
@@ -96,12 +116,8 @@ def read_project(out: Path) -> GeneratedProject | None:
         if _sha(data) != digest:
             changed.append(rel)
         if rel.endswith(".py"):
-            # Each job's SPEC is JSON with its "id" (celery: one module per job; streams: one jobs module).
-            text = data.decode("utf-8", "replace")
-            for part in text.split('\\"id\\": \\"')[1:] + text.split('"id": "')[1:]:
-                jid = part.split('\\"', 1)[0].split('"', 1)[0]
-                if jid and " " not in jid:
-                    jobs.setdefault(jid, []).append(rel)
+            for jid in _spec_ids(data):
+                jobs.setdefault(jid, []).append(rel)
     for rels in jobs.values():
         # A job's own .md beside its module belongs to it too.
         for rel in list(rels):

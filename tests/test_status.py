@@ -151,3 +151,12 @@ def test_read_project_finds_every_job_of_a_project(debian_root: Path, tmp_path: 
     # No ledger and no project: the board is built without creating a store.
     rows = build_board(scan(debian_root), debian_root)
     assert rows and not (debian_root / DEFAULT_STORE).exists()
+
+
+def test_read_project_reads_a_streams_project_too(debian_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    code, _, err = cli("generate", REINDEX, SYNC, "--target", "streams", "--root", str(debian_root),
+                       "--out", str(out))  # fmt: skip
+    assert code == 0, err
+    proj = read_project(out)
+    assert proj is not None and set(proj.jobs) == {REINDEX, SYNC}
