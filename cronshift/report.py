@@ -26,24 +26,22 @@ MAX_RUNS_PER_JOB = 2000  # the newest runs of each job (a */1 job over a month w
 
 
 def collect_runs(
-    root: Path, jobs: Sequence[CronJob], now: datetime, ev: Evidence, *, last: int = MAX_RUNS_PER_JOB
+    root: Path,
+    jobs: Sequence[CronJob],
+    now: datetime,
+    ev: Evidence,
+    *,
+    extra_logs: Sequence[Path] = (),
+    last: int = MAX_RUNS_PER_JOB,
 ) -> dict[str, list[RunRecord]]:
     """Every job's runs with start and end, from cron's logs and the ledger (a ledger run is preferred to
     the log line of the same start: it has the exit status)."""
     from cronshift.history import logfiles
-    from cronshift.history.syslog import Options
 
     by_job: dict[str, list[RunRecord]] = {}
     if ev.history is not None and ev.log_paths:
-        paths = logfiles.find_logs(Path(root))
-        # logfiles.iter_runs reads the logs once per job; one pass keeping every job's runs is the same
-        # reader with only_job unset.
-        opts = Options(since=ev.since, until=ev.until, tz=now.tzinfo, keep_runs=last, only_job=None)
-        carry, _ = logfiles._read(paths, jobs, opts, now, None, None, None)
-        if carry is not None:
-            for jid, runs in carry.runs.items():
-                if jid:
-                    by_job[jid] = sorted(runs, key=lambda r: r.start)
+        paths = logfiles.find_logs(Path(root), extra_logs)
+        by_job = logfiles.runs_by_job(paths, jobs, now, last=last, since=ev.since, until=ev.until)
     for jid, recorded in ev.ledger_runs.items():
         starts = [r.start for r in recorded]
         logged = [r for r in by_job.get(jid, []) if not any(abs(r.start - s) <= 2 for s in starts)]

@@ -47,7 +47,7 @@ def report(
     t = clock(now, result.system_timezone)
     ev = load_evidence(env, result, t, since, until, log, store, redis, no_history)
     ranked = rank(result.jobs, ev, result.system_timezone, result.dialect)
-    runs = collect_runs(root, result.jobs, t, ev)
+    runs = collect_runs(root, result.jobs, t, ev, extra_logs=log or ())
     board = build_board(result, root, projects=list(project or ()), store=store, redis_url=redis)
     page = render_html(
         host=board[0].host if board else "",
