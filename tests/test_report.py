@@ -83,3 +83,24 @@ def test_an_unwritable_destination_is_one_line_and_exit_1(tmp_path: Path) -> Non
     assert res.exit_code == 1
     assert res.stderr.startswith("cronshift: ") and res.stderr.count("\n") == 1, res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_each_run_is_classed_for_the_timeline() -> None:
+    from datetime import UTC
+
+    from cronshift.model import RunRecord
+    from cronshift.report import run_rows
+
+    runs = [
+        RunRecord(job_id="j", source="record", start=0, end=400, exit_status=0),
+        RunRecord(job_id="j", source="record", start=300, end=350, exit_status=0),  # starts while 1st runs
+        RunRecord(job_id="j", source="record", start=600, end=610, exit_status=1),
+        RunRecord(job_id="j", source="syslog", start=900, end=None),  # no END line: drawn 1 s wide
+        RunRecord(job_id="j", source="record", start=1200, end=1201, signal=9),
+    ]
+    rows = run_rows("j", runs, UTC)
+    assert [r["outcome"] for r in rows] == [
+        "ok", "overlapped the previous run", "failed", "outcome not logged", "failed",
+    ]  # fmt: skip
+    assert rows[3]["duration_s"] is None and rows[3]["end"] == "1970-01-01T00:15:01+00:00"
+    assert rows[0]["start"] == "1970-01-01T00:00:00+00:00"  # ISO 8601 with its offset
