@@ -210,3 +210,22 @@ def test_generate_and_shadow_run_show_progress_on_a_terminal_only(
     code, err = stderr_on_terminal([*shadow, "--runs", "1", "--calibration", "2", "--gate-pairs", "1"])
     assert code == 0, err
     assert "shadow runs" in err and "4/4" in err  # 2 calibration runs, then one run of each side
+
+
+def test_shell_completion_completes_commands_and_choices() -> None:
+    import os
+    import subprocess
+    import sys
+
+    def complete(words: str, cword: int) -> list[str]:
+        env = {
+            **os.environ,
+            "_CRONSHIFT_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(cword),
+        }
+        cmd = [sys.executable, "-c", "import sys; from cronshift.__main__ import main; main(sys.argv[1:])"]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60).stdout.split()
+
+    assert complete("cronshift sta", 1) == ["status"]
+    assert complete("cronshift generate --target ", 3) == ["celery", "streams"]
