@@ -229,3 +229,18 @@ def test_shell_completion_completes_commands_and_choices() -> None:
 
     assert complete("cronshift sta", 1) == ["status"]
     assert complete("cronshift generate --target ", 3) == ["celery", "streams"]
+
+
+def test_a_retired_job_says_so_as_its_top_reason(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from .conftest import copy_tree
+
+    root = str(copy_tree(FIXTURES / "debian", tmp_path / "d"))
+    cli = [sys.executable, "-m", "cronshift"]
+    subprocess.run([*cli, "retire", "reindex-search-e299beff", "--root", root, "--force", "--reason", "t"],
+                   check=True, capture_output=True)  # fmt: skip
+    out = subprocess.run([*cli, "scan", "--root", root], check=True, capture_output=True, text=True).stdout
+    row = next(line for line in out.splitlines() if "reindex-search-e299beff" in line)
+    assert "retired by cronshift" in row and "+0" not in row

@@ -253,7 +253,9 @@ def _table(env: Env, result: ScanResult, ranked: list, ev: Evidence, t: datetime
         )
     for j, _m, s in ranked:
         if s.reasons:
-            top = f"+{s.reasons[0].points:g} " + s.reasons[0].text.rpartition(": +")[0]
+            r0 = s.reasons[0]
+            words = r0.text.rpartition(": +")[0] or r0.text  # the points are said once, in front
+            top = f"+{r0.points:g} {words}" if r0.points else words
         else:
             top = s.unknown[0] if s.unknown else "no pain found"
         style = "red" if s.value >= 50 else "yellow" if s.value >= 20 else ""
