@@ -160,3 +160,14 @@ def test_read_project_reads_a_streams_project_too(debian_root: Path, tmp_path: P
     assert code == 0, err
     proj = read_project(out)
     assert proj is not None and set(proj.jobs) == {REINDEX, SYNC}
+
+
+def test_a_project_that_is_not_one_is_a_usage_error(tmp_path: Path) -> None:
+    from .conftest import FIXTURES
+
+    for cmd in (["status"], ["report", "--html", str(tmp_path / "r.html")]):
+        code, out, err = cli(*cmd, "--root", str(FIXTURES / "debian"), "--project", str(tmp_path))
+        assert code == 2 and out == ""
+        why = "not a `cronshift generate` output (no .cronshift-manifest.json in it)"
+        assert err == f"cronshift: {tmp_path}: {why}\n"
+    assert not (tmp_path / "r.html").exists()

@@ -11,6 +11,7 @@ import typer
 from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail
 from cronshift.cli.scan import LogOpt, NoHistoryOpt, RedisOpt, SinceOpt, StoreOpt, UntilOpt, load_evidence
+from cronshift.cli.status import check_projects
 
 
 def report(
@@ -43,6 +44,7 @@ def report(
     from cronshift.report import collect_runs, render_html
 
     env = Env()
+    check_projects(env, project)
     result = do_scan(env, root, dialect)
     t = clock(now, result.system_timezone)
     ev = load_evidence(env, result, t, since, until, log, store, redis, no_history)

@@ -11,9 +11,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cronshift.board import STAGES, BoardRow, build_board, stage_counts
+from cronshift.board import MANIFEST, STAGES, BoardRow, build_board, read_project, stage_counts
 from cronshift.cli.common import DialectOpt, JsonOpt, RootOpt, do_scan
-from cronshift.cli.output import Env, emit_json, text
+from cronshift.cli.output import Env, ExitStatus, emit_json, fail, text
 
 Stage = StrEnum("Stage", {s.upper().replace("-", "_"): s for s in STAGES})  # the board's stages, for --stage
 
@@ -27,6 +27,13 @@ STAGE_STYLE = {
     "parity": "green",
     "retired": "bold green",
 }
+
+
+def check_projects(env: Env, projects: list[Path] | None) -> None:
+    """A --project that is not a generate output is a usage error, not a silently empty board."""
+    for p in projects or ():
+        if read_project(p) is None:
+            fail(env, f"{p}: not a `cronshift generate` output (no {MANIFEST} in it)", ExitStatus.USAGE)
 
 
 def render_board(env: Env, rows: list[BoardRow], root: Path) -> None:
@@ -81,6 +88,7 @@ def status(
     Stages: not-run, cron, wrapped, generated, shadowing, differences, parity, retired. Read from the
     crontabs, the ledger, shadow-run's verdicts, the retire journal and the --project dirs."""
     env = Env()
+    check_projects(env, project)
     result = do_scan(env, root, dialect)
     rows = build_board(result, root, projects=list(project or ()), store=store, redis_url=redis)
     if stage:
