@@ -21,6 +21,7 @@ import re
 import stat
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -137,7 +138,61 @@ def shadow_gate(
     runs = doc.get("runs_compared")
     if runs is not None and (not isinstance(runs, int) or runs < 1):
         missing.append(f"the verdict compared {runs!r} runs; at least one is needed")
+    if doc.get("verdict") == "parity":
+        missing += _binding_refusals(root, job, doc)
     return GateResult(not missing, missing, where)
+
+
+def _binding_refusals(root: Path, job: CronJob, doc: dict[str, Any]) -> list[str]:
+    """A parity verdict counts only for what it proved: the generated files it ran (unchanged since), and
+    the job's crontab as it was (not edited after the evidence)."""
+    out: list[str] = []
+    ev = doc.get("evidence") if isinstance(doc.get("evidence"), dict) else {}
+    live = isinstance(doc.get("gate"), dict) and doc["gate"].get("mode") == "live"
+    if not live:
+        project, package, digests = ev.get("project"), ev.get("package"), ev.get("project_digests")
+        if not project or not package or not isinstance(digests, dict) or not digests:
+            out.append(
+                "no generated project was compared (the verdict names no generated files it ran): "
+                f"run `cronshift shadow-run {job.id} --project OUT`"
+            )
+        else:
+            from cronshift.shadow.celery_side import project_digests
+
+            try:
+                now = project_digests(Path(project), str(package))
+            except OSError as e:
+                now = {}
+                out.append(f"{project}: cannot read the generated project: {e.strerror}")
+            changed = sorted(p for p in set(digests) | set(now) if digests.get(p) != now.get(p))
+            if changed:
+                more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+                out.append(
+                    f"{Path(project, changed[0])} changed since the parity run{more}: shadow-run again"
+                )
+    if live:
+        # Live evidence is cron's own runs of the line as it stands (its wrap is the edit that began it);
+        # a changed line is a different job id or command, refused above.
+        return out
+    last = doc.get("last")
+    try:
+        proved = datetime.fromisoformat(str(last)).timestamp() if last else None
+    except ValueError:
+        proved = None
+    if proved is None:
+        out.append("the verdict does not say when its evidence was taken")
+    else:
+        try:
+            edited = os.stat(Path(root, job.source.path)).st_mtime
+        except OSError:
+            edited = None
+        if edited is not None and edited > proved:
+            out.append(
+                f"the evidence ({last}) is older than the last edit of {job.source.path} "
+                f"({datetime.fromtimestamp(edited).astimezone().isoformat(timespec='seconds')}): "
+                "shadow-run again"
+            )
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -291,23 +346,31 @@ class Retirement:
 def _append(root: Path, event: dict[str, Any]) -> None:
     dir_fd = ce.open_state_dir(Path(root))
     try:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(RETIRE_JOURNAL, flags, 0o600, dir_fd=dir_fd)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, json.dumps(event, sort_keys=True).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        ce.append_record(dir_fd, RETIRE_JOURNAL, event)
     finally:
         os.close(dir_fd)
 
 
 def _events(root: Path) -> list[dict[str, Any]]:
+    """Intact records of the retire journal; a torn last line (a killed run) is skipped, never fatal."""
     path = Path(root).joinpath(*ce.STATE_DIR, RETIRE_JOURNAL)
     if not path.is_file() or path.is_symlink():
         return []
-    return [json.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
+    return [e for e in ce.read_records(Path(root), RETIRE_JOURNAL) if _well_formed(e)]
+
+
+_NEEDS = {
+    "intent": ("edit_id", "job", "path", "date", "reason", "time", "mode_before", "mode_after"),
+    "done": ("edit_id",),
+    "abort": ("edit_id",),
+    "undo": ("job",),
+    "undo-intent": ("job", "edit_id"),
+    "note": ("edit_id",),
+}
+
+
+def _well_formed(e: dict[str, Any]) -> bool:
+    return all(k in e for k in _NEEDS.get(e.get("event"), ("-",)))
 
 
 def _notes(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -319,6 +382,16 @@ def _mode_retirement(i: dict[str, Any], present: bool = True) -> Retirement:
         i["job"], "mode", i["path"], None, i["date"], i["reason"], i["time"], i["edit_id"], None,
         i["mode_before"], i["mode_after"], i.get("to"), present,
     )  # fmt: skip
+
+
+def _mode_is(root: Path | None, i: dict[str, Any]) -> bool | None:
+    """Whether the script has the mode retire set (None: unknown)."""
+    if root is None:
+        return None
+    try:
+        return stat.S_IMODE(os.lstat(Path(root, i["path"])).st_mode) == i["mode_after"]
+    except OSError:
+        return None
 
 
 def _mode_retirements(events: list[dict[str, Any]], root: Path | None = None) -> dict[str, Retirement]:
@@ -336,7 +409,7 @@ def _mode_retirements(events: list[dict[str, Any]], root: Path | None = None) ->
             intents.pop(e["edit_id"], None)
         elif kind == "done" and e["edit_id"] in intents:
             i = intents.pop(e["edit_id"])
-            active[i["job"]] = _mode_retirement(i)
+            active[i["job"]] = _mode_retirement(i, _mode_is(root, i) is not False)
         elif kind == "undo":
             active.pop(e["job"], None)
     for i in intents.values() if root is not None else ():
@@ -349,6 +422,38 @@ def _mode_retirements(events: list[dict[str, Any]], root: Path | None = None) ->
     return active
 
 
+def _recover_modes(root: Path) -> None:
+    """Roll a run-parts retire or undo killed half-way forward or back by the script's mode now, so the
+    journal never counts as done what is not on disk (and never leaves in force what is no longer)."""
+    events = _events(root)
+    closed = {e["edit_id"] for e in events if e.get("event") in ("done", "abort")}
+    undone = {e.get("edit_id") for e in events if e.get("event") == "undo"}
+    intents = {e["edit_id"]: e for e in events if e.get("event") == "intent"}
+    for edit_id, i in intents.items():
+        try:
+            mode = stat.S_IMODE(os.lstat(Path(root, i["path"])).st_mode)
+        except OSError:
+            continue
+        if edit_id not in closed:
+            if mode == i["mode_after"]:
+                _append(root, {"event": "done", "edit_id": edit_id})
+            elif mode == i["mode_before"]:
+                _append(root, {"event": "abort", "edit_id": edit_id})
+    for e in events:
+        if e.get("event") != "undo-intent" or e["edit_id"] in undone:
+            continue
+        i = intents.get(e["edit_id"])
+        if i is None:
+            continue
+        try:
+            mode = stat.S_IMODE(os.lstat(Path(root, i["path"])).st_mode)
+        except OSError:
+            continue
+        if mode == i["mode_before"]:
+            _append(root, {"event": "undo", "job": e["job"], "edit_id": e["edit_id"], "time": e.get("time")})
+            undone.add(e["edit_id"])
+
+
 def _line_retirements(
     root: Path, journal: EditJournal, notes: dict[str, dict[str, Any]]
 ) -> dict[str, Retirement]:
@@ -358,10 +463,12 @@ def _line_retirements(
     the file: crontab_edit guarantees the file holds either the old or the new content."""
     active: dict[str, tuple[EditRecord, str, str]] = {}
     undone: set[str] = set()
+    maybe_undone: set[str] = set()  # by an undo killed half-way: undone only if the marker left the file
     pending = {rec.id for rec in journal.pending()}
     for rec in [*journal.all(), *journal.pending()]:
         if rec.reason.startswith("undo of "):
-            undone.add(rec.reason[len("undo of ") :].split(":", 1)[0])
+            of = rec.reason[len("undo of ") :].split(":", 1)[0]
+            (maybe_undone if rec.id in pending else undone).add(of)
             continue
         m = _MARKER_RE.fullmatch(rec.after)
         if m and m.group(3) == rec.before:
@@ -375,7 +482,7 @@ def _line_retirements(
             present = rec.after in Path(root, rec.path).read_bytes()
         except OSError:
             present = False
-        if edit_id in pending and not present:
+        if (edit_id in pending or edit_id in maybe_undone) and not present:
             continue
         note = notes.get(edit_id, {})
         out[job_id] = Retirement(
@@ -385,8 +492,13 @@ def _line_retirements(
     return out
 
 
-def list_retired(root: Path, *, journal: EditJournal | None = None) -> list[Retirement]:
-    """Every retirement in force, oldest first."""
+def list_retired(root: Path, *, journal: EditJournal | None = None, recover: bool = True) -> list[Retirement]:
+    """Every retirement in force, oldest first; first finishes what a killed edit left (`recover`), when the
+    state folder exists and may be written (a reader without write access reads the journal as it stands)."""
+    if recover and Path(root).joinpath(*ce.STATE_DIR).is_dir():
+        with suppress(OSError, EditRefused):
+            ce.recover(Path(root), journal=journal, lock_timeout=2.0)
+            _recover_modes(root)
     events = _events(root)
     found = _line_retirements(root, journal or EditJournal(Path(root)), _notes(events))
     found |= _mode_retirements(events, root)
@@ -395,7 +507,42 @@ def list_retired(root: Path, *, journal: EditJournal | None = None) -> list[Reti
 
 def retirement(root: Path, job_id: str) -> Retirement | None:
     """Where a retired job went (for `show`): None when it is not retired."""
-    return next((r for r in list_retired(root) if r.job_id == job_id), None)
+    return next((r for r in list_retired(root, recover=False) if r.job_id == job_id), None)
+
+
+def trace_id(root: Path, job_id: str) -> str | None:
+    """Where a job went that no scan finds under `job_id` now, from what cronshift's journals recorded of it
+    (its retirement, wrap, undo); None when they never saw it. For `show` and `retire` to say more than
+    "no job"."""
+    if not SAFE_ID.fullmatch(job_id):
+        return None
+    marks = (f"id={job_id} ".encode(), f"--job {job_id} ".encode())
+    last: EditRecord | None = None
+    for rec in EditJournal(Path(root)).all():
+        if any(m in rec.before or m in rec.after for m in marks):
+            last = rec
+    modes = [e for e in _events(root) if e.get("job") == job_id and e.get("event") in ("intent", "undo")]
+    when = time.strftime("%Y-%m-%d", time.gmtime(last.time)) if last else ""
+    if last is not None:
+        what = (
+            "undone"
+            if last.reason.startswith("undo of ")
+            else "retired"
+            if _MARKER_RE.fullmatch(last.after)
+            else "edited (wrap/unwrap)"
+        )
+        return (
+            f"cronshift last {what} it at {last.path}:{last.line} on {when} (edit {last.id}); no line in "
+            "the files carries that job now: the line was changed or removed since (by hand, or by a "
+            f"package); the text before that edit is in {last.backup_path}"
+        )
+    if modes:
+        e = modes[-1]
+        return (
+            f"cronshift retired the run-parts script {e['path']} as {job_id}; that script is no longer "
+            "there (renamed or removed since)"
+        )
+    return None
 
 
 def retired_scripts(root: Path) -> dict[str, Retirement]:
@@ -450,6 +597,8 @@ def undo_retire(
 ) -> Retirement:
     """Put a retired job back exactly as it was; other changes made to the file since are kept."""
     journal = journal or EditJournal(Path(root))
+    ce.recover(Path(root), journal=journal, lock_timeout=lock_timeout)
+    _recover_modes(root)
     events = _events(root)
     line = _line_retirements(root, journal, _notes(events)).get(job_id)
     mode = _mode_retirements(events, root).get(job_id)
@@ -582,6 +731,9 @@ def _restore_mode(root: Path, r: Retirement, *, now: datetime, lock_timeout: flo
     target, lock_fd, fd = _open_script(root, r.path, lock_timeout)
     try:
         mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode == r.mode_before:  # an undo killed after its chmod: record it as done
+            _append(root, {"event": "undo", "job": r.job_id, "edit_id": r.edit_id, "time": now.timestamp()})
+            return
         if mode != r.mode_after:
             raise RetireRefused(
                 r.path,
@@ -589,8 +741,10 @@ def _restore_mode(root: Path, r: Retirement, *, now: datetime, lock_timeout: flo
                 f"its mode is {mode:04o}, not the {r.mode_after:04o} retire left: it was changed "
                 "since; refusing to undo",
             )
+        undo = {"job": r.job_id, "edit_id": r.edit_id, "time": now.timestamp()}
+        _append(root, {"event": "undo-intent", **undo})  # so a kill after the chmod is rolled forward
         _set_mode(target, fd, r.mode_before)
-        _append(root, {"event": "undo", "job": r.job_id, "edit_id": r.edit_id, "time": now.timestamp()})
+        _append(root, {"event": "undo", **undo})
     except OSError as exc:
         raise ce.EditFailed(r.path, None, f"{exc.strerror}") from exc
     finally:

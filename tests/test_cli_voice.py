@@ -206,7 +206,18 @@ def test_generate_and_shadow_run_show_progress_on_a_terminal_only(
     root = copy_tree(FIXTURES / "shadow", tmp_path / "sh")
     cron = root / "etc/cron.d/shadow"
     cron.write_text(cron.read_text().replace("@ROOT@", str(root)))
-    shadow = ["shadow-run", "etc/cron.d/shadow:5", "--root", str(root), "--mode", "allow"]
+    proj = tmp_path / "proj"
+    assert run(capsys, "generate", "etc/cron.d/shadow:5", "--root", str(root), "--out", str(proj))[0] == 0
+    shadow = [
+        "shadow-run",
+        "etc/cron.d/shadow:5",
+        "--root",
+        str(root),
+        "--mode",
+        "allow",
+        "--project",
+        str(proj),
+    ]
     code, err = stderr_on_terminal([*shadow, "--runs", "1", "--calibration", "2", "--gate-pairs", "1"])
     assert code == 0, err
     assert "shadow runs" in err and "4/4" in err  # 2 calibration runs, then one run of each side

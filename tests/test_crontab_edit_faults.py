@@ -123,22 +123,41 @@ def test_fault_after_each_step_leaves_the_original(
     assert EditJournal(tmp_path).all() == [] and EditJournal(tmp_path).pending() == []
 
 
-def test_verify_mismatch_puts_the_original_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A write that lands wrong on disk (simulated: one byte flipped after the rename) is undone."""
+def test_another_writers_change_after_the_rename_is_kept_with_ours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer edits another line right after the rename: its bytes stay, and so does our change."""
     path = make(tmp_path)
+    theirs = NEW.replace(b"caf\xe9", b"caf\xe8")
 
-    def corrupt(done: str) -> None:
+    def other_writer(done: str) -> None:
         if done == "dirsync":
-            path.write_bytes(NEW.replace(b"caf\xe9", b"caf\xe8"))
+            path.write_bytes(theirs)
 
-    monkeypatch.setattr(ce, "_after_step", [corrupt])
-    with pytest.raises(
-        EditFailed, match=r"^etc/cron.d/backup:3: verify: the file on disk is not the intended"
-    ):
+    monkeypatch.setattr(ce, "_after_step", [other_writer])
+    rec = apply_edit(tmp_path, the_edit(), now=NOW)
+    assert path.read_bytes() == theirs
+    assert rec.sha256_after == ce.sha256(theirs)
+    assert [r.id for r in EditJournal(tmp_path).all()] == [rec.id]
+
+
+def test_another_writer_without_our_change_is_kept_and_the_edit_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer puts back its own version after the rename: never overwritten by our old snapshot."""
+    path = make(tmp_path)
+    theirs = ORIGINAL + b"\n5 5 * * * root /usr/bin/theirs\n"
+
+    def other_writer(done: str) -> None:
+        if done == "dirsync":
+            path.write_bytes(theirs)
+
+    monkeypatch.setattr(ce, "_after_step", [other_writer])
+    with pytest.raises(ce.OtherWriter, match=r"^etc/cron.d/backup:3: another writer changed the file"):
         apply_edit(tmp_path, the_edit(), now=NOW)
-    # The corrupting write replaced our inode in place (same inode: write_bytes truncates), so it is ours
-    # and the original comes back.
-    assert_original_intact(path)
+    assert path.read_bytes() == theirs
+    assert temps(path.parent) == []
+    assert EditJournal(tmp_path).all() == [] and EditJournal(tmp_path).pending() == []
 
 
 def test_failure_when_putting_back_names_the_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -247,4 +266,62 @@ def test_stale_temp_of_a_live_writer_is_left_alone(tmp_path: Path) -> None:
         os.close(tmp.fd)
     assert ce.clean_stale_temps(tmp.dir_fd) == [tmp.name]
     os.close(tmp.dir_fd)
+    assert temps(path.parent) == []
+
+
+def test_extended_attributes_are_kept(tmp_path: Path) -> None:
+    path = make(tmp_path)
+    try:
+        os.setxattr(path, "user.origin", b"puppet")
+    except OSError as exc:
+        pytest.skip(f"no user xattrs here: {exc.strerror}")
+    rec = apply_edit(tmp_path, the_edit(), now=NOW)
+    assert os.getxattr(path, "user.origin") == b"puppet"
+    undo_edit(tmp_path, rec, now=NOW + 1)
+    assert os.getxattr(path, "user.origin") == b"puppet"
+    assert_original_intact(path)
+
+
+def test_a_hard_linked_crontab_is_refused_with_the_reason(tmp_path: Path) -> None:
+    path = make(tmp_path)
+    os.link(path, tmp_path / "backup-copy")
+    with pytest.raises(EditRefused, match="has 2 hard links: replacing it would split them"):
+        apply_edit(tmp_path, the_edit(), now=NOW)
+    assert_original_intact(path)
+    assert os.stat(path).st_ino == os.stat(tmp_path / "backup-copy").st_ino
+
+
+APPENDER = """
+import os, sys
+path, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"# appended %d\\n" % i)
+    os.close(fd)
+"""
+
+
+def test_a_concurrent_appender_never_loses_a_line(tmp_path: Path) -> None:
+    """Edits (and undos) race a process appending lines: every appended line survives every edit."""
+    path = make(tmp_path)
+    n = 3000
+    proc = subprocess.Popen([sys.executable, "-c", APPENDER, str(path), str(n)])
+    done = refused = 0
+    try:
+        while proc.poll() is None and done < 200:
+            content = path.read_bytes()
+            lines = ce.split_lines(content)
+            edit = LineEdit(REL, 3, lines[2], b"#" + lines[2], None, "race")
+            try:
+                rec = apply_edit(tmp_path, edit, now=NOW)
+                undo_edit(tmp_path, rec, now=NOW)
+                done += 1
+            except EditRefused:
+                refused += 1  # another writer changed it between read and rename: refused, nothing lost
+    finally:
+        proc.wait(timeout=120)
+    final = path.read_bytes()
+    missing = [i for i in range(n) if b"# appended %d\n" % i not in final]
+    assert missing == [], (len(missing), done, refused)
+    assert done > 0
     assert temps(path.parent) == []

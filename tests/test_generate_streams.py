@@ -137,7 +137,7 @@ def test_scheduler_fires_cron_instants_skips_stale_and_restart_refires_within_de
     berlin = ZoneInfo("Europe/Berlin")
     t = datetime(2026, 3, 29, 1, 0, tzinfo=berlin).timestamp()
     s = Scheduler({"gap": ("30 2 * * *", "Europe/Berlin"), "tick": ("*/30 * * * *", "Europe/Berlin")})
-    s.start(t)
+    s.start(t, {"tick": t - 1800, "gap": t - 86400})  # both ran before: resume, within the deadline
 
     def due(now: float) -> list[tuple[str, str]]:
         return [(j, datetime.fromtimestamp(w, berlin).strftime("%H:%M%z")) for j, w in s.due(now)]
@@ -151,8 +151,13 @@ def test_scheduler_fires_cron_instants_skips_stale_and_restart_refires_within_de
         ("tick", "05:30+0200")
     ]  # a loop that wakes late still fires  # 03:30 .. 05:00 were missed by more than the deadline: skipped
     restarted = Scheduler({"tick": ("*/30 * * * *", "Europe/Berlin")})
-    restarted.start(t + 3600 + 60)  # back one minute after 03:00: the 03:00 instant is offered again
+    restarted.start(t + 3600 + 60, {"tick": t + 1800})  # back one minute after 03:00, unsent: offered
     assert [w for _, w in restarted.due(t + 3600 + 60)] == [t + 3600]
+    restarted.start(t + 3600 + 60, {"tick": t + 3600})  # another scheduler sent 03:00: not offered
+    assert restarted.due(t + 3600 + 60) == []
+    first = Scheduler({"tick": ("*/30 * * * *", "Europe/Berlin")})
+    first.start(t + 60)  # the first start ever (cutover): cron ran 01:00, nothing before now is offered
+    assert first.due(t + 60) == [] and first.due(t + 1800) == [("tick", t + 1800)]
 
 
 def test_fire_enqueues_each_instant_once(redis_server: RedisServer) -> None:  # noqa: F811
@@ -174,11 +179,11 @@ def test_fire_enqueues_each_instant_once(redis_server: RedisServer) -> None:  # 
 class Project:
     """A generated streams project and the processes a test starts from it (all stopped by `close`)."""
 
-    def __init__(self, tmp_path: Path, root: Path, url: str) -> None:
+    def __init__(self, tmp_path: Path, root: Path, url: str, *generate_args: str) -> None:
         self.tmp, self.url = tmp_path, url
         self.pkg = "st_" + uuid.uuid4().hex[:8]  # the package names the stream: unique per test
         self.out = tmp_path / "out"
-        code, self.doc, err = _generate(root, self.out, self.pkg, "--redis", url)
+        code, self.doc, err = _generate(root, self.out, self.pkg, "--redis", url, *generate_args)
         assert code == 0, err
         subprocess.run([RUFF, "check", "--no-cache", str(self.out)], check=True, capture_output=True)
         self.ledger = tmp_path / "ledger.db"
@@ -411,9 +416,11 @@ def test_entry_that_kills_its_consumer_lands_in_dead_letters_after_n_deliveries(
     ((_, dead),) = wait_for(lambda: p.redis.xrange(dead_key(p.pkg)), why="a dead letter")
     assert last.poll() is None  # the third delivery was not run
     assert dead["entry_job"] == job and dead["dead_from"] == entry and dead["dead_deliveries"] == "3"
-    assert "delivered 3 times (max 2)" in dead["dead_reason"]
+    assert "delivered 3 times without finishing (max_deliveries 2)" in dead["dead_reason"]
     assert tries.read_text() == "x\nx\n"
-    assert not p.pending() and p.redis.xlen(stream_key(p.pkg)) == 0 and p.runs() == []
+    assert not p.pending() and p.redis.xlen(stream_key(p.pkg)) == 0
+    (rec,) = p.runs()  # the ledger says what happened to it, and `cronshift dead-letters` lists it
+    assert rec.exit_status is None and rec.extra["skipped"].startswith("dead-lettered (")
 
 
 @needs_root
@@ -430,9 +437,9 @@ def test_scheduler_enqueues_at_the_minute_boundary_once(
     os.kill(s1.pid, signal.SIGKILL)
     when = float(first["scheduled_for"])
     assert first["job"] == job and when % 60 == 0
-    p.start("scheduler", "--deadline", "30", log="s2.log")  # offered the same instant again: SET NX refuses
+    p.start("scheduler", "--deadline", "30", log="s2.log")  # resumes after the instant s1 sent
     at = datetime.fromtimestamp(when, ZoneInfo("UTC")).isoformat()
-    wait_for(lambda: f"{at} already enqueued" in (tmp_path / "s2.log").read_text(), why="the s2 refusal")
+    wait_for(lambda: f"resuming after {at}" in (tmp_path / "s2.log").read_text(), why="the s2 resume")
     assert [f["scheduled_for"] for _, f in p.redis.xrange(stream_key(p.pkg))].count(repr(when)) == 1
     p.consumer()
     run = wait_for(lambda: [r for r in p.runs() if r.scheduled_for == when], why="the scheduled run")

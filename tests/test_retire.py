@@ -93,6 +93,20 @@ def write_verdict(root: Path, job_id: str, doc: dict[str, object]) -> None:
 SYNC = "etc/cron.d/shop-sync:8"
 
 
+def bound_parity(root: Path, job: CronJob) -> dict[str, object]:
+    """A parity verdict as shadow-run writes it: bound to a generated project (one file) and taken now."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    pkg = root.parent / "generated" / "pkg"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "app.py").write_text("app = None\n")
+    digests = {"pkg/app.py": hashlib.sha256(b"app = None\n").hexdigest()}
+    ev = {"project": str(pkg.parent), "package": "pkg", "project_digests": digests}
+    last = datetime.now(UTC).isoformat()
+    return {"verdict": "parity", "job": job.id, "command": job.command, "evidence": ev, "last": last}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The gate
 
@@ -120,6 +134,8 @@ def test_gate_passes_on_parity_and_names_every_other_gap(debian_root: Path) -> N
     assert any("different command" in m for m in gate.missing)
     assert any("0 runs" in m for m in gate.missing)
     write_verdict(debian_root, job.id, {"verdict": "parity", "job": job.id, "command": job.command})
+    assert any("no generated project" in m for m in shadow_gate(debian_root, job).missing)
+    write_verdict(debian_root, job.id, bound_parity(debian_root, job))
     assert shadow_gate(debian_root, job).ok
     code, out, _ = cli("retire", SYNC, "--root", str(debian_root), "--now", "2026-11-25T10:00")
     assert code == 0, out
@@ -130,7 +146,7 @@ def test_gate_reads_the_ledger_document(debian_root: Path) -> None:
     ledger = pytest.importorskip("cronshift.history.ledger")
     job = job_at(debian_root, SYNC)
     with ledger.open_ledger(debian_root) as led:
-        led.put("shadow-verdict", job.id, {"verdict": "parity", "job": job.id})
+        led.put("shadow-verdict", job.id, bound_parity(debian_root, job))
     gate = shadow_gate(debian_root, job)
     assert gate.ok and "ledger" in gate.source
 

@@ -1,138 +1,64 @@
-"""The celery event path for real: a generated project, a test-owned Redis, a real prefork worker started
-in its own mount namespace (so sandbox binds stay private to it), and shadow-run judging parity over it."""
+"""The celery event path for real: shadow-run starts a worker of the generated app per event run inside
+that side's sandbox, on a test-owned Redis given with --broker (applied before the app is imported: the
+project itself names a broker nobody listens on), and a timeout revokes, kills and waits."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from tests.support.redis_server import RedisServer, redis_server  # noqa: F401 - fixture
-from tests.test_generate import _cli as generate_cli
-from tests.test_shadow_run import _cli, report_job, shadow_root  # noqa: F401 - fixture
+from tests.support.redis_server import RedisServer, free_port, redis_server  # noqa: F401 - fixture
+from tests.test_shadow_run import digest, project_for, run_cli, shadow_root, task_module  # noqa: F401
 
-PROJECT = Path(__file__).resolve().parent.parent
-CELERY = str(Path(sys.executable).with_name("celery"))
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)"
-)
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="sandbox mode needs root (namespaces, overlayfs)"),
+    pytest.mark.slow,
+]
 
 
-@pytest.fixture
-def worker(shadow_root: Path, redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[Path, str]]:  # noqa: F811
-    job = report_job(shadow_root)
-    out, pkg = tmp_path / "out", "shadow_" + uuid.uuid4().hex[:6]
-    r = CliRunner().invoke(
-        generate_cli(),
-        [
-            "generate",
-            job.id,
-            "--root",
-            str(shadow_root),
-            "--out",
-            str(out),
-            "--package",
-            pkg,
-            "--broker",
-            redis_server.url,
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    env = {**os.environ, "PYTHONPATH": f"{out}:{PROJECT}"}
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - the worker outlives this scope
-    proc = subprocess.Popen(
-        [
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-            CELERY,
-            "-A",
-            f"{pkg}.app",
-            "worker",
-            "--pool",
-            "prefork",
-            "-c",
-            "1",
-            "--loglevel",
-            "info",
-            "-n",
-            f"{pkg}@%h",
-        ],
-        cwd=out,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
-    try:
-        deadline = time.monotonic() + 60
-        while b"ready." not in (tmp_path / "worker.log").read_bytes():
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
-            time.sleep(0.1)
-        yield out, pkg
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=15)
-                break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
-        for mod in [m for m in sys.modules if m == pkg or m.startswith(pkg + ".")]:
-            del sys.modules[mod]
-        if str(out) in sys.path:
-            sys.path.remove(str(out))
-
-
-@pytest.mark.slow
-def test_celery_event_path_reaches_parity_in_sandbox(
+def test_broker_option_wins_over_the_projects_own_and_parity_is_reached_on_a_real_worker(
     shadow_root: Path,  # noqa: F811
-    worker: tuple[Path, str],
+    tmp_path: Path,
     redis_server: RedisServer,  # noqa: F811
 ) -> None:
-    out, _pkg = worker
-    dest = shadow_root / "var/out"
-    r = CliRunner().invoke(
-        _cli(),
-        [
-            "shadow-run",
-            "etc/cron.d/shadow:5",
-            "--root",
-            str(shadow_root),
-            "--runs",
-            "5",
-            "--writes",
-            str(dest),
-            "--event-path",
-            "celery",
-            "--project",
-            str(out),
-            "--broker",
-            redis_server.url,
-            "--timeout",
-            "60",
-            "--json",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    project = project_for(shadow_root, tmp_path / "proj", package="shc", broker=nowhere)
+    before = digest(shadow_root)
+    code, out, err = run_cli(
+        "shadow-run", "etc/cron.d/shadow:5", "--root", str(shadow_root), "--project", str(project),
+        "--event-path", "celery", "--broker", redis_server.url, "--runs", "2", "--gate-pairs", "2",
+        "--timeout", "60", "--json",
+    )  # fmt: skip
+    assert code == 0, out + err
+    doc = json.loads(out)
     v = doc["verdict"]
-    assert v["verdict"] == "parity", v["missing"] + v["differences"]
-    assert (
-        v["evidence"]["event_path"] == "celery" and v["evidence"]["event_spec_source"] == "generated project"
-    )
-    ev = doc["pairs"][0]["event"]
-    assert ev["meta"]["task_id"] and ev["changes"]["created"] == [f"{dest}/report.txt"]
-    assert sorted(os.listdir(dest)) == [".keep"], "the worker's writes went to its scratch copy"
+    assert v["label"] == "parity", (v["missing"], v["differences"])
+    assert v["evidence"]["broker"] == redis_server.url and v["evidence"]["event_path"] == "celery"
+    assert doc["pairs"][0]["event"]["meta"]["task_id"]
+    assert digest(shadow_root) == before
+
+
+def test_a_timeout_revokes_the_task_and_kills_the_worker_before_the_sandbox_goes(
+    shadow_root: Path,  # noqa: F811
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    project = project_for(shadow_root, tmp_path / "proj", package="sht")
+    mod = task_module(shadow_root, project, package="sht")
+    marker = f"cronshift-celery-hang-{os.getpid()}"
+    call = "    return run_cron_task(self, SPEC, payload=payload, scheduled_for=scheduled_for)"
+    hang = f'    import subprocess\n    subprocess.run(["sh", "-c", "sleep 300 # {marker}"])\n'
+    mod.write_text(mod.read_text().replace(call, hang + call))
+    code, out, err = run_cli(
+        "shadow-run", "etc/cron.d/shadow:5", "--root", str(shadow_root), "--project", str(project),
+        "--event-path", "celery", "--broker", redis_server.url, "--runs", "1", "--timeout", "5", "--json",
+    )  # fmt: skip
+    assert code == 3, out + err
+    v = json.loads(out)["verdict"]
+    assert any("no result within 5.0s" in d and "revoked" in d for d in v["differences"]), v["differences"]
+    ps = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    assert ps.stdout == "", "the worker and its task were gone before the sandbox was read and removed"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated
+from zoneinfo import ZoneInfoNotFoundError
 
 import typer
 import typer.main
@@ -17,6 +20,7 @@ from cronshift.cli import shadow_run as shadow_run_cmd
 from cronshift.cli import show as show_cmd
 from cronshift.cli import status as status_cmd
 from cronshift.cli import wrap as wrap_cmd
+from cronshift.cli.output import ExitStatus
 
 app = typer.Typer(
     name="cronshift",
@@ -75,6 +79,9 @@ def record(ctx: typer.Context) -> None:
 
 
 def run(argv: list[str]) -> None:
+    """The one place errors become exit codes: a command's own refusals exit through `fail` (one line, a
+    documented status); anything that escapes it is still one line and exit 1, never a traceback (set
+    CRONSHIFT_DEBUG=1 to see one). With --json, errors are also JSON on stdout."""
     from cronshift.cli.voice import JSON_ERRORS, friendly_help, wants_json
 
     command = friendly_help(typer.main.get_command(app))
@@ -101,3 +108,23 @@ def run(argv: list[str]) -> None:
             raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except Exception as exc:  # the last resort: see the docstring
+        if os.environ.get("CRONSHIFT_DEBUG"):
+            raise
+        if as_json:
+            from cronshift.cli.output import json_error
+
+            json_error(one_line(exc), ExitStatus.ERROR)
+        sys.stderr.write(f"cronshift: {one_line(exc)}\n")
+        raise SystemExit(int(ExitStatus.ERROR)) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as the user needs it: the file it is about and what went wrong, on one line."""
+    if isinstance(exc, ZoneInfoNotFoundError):  # Celery needs a zone even for UTC
+        return f"this host has no time-zone database ({exc}): install tzdata (the OS package or pip's)"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{msg} ({type(exc).__name__})"

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cronshift.cli.common import JsonOpt, RootOpt
+from cronshift.cli.common import CELERY_BROKER_SCHEMES, JsonOpt, RootOpt, check_url
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail, text
 from cronshift.history.ledger import open_ledger
 from cronshift.runtime.deadletters import KIND
@@ -61,6 +61,8 @@ def dead_letters(
     redis = redis or os.environ.get("CRONSHIFT_LEDGER_REDIS") or os.environ.get("CRONSHIFT_STATE_REDIS")
     if replay is not None and list_:
         fail(env, "--list and --replay exclude each other", ExitStatus.USAGE)
+    if broker:
+        check_url(env, "--broker", broker, CELERY_BROKER_SCHEMES)
     try:
         ledger = open_ledger(root, store=store, redis_url=redis)
     except Exception as e:  # sqlite or redis-py: one line, not a traceback

@@ -8,12 +8,28 @@ from typing import Annotated, Any
 
 import typer
 
-from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
+from cronshift.cli.common import (
+    CELERY_BROKER_SCHEMES,
+    REDIS_SCHEMES,
+    DialectOpt,
+    JsonOpt,
+    NowOpt,
+    RootOpt,
+    check_package,
+    check_url,
+    clock,
+    do_scan,
+)
 from cronshift.cli.output import Env, ExitStatus, busy, emit_json, fail
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.generate.celery import DEFAULT_BROKER, GenerateResult, generate_project
-from cronshift.generate.plan import PolicyError, parse_policy_options, plans_from_history
-from cronshift.generate.streams import DEFAULT_REDIS, generate_streams_project
+from cronshift.generate.plan import (
+    PolicyError,
+    parse_policy_options,
+    plans_from_history,
+    without_run_parts_triggers,
+)
+from cronshift.generate.streams import DEFAULT_REDIS, generate_streams_project, parse_retention
 from cronshift.generate.triggers import TriggerError, parse_trigger, write_event_sources
 from cronshift.history.evidence import env_redis_url
 
@@ -74,6 +90,10 @@ def generate(
             "stream:KEY or call, with ,quiet=S ,max_wait=S ,safety=CRON (repeatable; see EVENTS.md).",
         ),
     ] = None,
+    retention: Annotated[
+        list[str] | None,
+        typer.Option("--retention", help="Streams: NAME=MAX_AGE:MAX_LENGTH for jobs, dead or ledger."),
+    ] = None,
     root: RootOpt = Path("/"),
     json: JsonOpt = False,
     dialect: DialectOpt = None,
@@ -83,8 +103,17 @@ def generate(
     env = Env()
     if target not in ("celery", "streams"):
         fail(env, f"--target '{target}' is not celery or streams", ExitStatus.USAGE)
-    if not package.isidentifier():
-        fail(env, f"--package '{package}' is not a Python identifier", ExitStatus.USAGE)
+    check_package(env, package)
+    if target == "celery":
+        check_url(env, "--broker", broker, CELERY_BROKER_SCHEMES)
+        if state_redis:
+            check_url(env, "--state-redis", state_redis, REDIS_SCHEMES)
+    else:
+        check_url(env, "--redis", redis_url, REDIS_SCHEMES)
+    if all_jobs and jobs:
+        fail(env, "give job ids or --all, not both", ExitStatus.USAGE)
+    if out.exists() and not out.is_dir():
+        fail(env, f"--out {out}: is not a directory", ExitStatus.USAGE)
     try:
         triggers = [parse_trigger(t) for t in trigger or ()]
     except TriggerError as e:
@@ -93,7 +122,7 @@ def generate(
         fail(env, "--trigger needs --target celery", ExitStatus.USAGE)
     result = do_scan(env, root, dialect)
     if all_jobs:
-        chosen = [j for j in result.jobs if j.runs]
+        chosen = without_run_parts_triggers([j for j in result.jobs if j.runs])
     elif jobs:
         try:
             chosen = list({j.id: j for j in (find_job(result, ref) for ref in jobs)}.values())
@@ -107,25 +136,38 @@ def generate(
                  ExitStatus.USAGE)  # fmt: skip
     tz = result.system_timezone or "UTC"
     year = clock(now, tz).year
-    proving = f"writing {len(chosen)} job(s) and proving each schedule against cron's"
     if target == "streams":
-        with busy(env, proving):
+        # Flags that only mean something to Celery: refused rather than silently ignored.
+        celery_only = {"--broker": broker != DEFAULT_BROKER, "--beat": beat != "celery",
+                       "--on-reboot": on_reboot, "--state-redis": state_redis is not None}  # fmt: skip
+        try:
+            kept = parse_retention(retention or [])
+        except ValueError as e:
+            fail(env, str(e), ExitStatus.USAGE)
+        for flag, given in celery_only.items():
+            if given:
+                fail(env, f"{flag} is a Celery option: --target streams keeps all its state in --redis",
+                     ExitStatus.USAGE)  # fmt: skip
+    elif retention:
+        fail(env, "--retention is a Streams option: Celery's broker keeps no streams", ExitStatus.USAGE)
+    elif beat not in ("celery", "redbeat"):
+        fail(env, f"--beat '{beat}' is not celery or redbeat", ExitStatus.USAGE)
+    try:
+        plans, _notes = plans_from_history(
+            root, result.jobs, chosen, clock(now, tz), tz, str(result.dialect), history=not no_history,
+            store=store, redis_url=env_redis_url(), transient=transient_exit or (),
+            policies=parse_policy_options(policy or ()),
+        )  # fmt: skip
+    except PolicyError as e:
+        fail(env, str(e), ExitStatus.USAGE)
+    proving = f"writing {len(chosen)} job(s) and proving each schedule against cron's"
+    with busy(env, proving):
+        if target == "streams":
             res = generate_streams_project(
                 chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year,
-                redis_url=redis_url, force=force,
+                redis_url=redis_url, force=force, plans=plans, retention=kept,
             )  # fmt: skip
-    else:
-        if beat not in ("celery", "redbeat"):
-            fail(env, f"--beat '{beat}' is not celery or redbeat", ExitStatus.USAGE)
-        try:
-            plans, _notes = plans_from_history(
-                root, result.jobs, chosen, clock(now, tz), tz, str(result.dialect), history=not no_history,
-                store=store, redis_url=env_redis_url(), transient=transient_exit or (),
-                policies=parse_policy_options(policy or ()),
-            )  # fmt: skip
-        except PolicyError as e:
-            fail(env, str(e), ExitStatus.USAGE)
-        with busy(env, proving):
+        else:
             res = generate_project(
                 chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year, broker=broker,
                 on_reboot=on_reboot, force=force, plans=plans, beat=beat, state_redis=state_redis,

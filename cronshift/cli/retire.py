@@ -8,11 +8,19 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.table import Table
 
-from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
+from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan, undo_hint
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail, text
 from cronshift.crontab_edit import EditFailed, EditRefused
 from cronshift.discover.lookup import JobNotFound, find_job
-from cronshift.retire import GateResult, apply_retire, list_retired, plan_retire, shadow_gate, undo_retire
+from cronshift.retire import (
+    GateResult,
+    apply_retire,
+    list_retired,
+    plan_retire,
+    shadow_gate,
+    trace_id,
+    undo_retire,
+)
 
 
 def _refused(env: Env, exc: EditRefused) -> NoReturn:
@@ -66,6 +74,10 @@ def retire(
 ) -> None:
     """Take a job out of cron once shadow-run showed parity (exit 4 when the gate refuses); --undo, --list."""
     env = Env()
+    if list_ and (job or undo or force or dry_run):
+        fail(env, "--list takes no JOB and no --undo, --force or --dry-run", ExitStatus.USAGE)
+    if undo and (force or dry_run or to):
+        fail(env, "--undo takes no --force, --dry-run or --to", ExitStatus.USAGE)
     if list_:
         _list(env, root, json)
         return
@@ -80,7 +92,8 @@ def retire(
         job_id = j.id
     except JobNotFound as e:
         if not undo:
-            fail(env, str(e), ExitStatus.USAGE)
+            went = trace_id(root, job)
+            fail(env, f"{e}: {went}" if went else str(e), ExitStatus.USAGE)
         job_id, j = job, None  # the line may be gone from scan; the journal still knows the job
     if undo:
         try:
@@ -138,4 +151,4 @@ def retire(
         return
     where = f"{r.path}:{r.line}" if r.line else f"{r.path} (mode {r.mode_before:04o} -> {r.mode_after:04o})"
     kept = f", backup {r.backup_path}" if r.backup_path else ""
-    env.stdout.write(f"retired {r.job_id}: {where}{kept}; undo with `cronshift retire --undo {r.job_id}`\n")
+    env.stdout.write(f"retired {r.job_id}: {where}{kept}; undo with `{undo_hint(r.job_id, root)}`\n")

@@ -14,7 +14,16 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
+from cronshift.cli.common import (
+    CELERY_BROKER_SCHEMES,
+    DialectOpt,
+    JsonOpt,
+    NowOpt,
+    RootOpt,
+    check_url,
+    clock,
+    do_scan,
+)
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail, progress_bar
 from cronshift.crontab_edit import EditFailed, EditRefused
 from cronshift.discover.lookup import JobNotFound, find_job
@@ -47,7 +56,32 @@ EventPath = Annotated[
 ]
 
 
+DEFINITION_KEYS = ("user", "shell", "command", "stdin", "umask")
+
+
+def definition_diff(cron: dict[str, Any] | None, event: dict[str, Any] | None) -> list[str]:
+    """How the two sides' job definitions differ (user, working directory, env, shell, umask...)."""
+    if not cron or not event:
+        return []
+    out = [
+        f"{k}: {cron.get(k)!r} (cron) vs {event.get(k)!r} (event)"
+        for k in DEFINITION_KEYS
+        if cron.get(k) != event.get(k)
+    ]
+    ea = {kv[0]: kv[1] for kv in cron.get("env") or []}
+    eb = {kv[0]: kv[1] for kv in event.get("env") or []}
+    for k in sorted(set(ea) | set(eb)):
+        if ea.get(k) != eb.get(k):
+            a = "unset" if k not in ea else repr(ea[k])
+            b = "unset" if k not in eb else repr(eb[k])
+            out.append(
+                f"env {k}: {a} (cron) vs {b} (event)" + (" (the working directory)" if k == "HOME" else "")
+            )
+    return out
+
+
 def _render(env: Env, doc: dict[str, Any], pairs: list[dict[str, Any]]) -> None:
+    """One screen first (verdict, evidence, masks, contained writes, duration), then each difference once."""
     out = env.out
     colour = {"parity": "green", "mismatch": "red"}.get(doc["label"], "yellow")
     out.print(
@@ -55,19 +89,58 @@ def _render(env: Env, doc: dict[str, Any], pairs: list[dict[str, Any]]) -> None:
         f"{doc['matched_consecutive']} matched in a row (gate: {doc['gate']['consecutive_pairs']})"
     )
     ev = doc["evidence"]
-    out.print(f"mode {ev['mode']}, event path {ev['event_path']}, writes {ev['writes'] or 'none declared'}")
-    if doc["noise_floor_text"]:
-        out.print("noise learned from cron vs cron (A/A):")
-        for line in doc["noise_floor_text"]:
-            out.print(f"  {escape(line)}")
+    sm = doc.get("summary") or {}
+    out.print(
+        f"calibration: {sm.get('calibration_completed', 0)} of {sm.get('calibration_runs', 0)} cron runs "
+        f"completed; mode {ev['mode']}; event path {ev['event_path']} ({escape(str(ev.get('module')))}); "
+        f"writes declared: {escape(', '.join(ev.get('writes') or [])) or 'none'}",
+        highlight=False,
+    )
+    masked = sm.get("masked") or {}
+    if any(masked.values()):
+        for side in ("cron", "event"):
+            counts = masked.get(side) or {}
+            if counts:
+                out.print(
+                    f"masked ({side}): " + ", ".join(f"{escape(r)} {n}" for r, n in sorted(counts.items())),
+                    highlight=False,
+                )
+    else:
+        out.print("masked: nothing (no rule span varied between cron runs)")
+    for w in sm.get("undeclared_writes") or []:
+        out.print(
+            f"[yellow]contained undeclared write:[/] {escape(w['path'])} ({', '.join(w['sides'])})",
+            highlight=False,
+        )
+    d = sm.get("duration") or {}
+    if d.get("ratio") is not None:
+        out.print(
+            f"duration: event/cron {d['ratio']:.2f}x (median {d['event_median']:.3f}s vs "
+            f"{d['cron_median']:.3f}s; "
+            f"{d['event_runs']} event, {d['cron_runs']} cron run(s); cron spread "
+            f"{d['cron_spread'][0]:.3f}s..{d['cron_spread'][1]:.3f}s)",
+            highlight=False,
+        )
+    for line in doc["differences"]:
+        out.print(f"[red]DIFF[/] {escape(line)}", highlight=False)
+    shown: set[str] = set()
     for p in pairs:
-        for d in p.get("differences", []):
-            tag = "[dim]noise[/]" if d["explained"] else "[red]DIFF[/]"
-            out.print(f"{tag} pair {p['round']}: {escape(d['what'])}")
-            if d["diff"] and not d["explained"]:
-                _diff_lines(out, d["diff"])
+        for df in p.get("differences", []):
+            if df["diff"] and not df["explained"] and df["what"] not in shown:
+                shown.add(df["what"])
+                _diff_lines(out, df["diff"])
+    if doc["differences"] and pairs:
+        defs = definition_diff(ev.get("cron_spec"), (pairs[0].get("event") or {}).get("meta", {}).get("spec"))
+        if defs:
+            out.print("job definitions differ:")
+            for line in defs:
+                out.print(f"  {escape(line)}", highlight=False)
     for m in doc["missing"]:
-        out.print(f"[yellow]missing:[/] {escape(m)}")
+        out.print(f"[yellow]missing:[/] {escape(m)}", highlight=False)
+    if doc.get("noise_floor_text"):
+        out.print("[dim]noise learned from cron vs cron (A/A):[/]")
+        for line in doc["noise_floor_text"]:
+            out.print(f"[dim]  {escape(line)}[/]", highlight=False)
 
 
 def _expr(env: Env, result: ScanResult, j: CronJob) -> CronExpr:
@@ -391,6 +464,8 @@ def shadow_run(
     env = Env()
     if live and report:
         fail(env, "--live sets live shadowing up; --report judges it: give one of them", ExitStatus.USAGE)
+    if broker:
+        check_url(env, "--broker", broker, CELERY_BROKER_SCHEMES)
     from cronshift.shadow import execute as ex
     from cronshift.shadow.session import run_session
 
@@ -433,67 +508,90 @@ def shadow_run(
         )
     if event_path not in ("local", "celery"):
         fail(env, f"--event-path {event_path!r}: choose local or celery", ExitStatus.USAGE)
+    if project is None:
+        fail(
+            env,
+            "--project OUT is needed: the event path is the generated code (`cronshift generate` output); "
+            "without it nothing would be compared",
+            ExitStatus.USAGE,
+        )
+    if event_path == "celery" and not broker:
+        fail(
+            env,
+            "--event-path celery needs --broker URL (a broker the shadow worker may use)",
+            ExitStatus.USAGE,
+        )
     paths = tuple(str(Path(w).absolute()) for w in writes or ())
     for w in paths:
-        if not Path(w).exists():
+        if mode == "allow" and not Path(w).exists():
             fail(
                 env,
                 f"{w}: --writes names a path that does not exist; declare the directory the job writes into",
                 ExitStatus.USAGE,
             )
-    if mode == "sandbox":
-        why = ex.sandbox_available()
-        if why:
-            fail(env, why, ExitStatus.ERROR)
     try:
         norm = build_normalizer(no_rule or (), ignore or (), hosts=(socket.gethostname(), socket.getfqdn()))
     except RuleError as e:
         fail(env, str(e), ExitStatus.USAGE)
-    session = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + __import__("os").urandom(2).hex()
-    scratch = ex.new_scratch(root, session)
-    if any(str(scratch).startswith(w.rstrip("/") + "/") for w in paths):
-        fail(env, "a --writes path contains the scratch directory; declare narrower paths", ExitStatus.USAGE)
-    setup = ex.SideSetup(mode, paths, scratch, root, dry_run_flag, timeout)
-    cron_spec = ex.cron_spec(j)
+    from cronshift.shadow.celery_side import CelerySide, EventPathError, LocalTaskSide, Project, ScratchStore
+
     try:
-        if event_path == "celery":
-            from cronshift.shadow.celery_side import CelerySide, EventPathError, generated_spec
-
-            if project is None:
-                fail(
-                    env,
-                    "--event-path celery needs --project OUT (the `cronshift generate` output)",
-                    ExitStatus.USAGE,
-                )
-            event_spec = generated_spec(project, package, j)
-            event = CelerySide(project, package, j, broker, setup, timeout)
-        else:
-            from cronshift.shadow.celery_side import EventPathError, generated_spec
-
-            event_spec = generated_spec(project, package, j) if project else dict(cron_spec)
-
-            def event(label: str) -> ex.SideRun:  # type: ignore[name-defined]
-                return ex.run_local(event_spec, setup, label)
+        proj = Project(project, package, j)
     except EventPathError as e:
-        ex.remove_scratch(scratch)
         fail(env, str(e), ExitStatus.ERROR)
-    evidence = {
+    session = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(2).hex()
+    refused = ex.sandbox_available() if mode == "sandbox" else None
+    cron_spec = ex.cron_spec(j)
+    evidence: dict[str, Any] = {
         "mode": mode,
-        **setup.evidence(),
+        "writes": list(paths),
         "event_path": event_path,
-        "project": str(project) if project else None,
+        "project": str(proj.path),
+        "package": proj.package,
+        "module": proj.module,
+        "project_digests": proj.digests(),
+        "broker": broker if event_path == "celery" else "none (in-process apply(), scratch store)",
         "command_line": shlex.join(["cronshift", "shadow-run", *sys.argv[2:]])
         if sys.argv[1:2] == ["shadow-run"]
         else None,
         "cron_spec": cron_spec,
-        "event_spec": event_spec,
-        "event_spec_source": "generated project"
-        if project
-        else "the job itself (no --project: proves the runtime only)",
         "rules": norm.names,
         "ignore": list(ignore or ()),
+        "calibration": calibration,
+        "runs": runs,
     }
+    if refused:
+        # One line, and no verdict a gate could use: nothing ran, so nothing real was written either.
+        env.err.print(
+            f"cronshift: {escape(refused)}; verdict: insufficient evidence "
+            "(--mode dry-run skips side effects)",
+            soft_wrap=True,
+            highlight=False,
+        )
+        doc = {
+            "verdict": "inconclusive", "label": "insufficient evidence", "job": j.id, "command": j.command,
+            "runs_compared": 0, "matched_consecutive": 0, "differences": [], "missing": [refused],
+            "evidence": evidence, "written_by": "cronshift shadow-run",
+        }  # fmt: skip
+        with open_ledger(root, store=store, redis_url=redis) as led:
+            led.put(VERDICT_KIND, j.id, doc)
+        write_verdict_file(root, j.id, doc)
+        if json:
+            emit_json(env, {"job_id": j.id, "verdict": doc, "pairs": []})
+        return
+    scratch = ex.new_scratch(root, session)
+    scratch_store = ScratchStore(scratch)
+    setup = ex.SideSetup(mode, paths, scratch, root, dry_run_flag, timeout, scratch_store.env())
+    evidence |= setup.evidence()
     try:
+        try:
+            if event_path == "celery":
+                assert broker is not None
+                event: Any = CelerySide(proj, broker, setup, session)
+            else:
+                event = LocalTaskSide(proj, setup)
+        except EventPathError as e:
+            fail(env, str(e), ExitStatus.ERROR)
         with (
             open_ledger(root, store=store, redis_url=redis) as led,
             progress_bar(env, "shadow runs") as update,
@@ -508,13 +606,15 @@ def shadow_run(
                         return side(label)
                     finally:
                         done[0] += 1
-                        update(done[0], total)
+                        update(done[0], max(total, done[0]))
 
                 return run
 
             res = run_session(
                 j,
-                cron_side=counted(lambda label: ex.run_local(cron_spec, setup, label)),
+                cron_side=counted(
+                    lambda label: ex.run_side(setup, label, {"action": "job", "spec": cron_spec})
+                ),
                 event_side=counted(event),
                 runs=runs,
                 normalizer=norm,
@@ -527,6 +627,7 @@ def shadow_run(
             )
             led.put(VERDICT_KIND, j.id, res.doc)
     finally:
+        scratch_store.close()
         ex.remove_scratch(scratch)
     res.doc["verdict_file"] = write_verdict_file(root, j.id, res.doc)
     pairs = [o for o in res.observations if o.get("phase") == "pair"]

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cronshift.advice import Advice, advise
-from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
+from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan, undo_hint
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail, job_to_dict, text
 from cronshift.cli.scan import (
     LogOpt,
@@ -29,9 +29,9 @@ from cronshift.history.evidence import last_runs
 from cronshift.history.triggers import trigger_records
 from cronshift.model import RunRecord
 from cronshift.rank import Metrics, metrics, score
-from cronshift.retire import retirement
+from cronshift.retire import retirement, trace_id
 
-LastOpt = Annotated[int, typer.Option("--last", help="How many of the last runs to list.")]
+LastOpt = Annotated[int, typer.Option("--last", min=0, help="How many of the last runs to list.")]
 
 
 def show(
@@ -54,7 +54,8 @@ def show(
     try:
         j = find_job(result, job)
     except JobNotFound as e:
-        fail(env, str(e), ExitStatus.USAGE)
+        went = trace_id(Path(result.root), job)
+        fail(env, f"{e}: {went}" if went else str(e), ExitStatus.USAGE)
     t = clock(now, result.system_timezone)
     d = describe_schedule(j.schedule, result.dialect)
     nxt = upcoming(j, t, result.system_timezone, 5, result.dialect)
@@ -103,7 +104,7 @@ def show(
     if gone:
         where = f", to {gone.to}" if gone.to else ""
         backup = f", backup {gone.backup_path}" if gone.backup_path else ""
-        tab.add_row("retired", f"{gone.date}{where}{backup}; undo: cronshift retire --undo {j.id}")
+        tab.add_row("retired", f"{gone.date}{where}{backup}; undo: {undo_hint(j.id, result.root)}")
     for w in j.warnings:
         tab.add_row("warning", w)
     env.out.print(tab)

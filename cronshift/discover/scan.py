@@ -24,9 +24,11 @@ from cronshift.discover.crontab_file import CrontabFile, Kind, check_schedule, p
 from cronshift.discover.schedule import Dialect
 from cronshift.discover.sources import (
     Source,
+    SourceUnreadable,
     System,
     find_sources,
     name_ignored,
+    read_source,
     read_system,
     under,
     writable_by_others,
@@ -54,7 +56,8 @@ def scan(
     if not root.is_dir() or not os.access(root, os.R_OK | os.X_OK):
         raise RootUnreadable(f"{root}: not a readable directory")
     system = read_system(root, dialect)
-    sources = find_sources(root)
+    listing: list[Problem] = list(system.problems)
+    sources = find_sources(root, listing)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a scan builds many small objects and no cycles; collections only cost time here
     try:
@@ -64,7 +67,7 @@ def scan(
         return ScanResult(
             root=str(root),
             jobs=tuple(_unique_ids(out.jobs)),
-            problems=tuple(out.problems),
+            problems=tuple(listing + out.problems),
             files=tuple(s.path for s in sources),
             disabled=tuple(_unique_ids(out.disabled)),
             system_timezone=system.timezone,
@@ -85,6 +88,7 @@ class Trigger(NamedTuple):
     user: str | None
     command: str
     anacron: bool  # from etc/anacrontab
+    retired: str | None = None  # the date, when cronshift retired this line (it runs nothing now)
 
 
 @dataclass(slots=True)
@@ -155,16 +159,14 @@ def _scan_many(
     total: int,
 ) -> _Found:
     found = _Found()
-    root_s = str(root)
     step = max(1, len(files) // 200)
     for i, src in enumerate(files):
         if progress and i % step == 0:
             progress(i, total)
         try:
-            with open(os.path.join(root_s, src.path), "rb") as fh:
-                data = fh.read()
-        except OSError as e:
-            found.problems.append(Problem(src.path, None, f"cannot read: {e.strerror or e}"))
+            data = read_source(root, src.path, src.real or src.path, listed_regular=src.real is None)
+        except SourceUnreadable as e:
+            found.problems.append(Problem(src.path, None, e.strerror or str(e)))
             continue
         f = parse_file(data, src.path, src.format, system.dialect)
         why_file = _file_ignored(root, src, f, system, found.problems)
@@ -177,9 +179,18 @@ def _scan_many(
 def _triggers_of(f: CrontabFile) -> list[Trigger]:
     anacron = f.format is Format.ANACRONTAB
     return [
-        Trigger(d, f.path, line.number, line.schedule, line.user, line.command, anacron)
+        Trigger(
+            d,
+            f.path,
+            line.number,
+            line.schedule,
+            line.user,
+            line.command,
+            anacron,
+            line.retired_date or "?" if line.kind is Kind.RETIRED else None,
+        )
         for line in f.lines
-        if line.kind is Kind.JOB and "run-parts" in line.command
+        if line.kind in (Kind.JOB, Kind.RETIRED) and "run-parts" in line.command
         for d in _RUN_PARTS_RE.findall(line.command)
     ]
 
@@ -259,7 +270,7 @@ def _file_ignored(
             problems.append(Problem(f.path, None, f"never read by cron: {bad_name}", "warning"))
             return f"cron never reads this file: {bad_name}"
         try:
-            st = os.lstat(under(root, src.path))
+            st = os.lstat(under(root, src.real or src.path))
         except OSError:
             st = None
         if st and writable_by_others(st.st_mode):
@@ -426,8 +437,11 @@ def _run_parts_jobs(
     """Each script in a run-parts folder is a job; its schedule is that of the line that runs the folder."""
     triggers: dict[str, list[Trigger]] = {}
     anacron: dict[str, Trigger] = {}
+    retired_triggers: dict[str, list[Trigger]] = {}
     for t in runners:
-        if t.anacron:
+        if t.retired is not None:
+            retired_triggers.setdefault(t.folder, []).append(t)
+        elif t.anacron:
             anacron.setdefault(t.folder, t)
         else:
             triggers.setdefault(t.folder, []).append(t)
@@ -453,6 +467,12 @@ def _run_parts_jobs(
             schedule, user = trig[0].schedule, trig[0].user or "root"
         elif ana:
             schedule, user = ana.schedule, "root"
+        elif retired_triggers.get(d):
+            t = retired_triggers[d][0]
+            why.append(
+                f"the line that ran etc/{d} ({t.path}:{t.number}) was retired by cronshift on {t.retired}"
+            )
+            schedule, user = t.schedule, t.user or "root"
         else:
             why.append(f"no crontab or anacrontab line runs etc/{d}")
             schedule, user = "", "root"
@@ -465,7 +485,7 @@ def _run_parts_jobs(
         else:
             gone = None
         job = CronJob(
-            id=gone.job_id if gone else job_id_for(src.path, user, schedule, "/" + src.path, "/" + src.path),
+            id=gone.job_id if gone else script_id(src.path),
             retired=gone is not None,
             retired_id=gone.job_id if gone else None,
             source=SourceRef(src.path, None),
@@ -494,6 +514,12 @@ def _recorded_id(wrappers: tuple[Wrapper, ...]) -> str | None:
             if job:
                 return job
     return None
+
+
+def script_id(path: str) -> str:
+    """A run-parts script's id: its path alone, never the schedule of the line that happens to run it, so
+    retiring or editing that line leaves every script's id as it was."""
+    return f"{_word_slug(path)}-{hashlib.sha256(path.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
 def job_id_for(path: str, user: str, schedule: str, command: str, inner: str) -> str:

@@ -294,3 +294,10 @@ def plans_from_history(
         over = {k: v for (prefix, k, v) in policies if not prefix or job.id.startswith(prefix)}
         plans[job.id] = plan_for(job, m, inp, transient=transient, overrides=over)
     return plans, notes
+
+
+def without_run_parts_triggers(jobs: list[CronJob]) -> list[CronJob]:
+    """`generate --all`: each run-parts script is generated once, under its own id, so the crontab or
+    anacrontab line that runs its folder is left out (generating both would run every script twice)."""
+    triggers = {t for j in jobs if j.format is Format.RUN_PARTS for t in (*j.triggers, j.anacron) if t}
+    return [j for j in jobs if str(j.source) not in triggers]

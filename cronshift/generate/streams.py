@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from cronshift.generate.celery import (
     RUFF_TOML,
     GenerateResult,
     JobOutput,
+    _plan_json,
     expr_for,
     job_spec,
     one_line,
@@ -28,9 +30,11 @@ from cronshift.generate.celery import (
     write_files,
 )
 from cronshift.generate.equivalence import BeatEntry, Translation, prove
-from cronshift.generate.plan import plan_for
+from cronshift.generate.plan import Plan, plan_for
+from cronshift.history.ledger_resp import STREAM as LEDGER_STREAM
 from cronshift.model import CronJob
-from cronshift.runtime.streams import dead_key, group_name, stream_key
+from cronshift.runtime.execute import DEFAULT_TIME_LIMIT
+from cronshift.runtime.streams import DEFAULT_RETENTION, dead_key, group_name, stream_key
 
 __all__ = ["DEFAULT_REDIS", "generate_streams_project", "render_streams_project"]
 
@@ -64,6 +68,49 @@ def _translate(job: CronJob, dialect: Dialect, zone: str, year: int) -> tuple[Tr
     return Translation((entry,), prove(expr, (entry,), zone, year)), notes
 
 
+RETENTION_STREAMS = ("jobs", "dead", "ledger")
+
+
+def parse_retention(values: list[str]) -> dict[str, tuple[float, int]]:
+    """`--retention NAME=MAX_AGE:MAX_LENGTH` (age in seconds, or with s/m/h/d); ValueError says which."""
+    out: dict[str, tuple[float, int]] = {}
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    for v in values:
+        name, eq, rule = v.partition("=")
+        age, colon, length = rule.partition(":")
+        if not eq or not colon or name not in RETENTION_STREAMS:
+            raise ValueError(
+                f"--retention {v}: expected NAME=MAX_AGE:MAX_LENGTH, NAME one of jobs, dead, ledger"
+            )
+        try:
+            scale = units.get(age[-1:], 1)
+            seconds = float(age[:-1] if age[-1:] in units else age) * scale
+            n = int(length)
+        except ValueError:
+            raise ValueError(f"--retention {v}: MAX_AGE and MAX_LENGTH must be numbers") from None
+        if seconds <= 0 or n <= 0:
+            raise ValueError(f"--retention {v}: MAX_AGE and MAX_LENGTH must be positive")
+        out[name] = (seconds, n)
+    return out
+
+
+def _retention_rows(package: str, chosen: Mapping[str, tuple[float, int]] | None) -> list[dict[str, Any]]:
+    keys = {"jobs": stream_key(package), "dead": dead_key(package), "ledger": LEDGER_STREAM}
+    rows = []
+    for name in RETENTION_STREAMS:
+        age, maxlen = (chosen or {}).get(name) or DEFAULT_RETENTION[name]
+        rows.append({"name": name, "key": keys[name], "age": float(age), "maxlen": int(maxlen),
+                     "age_text": _age_text(float(age))})  # fmt: skip
+    return rows
+
+
+def _age_text(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:g} s"
+
+
 def render_streams_project(
     jobs: list[CronJob],
     *,
@@ -72,16 +119,23 @@ def render_streams_project(
     dialect: Dialect,
     year: int,
     redis_url: str = DEFAULT_REDIS,
+    plans: dict[str, Plan] | None = None,
+    retention: Mapping[str, tuple[float, int]] | None = None,
 ) -> tuple[dict[str, str], list[JobOutput]]:
-    """Every generated file (path relative to OUT -> text) and each job's schedule and proof. Pure."""
+    """Every generated file (path relative to OUT -> text) and each job's schedule and proof. Pure.
+
+    `plans` (from `plans_from_history`, as the Celery target gets them) carry each job's policies; a job
+    without one gets `plan_for(job)`: cron's own behaviour, from the cron line alone."""
     outs: list[JobOutput] = []
     ctx_jobs: list[dict[str, Any]] = []
+    hard_limits: list[int] = []
     for job in sorted(jobs, key=lambda j: j.id):
         name = slug(job.id)
         zone = job.timezone or timezone
         tr, notes = _translate(job, dialect, zone, year)
         messages = (*notes, *((tr.message,) if tr.message else ()), *tr.notes)
-        plan = plan_for(job)
+        plan = (plans or {}).get(job.id) or plan_for(job)
+        hard_limits.append(plan.hard_limit)
         proof = tr.proof
         proof_line = (
             "none"
@@ -94,13 +148,18 @@ def render_streams_project(
             )
         )
         entry = tr.entries[0] if tr.entries else None
+        schedule = {"expr": entry.expr, "zone": entry.zone} if entry and entry.expr else None
         ctx_jobs.append({
             "raw_id": job.id, "id": one_line(job.id), "func": name, "const": name.upper(),
             "source": one_line(str(job.source)), "user": one_line(job.user),
             "schedule_text": one_line(job.schedule),
-            "spec_json": json.dumps(job_spec(job, plan), ensure_ascii=True, sort_keys=True),
+            "spec_json": json.dumps(job_spec(job, plan, schedule), ensure_ascii=True, sort_keys=True),
             "overlap": plan.overlap, "overlap_why": one_line(plan.overlap_why),
             "time_limit": plan.time_limit, "limit_why": one_line(plan.limit_why),
+            "hard_limit": plan.hard_limit, "missed": plan.missed, "missed_why": one_line(plan.missed_why),
+            "starting_deadline": plan.starting_deadline, "retry_on": list(plan.retry_on),
+            "max_retries": plan.max_retries, "retry_why": one_line(plan.retry_why),
+            "max_deliveries": plan.max_deliveries,
             "cron": entry.expr if entry else "", "zone": entry.zone if entry else zone,
             "no_entry": one_line("; ".join(messages) or "none"), "notes": (*notes, *tr.notes),
             "proof_line": proof_line,
@@ -108,9 +167,11 @@ def render_streams_project(
             "fence": "`" * max(3, 1 + max((len(m) for m in re.findall("`+", job.command)), default=0)),
         })  # fmt: skip
         outs.append(JobOutput(job.id, f"{package}.triggers.trigger_{name}", f"{package}.jobs", tr,
-                              tr.entries, messages))  # fmt: skip
+                              tr.entries, messages, policies=_plan_json(plan)))  # fmt: skip
     names = {"package": package, "redis": redis_url, "jobs": ctx_jobs, "stream": stream_key(package),
-             "group": group_name(package), "dead": dead_key(package)}  # fmt: skip
+             "group": group_name(package), "dead": dead_key(package),
+             "max_hard_limit": max(hard_limits, default=DEFAULT_TIME_LIMIT),
+             "retention": _retention_rows(package, retention)}  # fmt: skip
     files = {
         f"{package}/__init__.py": '"""Cron jobs on Redis Streams, generated by cronshift."""\n',
         f"{package}/jobs.py": _env.get_template("streams_jobs.py.j2").render(**names),
@@ -118,6 +179,13 @@ def render_streams_project(
         f"{package}/scheduler.py": _env.get_template("streams_scheduler.py.j2").render(**names),
         f"{package}/triggers.py": _env.get_template("streams_triggers.py.j2").render(**names),
         f"{package}/README.md": _env.get_template("streams_README.md.j2").render(**names),
+        f"deploy/{package}-consumer@.service": _env.get_template("streams_consumer.service.j2").render(
+            **names
+        ),
+        f"deploy/{package}-scheduler.service": _env.get_template("streams_scheduler.service.j2").render(
+            **names
+        ),
+        "deploy/supervisor.conf": _env.get_template("streams_supervisor.conf.j2").render(**names),
         "ruff.toml": RUFF_TOML,
     }
     return ruff_format(files, package), outs
@@ -133,11 +201,14 @@ def generate_streams_project(
     year: int,
     redis_url: str = DEFAULT_REDIS,
     force: bool = False,
+    plans: dict[str, Plan] | None = None,
+    retention: Mapping[str, tuple[float, int]] | None = None,
 ) -> GenerateResult:
     """Render and write; a file whose bytes differ from what generate last wrote is kept unless `force`."""
     files, outs = render_streams_project(
-        jobs, package=package, timezone=timezone, dialect=dialect, year=year, redis_url=redis_url
-    )
+        jobs, package=package, timezone=timezone, dialect=dialect, year=year, redis_url=redis_url,
+        plans=plans, retention=retention,
+    )  # fmt: skip
     result = GenerateResult(package=package, out=str(out), jobs=outs)
     write_files(files, out, result, force)
     return result

@@ -95,10 +95,19 @@ class Ledger:
         self.skipped: list[str] = []  # "<where>: <why>" for each record a read could not use
 
     # -- runs -----------------------------------------------------------------------------------------
-    def add_run(self, rec: RunRecord) -> None:
+    def add_run(self, rec: RunRecord, retention: tuple[float, int] | None = None) -> None:
+        """`retention` (max age in seconds, max length) trims the Redis stream as it grows."""
         doc = record_to_doc(rec)
         if self._redis is not None:
-            self._redis.xadd(STREAM, {"record": json.dumps(doc, separators=(",", ":"))})
+            fields = {"record": json.dumps(doc, separators=(",", ":"))}
+            if retention is None:
+                self._redis.xadd(STREAM, fields)
+                return
+            age, maxlen = retention
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.xadd(STREAM, fields, maxlen=maxlen, approximate=True)
+            pipe.xtrim(STREAM, minid=f"{int((time.time() - age) * 1000)}-0", approximate=False)
+            pipe.execute()
             return
         row = [doc[c] for c in ledger_schema.RUN_COLUMNS[:-1]] + [json.dumps(doc["extra"])]
         self._db.execute(ledger_schema.INSERT_ROW, row)

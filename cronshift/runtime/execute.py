@@ -35,6 +35,9 @@ DEFAULT_TIME_LIMIT = 6 * 3600  # seconds; cron has none, but a worker slot must 
 KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL of the job's process group
 TAIL_BYTES = 4096
 PAYLOAD_ENV = "CRONSHIFT_PAYLOAD_FILE"
+# Set in the worker's own environment (never the job's) by `cronshift shadow-run`: the whole merged output is
+# also appended to this file, so a shadow comparison sees every byte, not only the tail kept here.
+OUTPUT_COPY_ENV = "CRONSHIFT_OUTPUT_COPY"
 
 
 class JobRefused(PermissionError):
@@ -160,12 +163,15 @@ def _stop_watchdog(fd: int | None, ok: bool) -> None:
 class _Stream:
     """Digest, length and tail of one output stream, without keeping all of it in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, copy: Any = None) -> None:
         self.sha = hashlib.sha256()
         self.size = 0
         self.tail = bytearray()
+        self.copy = copy  # a binary file every chunk is also written to (shadow-run), or None
 
     def add(self, chunk: bytes) -> None:
+        if self.copy is not None:
+            self.copy.write(chunk)
         self.sha.update(chunk)
         self.size += len(chunk)
         self.tail += chunk
@@ -285,7 +291,9 @@ def run_job(
             if on_start is not None:
                 on_start(proc.pid)
             data = stdin_text.encode("utf-8", "surrogateescape") if stdin_text is not None else None
-            streams = (_Stream(), _Stream() if split else None, _Stream() if split else None)
+            copy_path = os.environ.get(OUTPUT_COPY_ENV)
+            copy = open(copy_path, "ab") if copy_path else None  # noqa: SIM115 - closed below
+            streams = (_Stream(copy), _Stream() if split else None, _Stream() if split else None)
             merged, out_s, err_s = streams
             killed = _pump(proc, data, limit, streams)
             if killed:
@@ -295,6 +303,8 @@ def run_job(
                 )  # what the group wrote while dying (bounded: escaped children)
             proc.wait()
             ok = True
+            if copy is not None:
+                copy.close()
         finally:
             _stop_watchdog(watchdog, ok)
             for f in (proc.stdout, proc.stderr, proc.stdin):

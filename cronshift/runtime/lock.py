@@ -14,6 +14,7 @@ and releases the lock, and the newcomer takes it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import threading
 import time
@@ -26,6 +27,8 @@ import redis
 __all__ = ["DEFAULT_EXPIRY", "Lease", "acquire", "hold", "lock_key", "request_stop"]
 
 DEFAULT_EXPIRY = 30.0  # seconds a lock outlives its last heartbeat
+
+log = logging.getLogger("cronshift.lock")
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 _RENEW = (
@@ -91,6 +94,8 @@ class Lease:
             client.close()
 
     def release(self) -> None:
+        """Release the lock. With Redis unreachable the key is left to expire (within `expiry` seconds,
+        no heartbeat renews it now): the run is over, and raising here would make its caller run it again."""
         self._done.set()
         client = _client(self.url)
         try:
@@ -98,6 +103,8 @@ class Lease:
             client.rpush(stop_key, "done")  # wakes the heartbeat thread out of BLPOP at once
             client.expire(stop_key, 60)
             client.eval(_RELEASE, 1, self.key, self.token)
+        except redis.RedisError as e:
+            log.warning("lock %s not released (%s); it expires within %.0f s", self.key, e, self.expiry)
         finally:
             client.close()
         if self._thread is not None and self._thread is not threading.current_thread():

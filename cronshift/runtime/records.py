@@ -46,6 +46,17 @@ def record_from_result(spec: dict[str, Any], res: dict[str, Any], extra: dict[st
     )
 
 
+def ledger_retention() -> tuple[float, int] | None:
+    """CRONSHIFT_LEDGER_RETENTION="MAX_AGE_SECONDS:MAX_LENGTH" trims a Redis ledger stream as it grows
+    (a generated Streams project sets it from its RETENTION); unset or malformed: no trimming."""
+    raw = os.environ.get("CRONSHIFT_LEDGER_RETENTION", "")
+    age, _, length = raw.partition(":")
+    try:
+        return float(age), int(length)
+    except ValueError:
+        return None
+
+
 def write_run(rec: RunRecord) -> bool:
     """Add `rec` to the configured ledger; False when none is configured."""
     store, url = os.environ.get("CRONSHIFT_LEDGER"), os.environ.get("CRONSHIFT_LEDGER_REDIS")
@@ -54,5 +65,9 @@ def write_run(rec: RunRecord) -> bool:
     from cronshift.history.ledger import open_ledger  # lazily: the ledger is optional at run time
 
     with open_ledger(Path(os.environ.get("CRONSHIFT_ROOT", "/")), store=store, redis_url=url) as ledger:
-        ledger.add_run(rec)
+        retention = ledger_retention() if url and not store else None
+        if retention is None:
+            ledger.add_run(rec)
+        else:
+            ledger.add_run(rec, retention)
     return True

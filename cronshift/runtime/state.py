@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import redis
 from cronsim import CronSim
 
-__all__ = ["instants_between", "latest_fire", "state_url"]
+__all__ = ["instants_between", "latest_fire", "next_fire", "state_url"]
 
 KEEP = 7 * 86400  # seconds a claim or delivery count is kept
 REPLAY = "-replay-"  # a replayed dead letter's task id: <original task id>-replay-<random>
@@ -90,16 +90,28 @@ def _zone(name: str) -> Any:
     return UTC if name in ("UTC", "Etc/UTC", "") else ZoneInfo(name)
 
 
-def latest_fire(expr: str | None, zone: str, now: float, tolerance: float = 1.0) -> float:
-    """The latest instant <= now (+tolerance) at which cron fires `expr`: the run beat is sending now.
+def latest_fire(expr: str | None, zone: str, now: float, tolerance: float = 0.0) -> float:
+    """The latest instant <= now (+tolerance) at which cron fires `expr`.
 
-    Without a cronsim expression, the minute `now` falls in (beat sends within a second of the instant)."""
+    No tolerance by default: beat sends at or after an instant, never before it, and a tolerance labels
+    a send that runs late, within it of the next instant, as that next instant (which then looks like a
+    duplicate). Beat labels by `cronshift.runtime.beat.due_instant`; this is its fallback.
+    Without a cronsim expression, the minute `now` falls in."""
     if not expr:
         return float(int(now) - int(now) % 60)
     t = datetime.fromtimestamp(now + tolerance, UTC).astimezone(_zone(zone))
     if not t.microsecond:
         t = t.replace(microsecond=1)  # cronsim's reverse walk includes the start only with microseconds
     return next(iter(CronSim(expr, t, reverse=True))).timestamp()
+
+
+def next_fire(expr: str, zone: str, after: float) -> float | None:
+    """Cron's first fire strictly after `after` (None: the expression never fires again)."""
+    t = datetime.fromtimestamp(after, UTC).astimezone(_zone(zone))
+    for when in CronSim(expr, t):
+        if when.timestamp() > after:
+            return when.timestamp()
+    return None
 
 
 def instants_between(expr: str, zone: str, after: float, before: float, cap: int) -> Iterator[float]:

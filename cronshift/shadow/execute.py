@@ -1,14 +1,17 @@
-"""Run one side of a shadow pair (the cron path, or the event path) under a side-effect mode.
+"""Run one side of a shadow pair (the cron path, or the generated event path) under a side-effect mode.
 
-Modes (never a side effect twice unless the user chose `allow`):
-- sandbox (default): the side runs in its own mount namespace where a scratch copy of every declared write
-  path is bind-mounted over the real one (the job's own absolute paths land in the copy), and a private empty
-  /tmp when neither the root nor a declared path lies under /tmp. The real paths are never written.
-- allow: the side really runs; the user asserts the job is idempotent.
-- dry-run: the side runs the command with the job's own dry-run flag appended (both sides, so they compare).
+Modes:
+- sandbox (default): the side runs in its own mount and PID namespaces over a copy-on-write view of the
+  whole host (sandbox.py): every write, declared or not, lands in that side's own layer, which is read and
+  compared. Nothing real is written. Where the kernel refuses, the session says so and judges nothing.
+- allow: the side really runs (the user asserts the job is idempotent); each side's own changes to the
+  declared paths (before -> after that side) are compared, never the end state both share.
+- dry-run: the job's own dry-run flag is appended (both sides) and side effects are accepted as skipped.
 
-The cron side always goes through `cronshift.runtime.execute.run_job` with the job's spec: the same code that
-runs it as cron did (shell, cron env, user, home, `%` stdin, own process group).
+The cron side runs `cronshift.runtime.execute.run_job` with the job's spec (shell, cron env, user, home,
+`%` stdin, own process group). The event side imports the generated project and applies the real task
+object (Celery's `apply()`): what is judged is the code a worker will run. Either way the whole output
+is copied to the session (CRONSHIFT_OUTPUT_COPY), so nothing is judged on a tail.
 """
 
 from __future__ import annotations
@@ -22,31 +25,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cronshift.model import CronJob
-from cronshift.shadow.compare import FileState, SideRun
+from cronshift.runtime.execute import OUTPUT_COPY_ENV
+from cronshift.shadow.compare import SideRun
 
 __all__ = [
     "MODES",
-    "SandboxUnavailable",
     "SideSetup",
     "cron_spec",
     "new_scratch",
     "remove_scratch",
-    "run_local",
+    "run_side",
     "sandbox_available",
-    "snapshot",
 ]
 
 MODES = ("sandbox", "allow", "dry-run")
-TEXT_LIMIT = 64 * 1024  # files up to this size are kept as text for diffs and token comparison
-
-
-class SandboxUnavailable(RuntimeError):
-    """No private mount namespace here (not root, or unshare refused): sandbox cannot keep its promise."""
+HELPER_MARGIN = 60.0  # seconds the helper gets beyond the side's own timeout to kill, wait and read layers
 
 
 def cron_spec(job: CronJob) -> dict[str, Any]:
@@ -63,92 +61,56 @@ def cron_spec(job: CronJob) -> dict[str, Any]:
 
 
 def sandbox_available() -> str | None:
-    """None when a private mount namespace with bind mounts works here; else why not."""
+    """None when a private mount + PID namespace with an overlay over `/` works here; else one line why."""
     if os.geteuid() != 0:
-        return "sandbox mode needs root (a private mount namespace, bind mounts); use --mode allow or dry-run"
-    probe = [sys.executable, "-c", "from cronshift.shadow import sandbox; sandbox.private_namespace()"]
-    r = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+        return "sandbox mode needs root (private mount namespaces, overlayfs); use --mode dry-run or allow"
+    probe = tempfile.mkdtemp(prefix="cronshift-probe-", dir="/var/tmp")
+    code = (
+        "import sys; from cronshift.shadow import sandbox as s; s.private_namespace(pid=True); "
+        "s.build_view({'mount': sys.argv[1], 'channel': sys.argv[1]})"
+    )
+    try:
+        r = subprocess.run([sys.executable, "-c", code, probe], capture_output=True, text=True, timeout=30)
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["unshare failed"])[-1]
-        return f"sandbox mode needs a private mount namespace and this host refuses it ({last})"
+        return f"the kernel refuses the sandbox (mount namespace + overlayfs): {last}"
     return None
-
-
-def _state(path: Path) -> FileState:
-    st = path.lstat()
-    if stat.S_ISLNK(st.st_mode):
-        target = os.readlink(path)
-        return FileState(
-            hashlib.sha256(target.encode()).hexdigest(),
-            stat.S_IMODE(st.st_mode),
-            0,
-            st.st_uid,
-            st.st_gid,
-            link=target,
-        )
-    data = path.read_bytes()
-    text = None
-    if len(data) <= TEXT_LIMIT:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-    return FileState(
-        hashlib.sha256(data).hexdigest(), stat.S_IMODE(st.st_mode), len(data), st.st_uid, st.st_gid, text
-    )
-
-
-def snapshot(pairs: list[tuple[Path, str]]) -> dict[str, FileState]:
-    """Every file under each (where-it-is-now, name-the-job-knows-it-by) pair, keyed by the job's name."""
-    out: dict[str, FileState] = {}
-    for actual, shown in pairs:
-        if actual.is_symlink() or actual.is_file():
-            out[shown] = _state(actual)
-            continue
-        if not actual.is_dir():
-            continue
-        for dirpath, dirs, files in os.walk(actual):
-            dirs.sort()
-            for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
-                p = Path(dirpath, name)
-                rel = p.relative_to(actual).as_posix()
-                out[f"{shown.rstrip('/')}/{rel}"] = _state(p)
-    return out
 
 
 @dataclass
 class SideSetup:
-    """How to run one side: the mode, the declared write paths (absolute, as the job sees them), scratch."""
+    """How to run the sides: mode, declared write paths (absolute), scratch, scratch-store environment."""
 
     mode: str
     writes: tuple[str, ...]
-    scratch: Path  # a directory this run owns; each side gets a subdirectory
+    scratch: Path  # a directory this session owns; each side run gets a subdirectory
     root: Path
     dry_run_flag: str | None = None
     timeout: float | None = None
-
-    def private_tmp(self) -> str | None:
-        """Why the side does NOT get a private /tmp (None: it does)."""
-        # cronshift's own code and interpreter must stay visible too: the side runs the job through them.
-        code = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), sys.prefix)
-        under = [p for p in (str(self.root), str(self.scratch), *self.writes, *code) if _under_tmp(p)]
-        if under:
-            return f"no private /tmp: {under[0]} lies under /tmp and would be hidden"
-        return None
+    store_env: dict[str, str] = field(default_factory=dict)  # the session's scratch ledger/state store
 
     def evidence(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
             "writes": list(self.writes),
             "dry_run_flag": self.dry_run_flag,
-            "private_tmp": self.private_tmp() is None if self.mode == "sandbox" else False,
-            "private_tmp_note": self.private_tmp() if self.mode == "sandbox" else None,
+            "sandbox": "overlayfs over every real filesystem, private mount and PID namespaces"
+            if self.mode == "sandbox"
+            else None,
         }
 
 
-def _under_tmp(p: str) -> bool:
-    rp = os.path.realpath(p)
-    return rp == "/tmp" or rp.startswith("/tmp/")
+def not_compared(setup: SideSetup) -> list[str]:
+    """Writes that are not the job's: the session's scratch, and cronshift's own records of the run under
+    the root (a wrapped line's `cronshift record` spools its run record, the runtime writes the ledger).
+    Those hold pids and times, so they differ in every pair without telling anything about the job."""
+    root = os.path.realpath(setup.root)
+    return [str(setup.scratch), *(os.path.join(root, *d) for d in OWN_STATE)]
+
+
+OWN_STATE = (("var", "spool", "cronshift"), ("var", "lib", "cronshift"))
 
 
 def with_dry_run(spec: dict[str, Any], flag: str | None) -> dict[str, Any]:
@@ -157,92 +119,184 @@ def with_dry_run(spec: dict[str, Any], flag: str | None) -> dict[str, Any]:
     return {**spec, "command": f"{spec['command']} {flag}"}
 
 
-def prepare_scratch(
-    setup: SideSetup, label: str
-) -> tuple[Path, list[tuple[str, str]], list[tuple[Path, str]]]:
-    """A scratch copy of each declared path (owner, mode, times kept) and the binds that cover the originals.
+def _file_state(path: str) -> dict[str, Any]:
+    st = os.lstat(path)
+    e: dict[str, Any] = {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+    if stat.S_ISLNK(st.st_mode):
+        return e | {"type": "symlink", "link": os.readlink(path)}
+    if stat.S_ISDIR(st.st_mode):
+        return e | {"type": "dir"}
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return e | {"type": "file", "size": st.st_size, "sha256": h.hexdigest()}
 
-    Returns (side dir, binds [(scratch, real)], snapshot pairs [(scratch, real)])."""
+
+def _snapshot(writes: tuple[str, ...], keep: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The declared paths' state; with `keep`, a copy of each file too (allow mode: to find appends)."""
+    out: dict[str, dict[str, Any]] = {}
+    paths: list[str] = []
+    for w in writes:
+        if os.path.isdir(w) and not os.path.islink(w):
+            for dirpath, dirs, files in os.walk(w):
+                paths += [os.path.join(dirpath, n) for n in sorted(dirs) + sorted(files)]
+        elif os.path.lexists(w):
+            paths.append(w)
+    for p in paths:
+        out[p] = _file_state(p)
+        if keep is not None and out[p]["type"] == "file":
+            dest = keep / "before" / p.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, dest)
+            out[p]["before_copy"] = str(dest)
+    return out
+
+
+def _is_prefix(before: str, after: str) -> bool:
+    n = os.path.getsize(before)
+    with open(before, "rb") as a, open(after, "rb") as b:
+        while n > 0:
+            x, y = a.read(min(n, 1 << 20)), b.read(min(n, 1 << 20))
+            if x != y:
+                return False
+            n -= len(x)
+    return True
+
+
+def _own_changes(
+    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], keep: Path
+) -> list[dict[str, Any]]:
+    """allow mode: what this side itself changed (its before -> its after), with a copy of what it wrote."""
+    out: list[dict[str, Any]] = []
+    for p in sorted(set(before) | set(after)):
+        a, b = before.get(p), after.get(p)
+        if b is None:
+            out.append({"path": p, "change": "deleted"})
+            continue
+        strip = {k: v for k, v in (a or {}).items() if k != "before_copy"}
+        if strip == b:
+            continue
+        c = {"path": p, "change": "created" if a is None else "changed", **b}
+        if b["type"] == "file":
+            dest = keep / "after" / p.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            prior = (a or {}).get("before_copy")
+            if prior and a and a.get("type") == "file" and _is_prefix(prior, p):
+                # Appended: this side's own change is what it added, whatever was there before it.
+                with open(p, "rb") as src, open(dest, "wb") as f:
+                    src.seek(os.path.getsize(prior))
+                    shutil.copyfileobj(src, f)
+                h = hashlib.sha256(dest.read_bytes()).hexdigest()
+                c |= {"change": "appended", "sha256": h, "size": dest.stat().st_size}
+            else:
+                shutil.copyfile(p, dest)
+            c["copy"] = str(dest)
+        out.append(c)
+    return out
+
+
+def run_side(setup: SideSetup, label: str, action: dict[str, Any]) -> SideRun:
+    """One side run: `action` is {"action": "job", "spec": ...} or {"action": "task", "project": ...,
+    "module": ...}. Returns what it did; a failure of the generated code is in `error`, never raised."""
     side = setup.scratch / label
-    side.mkdir(parents=True)
-    binds: list[tuple[str, str]] = []
-    pairs: list[tuple[Path, str]] = []
-    for k, w in enumerate(setup.writes):
-        copy = side / f"w{k}"
-        subprocess.run(["cp", "-a", "--", w, str(copy)], check=True, capture_output=True)
-        binds.append((str(copy), w))
-        pairs.append((copy, w))
-    if setup.private_tmp() is None:
-        tmp = side / "tmp"
-        tmp.mkdir()
-        os.chmod(tmp, 0o1777)
-        binds.append((str(tmp), "/tmp"))
-    return side, binds, pairs
-
-
-def _from_result(label: str, res: dict[str, Any]) -> SideRun:
-    return SideRun(
-        side=label,
-        exit_status=res.get("exit_status"),
-        signal=res.get("signal"),
-        output=res.get("output_tail") or "",
-        output_bytes=res.get("output_bytes"),
-        duration=float(res.get("duration") or 0.0),
-    )
-
-
-def run_local(spec: dict[str, Any], setup: SideSetup, label: str) -> SideRun:
-    """Run `spec` through the runtime on this host, under the side-effect mode; files snapshotted around."""
-    from cronshift.runtime.execute import JobFailed, JobRefused, run_job
-
+    chan, layer, mnt = side / "channel", side / "layer", side / "mnt"
+    for d in (chan, layer, mnt):
+        d.mkdir(parents=True)
+    chan.chmod(0o700)
+    output = chan / "output"
+    (
+        side / "tmp"
+    ).mkdir()  # the interpreter's own temporary files; never the job's (cron's env has no TMPDIR)
+    req = {
+        **action,
+        "env": {
+            **setup.store_env,
+            **(action.get("env") or {}),
+            OUTPUT_COPY_ENV: str(output),
+            "TMPDIR": str(side / "tmp"),
+        },
+        "mount": str(mnt),
+        "channel": str(chan),
+        "layer_out": str(layer),
+        "exclude": not_compared(setup),
+        "timeout": setup.timeout,
+        "isolate": setup.mode == "sandbox",
+    }
     if setup.mode == "dry-run":
-        spec = with_dry_run(spec, setup.dry_run_flag)
-    real_pairs = [(Path(w), w) for w in setup.writes]
-    before = snapshot(real_pairs)
-    if setup.mode == "sandbox":
-        side, binds, pairs = prepare_scratch(setup, label)
-        req, res_path = side / "request.json", side / "result.json"
-        req.write_text(json.dumps({"spec": spec, "binds": binds}), encoding="utf-8")
-        started = time.monotonic()
-        try:
-            p = subprocess.run(
-                [sys.executable, "-m", "cronshift.shadow.sandbox", "run", str(req), str(res_path)],
-                capture_output=True,
-                text=True,
-                timeout=setup.timeout,
-            )
-        except subprocess.TimeoutExpired:
-            return SideRun(
-                label,
-                None,
-                None,
-                "",
-                None,
-                time.monotonic() - started,
-                before,
-                {},
-                error=f"no result within {setup.timeout}s",
-            )
-        if p.returncode != 0 or not res_path.exists():
-            tail = (p.stderr.strip().splitlines() or ["no result"])[-1]
-            return SideRun(label, None, None, "", None, time.monotonic() - started, before, {}, error=tail)
-        run = _from_result(label, json.loads(res_path.read_text(encoding="utf-8")))
-        run.files_before, run.files_after = before, snapshot(pairs)
-        return run
+        if action["action"] == "job":
+            req["spec"] = with_dry_run(action["spec"], setup.dry_run_flag)
+        else:
+            req["append_flag"] = setup.dry_run_flag
+    (side / "request.json").write_text(json.dumps(req), encoding="utf-8")
+    before = _snapshot(setup.writes, layer) if setup.mode == "allow" else {}
+    wall = time.time()
+    started = time.monotonic()
+    cmd = [sys.executable, "-m", "cronshift.shadow.sandbox", str(side / "request.json")]
+    backstop = None if setup.timeout is None else setup.timeout + HELPER_MARGIN
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     try:
-        res = run_job(spec)
-    except JobFailed as e:
-        res = {
-            "exit_status": e.exit_status,
-            "signal": e.signal,
-            "output_tail": e.tail,
-            "duration": e.duration,
-        }
-    except (JobRefused, KeyError) as e:
-        return SideRun(label, None, None, "", None, 0.0, before, before, error=str(e))
-    run = _from_result(label, res)
-    run.files_before, run.files_after = before, snapshot(real_pairs)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=backstop, env=env)
+    except subprocess.TimeoutExpired:
+        return SideRun(label, None, None, "", None, time.monotonic() - started, error="sandbox helper hung",
+                       meta={"infra": True})  # fmt: skip
+    res_path = chan / "result.json"
+    if not res_path.exists():
+        tail = (p.stderr.strip().splitlines() or ["no result"])[-1]
+        return SideRun(
+            label, None, None, "", None, time.monotonic() - started, error=tail, meta={"infra": True}
+        )
+    res = json.loads(res_path.read_text(encoding="utf-8"))
+    run = side_from_result(label, res, output, setup, before, layer)
+    run.started = wall
     return run
+
+
+def side_from_result(
+    label: str,
+    res: dict[str, Any],
+    output: Path,
+    setup: SideSetup,
+    before: dict[str, dict[str, Any]],
+    keep: Path,
+) -> SideRun:
+    meta: dict[str, Any] = {}
+    error = None
+    if res.get("sandbox_error"):
+        error, meta["infra"] = f"sandbox: {res['sandbox_error']}", True
+    elif res.get("task_error"):
+        error = str(res["task_error"])
+    elif res.get("timed_out") or res.get("error"):
+        error = str(res.get("error"))
+    for k in ("task_id", "spec"):
+        if res.get(k):
+            meta[k] = res[k]
+    if not error and not output.exists():
+        meta["ran_command"] = False
+    changes = res.get("layer") or []
+    if setup.mode == "allow":
+        changes = _own_changes(before, _snapshot(setup.writes), keep)
+    tail = ""
+    if output.exists():
+        with open(output, "rb") as f:
+            f.seek(max(0, output.stat().st_size - 4096))
+            tail = f.read().decode("utf-8", "replace")
+    duration = res.get("duration_end_to_end")
+    if duration is None:
+        duration = res.get("duration") or res.get("elapsed") or 0.0
+    return SideRun(
+        label,
+        res.get("exit_status"),
+        res.get("signal"),
+        tail,
+        output.stat().st_size if output.exists() else None,
+        float(duration),
+        changes,
+        error,
+        meta,
+        str(output) if output.exists() else None,
+        list(res.get("notes") or []),
+    )
 
 
 def new_scratch(root: Path, session: str) -> Path:

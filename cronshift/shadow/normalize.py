@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["RULES", "Normalizer", "Rule", "RuleError", "build_normalizer"]
+__all__ = ["RULES", "Masks", "Normalizer", "Rule", "RuleError", "build_normalizer"]
 
 _MON = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
@@ -129,6 +130,76 @@ class Normalizer:
     def describe(self) -> list[dict[str, str]]:
         return [{"name": r.name, "pattern": r.pattern.pattern, "what": r.what} for r in self.rules]
 
+    def line_spans(self, text: str, allow: Any = None) -> tuple[str, list[tuple[str, int, str]]]:
+        """Apply the rules in order to one line; (result, [(rule, occurrence, matched text)]). With `allow`
+        (a predicate on (rule, occurrence)), only the spans it allows are replaced."""
+        found: list[tuple[str, int, str]] = []
+        for rule in self.rules:
+            k = 0
+
+            def sub(m: re.Match[str], rule: Rule = rule) -> str:
+                nonlocal k
+                key = (rule.name, k)
+                k += 1
+                found.append((rule.name, key[1], m.group(0)))
+                if allow is None or allow(*key):
+                    return rule.replace(m)
+                return m.group(0)
+
+            text = rule.pattern.sub(sub, text)
+        return text, found
+
+    def spans(self, lines: Iterable[str]) -> list[list[tuple[str, int, str]]]:
+        return [self.line_spans(line)[1] for line in lines]
+
+
+USER_PREFIX = "ignore-"
+
+
+@dataclass
+class Masks:
+    """Which rule spans calibration saw vary: (channel, line, rule, occurrence). Only those are masked (user
+    rules always are), so a value shaped like noise that never varied between cron runs stays compared."""
+
+    allowed: dict[str, set[tuple[int, str, int]]] = field(default_factory=dict)
+
+    def learn(self, channel: str, per_run: list[list[list[tuple[str, int, str]]]]) -> None:
+        values: dict[tuple[int, str, int], set[str]] = {}
+        seen: dict[tuple[int, str, int], int] = {}
+        for run in per_run:
+            for ln, spans in enumerate(run):
+                for rule, k, v in spans:
+                    values.setdefault((ln, rule, k), set()).add(v)
+                    seen[(ln, rule, k)] = seen.get((ln, rule, k), 0) + 1
+        for key, vals in values.items():
+            if len(vals) > 1 or seen[key] < len(per_run):
+                self.allowed.setdefault(channel, set()).add(key)
+
+    def apply(
+        self, channel: str, ln: int, text: str, normalize: Normalizer, counts: dict[str, int] | None = None
+    ) -> str:
+        ok = self.allowed.get(channel, set())
+
+        def allow(rule: str, k: int) -> bool:
+            return rule.startswith(USER_PREFIX) or (ln, rule, k) in ok
+
+        out, found = normalize.line_spans(text, allow)
+        if counts is not None:
+            for rule, k, _v in found:
+                if allow(rule, k):
+                    counts[rule] = counts.get(rule, 0) + 1
+        return out
+
+    def to_doc(self) -> dict[str, Any]:
+        return {c: sorted([list(k) for k in s]) for c, s in sorted(self.allowed.items())}
+
+    def describe(self) -> list[str]:
+        by: dict[tuple[str, str], int] = {}
+        for c, keys in self.allowed.items():
+            for _ln, rule, _k in keys:
+                by[(c, rule)] = by.get((c, rule), 0) + 1
+        return [f"{c}: {rule} varies at {n} place(s) (masked)" for (c, rule), n in sorted(by.items())]
+
 
 def build_normalizer(
     disabled: Iterable[str] = (), ignore: Iterable[str] = (), hosts: Iterable[str] | None = None
@@ -148,7 +219,7 @@ def build_normalizer(
             rules.append(h)
     for k, rx in enumerate(ignore, 1):
         try:
-            rules.append(Rule(f"ignore-{k}", re.compile(rx), f"user rule {rx!r}"))
+            rules.append(Rule(f"{USER_PREFIX}{k}", re.compile(rx), f"user rule {rx!r}"))
         except re.error as e:
             raise RuleError(f"--ignore {rx!r}: not a regular expression: {e}") from None
     return Normalizer(tuple(rules))

@@ -3,8 +3,10 @@
 Gate (all must hold for `parity`):
 1. Calibration ran: at least 2 cron-path runs, all completed, with the same exit status (a job whose exit
    status varies between cron runs cannot be judged: inconclusive).
-2. No pair has an unexplained difference (any: `mismatch`, exit 3). Explained means only "the cron path
-   differs from itself at this very token in calibration" or a named normaliser.
+2. No pair has a real difference (any: `mismatch`, exit 3). Noise means only "the cron path differs from
+   itself at this very span or token" (A/A runs) or a rule the user named. A difference calibration cannot
+   judge (too few cron runs agreeing on a number, a channel whose structure varies, a varying binary file)
+   makes the verdict `insufficient evidence`, with what to do next.
 3. Every side of every pair ran (a side that could not run: inconclusive, with the reason).
 4. The last GATE_PAIRS (default 5) pairs all matched, consecutively.
 Otherwise `insufficient evidence` (exit 0: nothing differed, but retire's gate still refuses it).
@@ -35,11 +37,17 @@ class PairResult:
 
     @property
     def real(self) -> list[Difference]:
-        return [d for d in self.differences if d.explained is None and d.kind != "error"]
+        return [
+            d for d in self.differences if d.explained is None and d.unjudged is None and d.kind != "error"
+        ]
+
+    @property
+    def unjudged(self) -> list[Difference]:
+        return [d for d in self.differences if d.unjudged is not None]
 
     @property
     def matched(self) -> bool:
-        return not self.real and self.cron_error is None and self.event_error is None
+        return not self.real and not self.unjudged and self.cron_error is None and self.event_error is None
 
 
 @dataclass
@@ -61,7 +69,7 @@ def judge(
     calibration_errors: list[str],
     gate_pairs: int = GATE_PAIRS,
 ) -> Verdict:
-    real = [f"pair {p.index}: {d.what}" for p in pairs for d in p.real]
+    real = _once([(p.index, _key(d), d.what) for p in pairs for d in p.real], len(pairs))
     tail = 0
     for p in reversed(pairs):
         if not p.matched:
@@ -70,19 +78,47 @@ def judge(
     missing: list[str] = []
     if calibration_errors:
         missing += [f"calibration run failed to run: {e}" for e in calibration_errors]
-    if calibration_runs - len(calibration_errors) < MIN_CALIBRATION:
-        missing.append(f"calibration needs {MIN_CALIBRATION} cron-path runs; {calibration_runs} completed")
+    completed = calibration_runs - len(calibration_errors)
+    if completed < MIN_CALIBRATION:
+        missing.append(
+            f"calibration needs {MIN_CALIBRATION} completed cron-path runs; "
+            f"{completed} of {calibration_runs} "
+            "completed"
+        )
     if floor.exit_unstable:
         missing.append("the exit status varies between cron runs: this job cannot be compared run by run")
     for p in pairs:
-        for who, err in (("cron", p.cron_error), ("event", p.event_error)):
-            if err:
-                missing.append(f"pair {p.index}: the {who} side did not run: {err}")
+        if p.cron_error:
+            missing.append(f"pair {p.index}: the cron side did not run: {p.cron_error}")
+    missing += _once(
+        [(p.index, _key(d), f"cannot judge {d.what}: {d.unjudged}") for p in pairs for d in p.unjudged],
+        len(pairs),
+    )
     if real:
         return Verdict("mismatch", missing, real, tail)
     if tail < gate_pairs:
         missing.append(f"{tail} consecutive matched pair(s) at the end; the gate needs {gate_pairs}")
     return Verdict("insufficient evidence" if missing else "parity", missing, [], tail)
+
+
+def _key(d: Difference) -> str:
+    """What makes two pairs' differences the same difference: a duration is one, whatever its seconds."""
+    return d.kind if d.kind == "duration" else d.what
+
+
+def _once(items: list[tuple[int, str, str]], total: int) -> list[str]:
+    """Each difference once, with the pairs it was seen in (not once per pair)."""
+    seen: dict[str, list[int]] = {}
+    first: dict[str, str] = {}
+    for i, key, what in items:
+        seen.setdefault(key, []).append(i)
+        first.setdefault(key, what)
+    out = []
+    for key, idx in seen.items():
+        what = first[key]
+        where = f"pair {idx[0]}" if len(idx) == 1 else f"{len(idx)} of {total} pairs"
+        out.append(f"{where}: {what}")
+    return out
 
 
 def _iso(t: float) -> str:
@@ -113,6 +149,7 @@ def verdict_doc(
         "differences": v.differences,
         "missing": v.missing,
         "gate": {"consecutive_pairs": gate_pairs, "min_calibration_runs": MIN_CALIBRATION},
+        "calibration_runs": floor.runs,
         "noise_floor": floor.to_doc(),
         "noise_floor_text": floor.describe(),
         "evidence": evidence,

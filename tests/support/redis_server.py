@@ -7,10 +7,12 @@ only read and write. Each server runs with no persistence and is stopped by its 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,12 +28,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ping(port: int, timeout: float = 0.2) -> bool:
+def _ping(port: int, timeout: float = 0.2, password: str | None = None, ca: Path | None = None) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with contextlib.ExitStack() as stack:
+            s = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=timeout))
+            if ca is not None:
+                s = stack.enter_context(
+                    ssl.create_default_context(cafile=str(ca)).wrap_socket(s, server_hostname="127.0.0.1")
+                )
+            if password:
+                s.sendall(f"AUTH {password}\r\n".encode())
+                if not s.recv(16).startswith(b"+OK"):
+                    return False
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
-    except OSError:
+    except (OSError, ssl.SSLError):
         return False
 
 
@@ -42,9 +53,15 @@ class RedisServer:
     dir: Path
     proc: subprocess.Popen[bytes] = field(repr=False)
 
+    password: str | None = None
+    ca: Path | None = None  # TLS: the CA certificate clients verify the server with
+
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        if self.ca is not None:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.ca}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def pause(self) -> None:
         """SIGSTOP: the port still accepts connections (the kernel queues them) but nothing answers."""
@@ -64,24 +81,65 @@ class RedisServer:
         self.proc.wait(timeout=10)
 
 
-def start_redis(tmp_dir: Path, port: int | None = None) -> RedisServer:
-    """Start redis-server on a free loopback port and wait until it answers PING."""
+def _self_signed(tmp_dir: Path) -> Path:
+    """A certificate for 127.0.0.1 (its own CA) and its key, made with openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tmp_dir / "tls.key"),
+         "-out", str(tmp_dir / "tls.crt")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return tmp_dir / "tls.crt"
+
+
+def start_redis(
+    tmp_dir: Path,
+    port: int | None = None,
+    *,
+    password: str | None = None,
+    durable: bool = False,
+    tls: bool = False,
+) -> RedisServer:
+    """Start redis-server on a free loopback port and wait until it answers PING.
+
+    `password`: clients must AUTH (the URL carries it). `durable`: an append-only file fsynced on every
+    write in `tmp_dir`, so a server SIGKILLed and started again on the same port keeps every entry.
+    `tls`: the port speaks TLS only (a self-signed certificate; the URL is rediss:// naming its CA)."""
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server is not installed")
     tmp_dir = Path(tmp_dir)
     tmp_dir.mkdir(parents=True, exist_ok=True)
+    ca = _self_signed(tmp_dir) if tls else None
     for _ in range(5):
         p = port or free_port()
-        args = [exe, "--port", str(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = [exe, "--bind", "127.0.0.1", "--save", ""]
+        if ca is None:
+            args += ["--port", str(p)]
+        else:
+            args += [
+                "--port",
+                "0",
+                "--tls-port",
+                str(p),
+                "--tls-cert-file",
+                str(ca),
+                "--tls-ca-cert-file",
+                str(ca),
+            ]
+            args += ["--tls-key-file", str(tmp_dir / "tls.key"), "--tls-auth-clients", "no"]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
+        args += ["--requirepass", password] if password else []
         args += ["--dir", str(tmp_dir), "--daemonize", "no"]
         log = open(tmp_dir / f"redis-{p}.log", "wb")  # noqa: SIM115 - the server outlives this scope
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
-        server = RedisServer(port=p, pid=proc.pid, dir=tmp_dir, proc=proc)
+        server = RedisServer(port=p, pid=proc.pid, dir=tmp_dir, proc=proc, password=password, ca=ca)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.poll() is None:
-            if _ping(p):
+            if _ping(p, password=password, ca=ca):
                 return server
             time.sleep(0.02)
         server.stop()
