@@ -149,27 +149,26 @@ def _binding_refusals(root: Path, job: CronJob, doc: dict[str, Any]) -> list[str
     out: list[str] = []
     ev = doc.get("evidence") if isinstance(doc.get("evidence"), dict) else {}
     live = isinstance(doc.get("gate"), dict) and doc["gate"].get("mode") == "live"
-    if not live:
-        project, package, digests = ev.get("project"), ev.get("package"), ev.get("project_digests")
-        if not project or not package or not isinstance(digests, dict) or not digests:
-            out.append(
-                "no generated project was compared (the verdict names no generated files it ran): "
-                f"run `cronshift shadow-run {job.id} --project OUT`"
-            )
-        else:
-            from cronshift.shadow.celery_side import project_digests
+    # Now and live mode alike: parity counts only for the generated files that ran.
+    project, package, digests = ev.get("project"), ev.get("package"), ev.get("project_digests")
+    if not project or not package or not isinstance(digests, dict) or not digests:
+        how = "--live --project OUT --package PKG" if live else "--project OUT"
+        out.append(
+            "no generated project was compared (the verdict names no generated files it ran): "
+            f"run `cronshift shadow-run {job.id} {how}`"
+        )
+    else:
+        from cronshift.shadow.celery_side import project_digests
 
-            try:
-                now = project_digests(Path(project), str(package))
-            except OSError as e:
-                now = {}
-                out.append(f"{project}: cannot read the generated project: {e.strerror}")
-            changed = sorted(p for p in set(digests) | set(now) if digests.get(p) != now.get(p))
-            if changed:
-                more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-                out.append(
-                    f"{Path(project, changed[0])} changed since the parity run{more}: shadow-run again"
-                )
+        try:
+            now = project_digests(Path(project), str(package))
+        except OSError as e:
+            now = {}
+            out.append(f"{project}: cannot read the generated project: {e.strerror}")
+        changed = sorted(p for p in set(digests) | set(now) if digests.get(p) != now.get(p))
+        if changed:
+            more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+            out.append(f"{Path(project, changed[0])} changed since the parity run{more}: shadow-run again")
     if live:
         # Live evidence is cron's own runs of the line as it stands (its wrap is the edit that began it);
         # a changed line is a different job id or command, refused above.

@@ -97,6 +97,11 @@ def test_output_is_deterministic_and_json_schema(tmp_path: Path, debian_root: Pa
         "sync-orders",
         "pg-backup",
     ]
+    # backup-etc's file is one Debian never reads (a dot in its name) and archive-orders can never fire:
+    # cron never runs either, so generating them needs --include-never-run
+    code, _, err = run(*ids, "--root", str(debian_root), "--out", str(a), "--json", *NOW)
+    assert code == 2 and "backup.sh:2: backup-etc-4b7a190f: cron never runs this job" in err
+    ids.append("--include-never-run")
     code, stdout, _ = run(*ids, "--root", str(debian_root), "--out", str(a), "--json", *NOW)
     assert code == 0
     run(*ids, "--root", str(debian_root), "--out", str(b), "--json", *NOW)
@@ -110,7 +115,7 @@ def test_output_is_deterministic_and_json_schema(tmp_path: Path, debian_root: Pa
     gap = by_id["prune-media-cache-53c48045"]  # 20 2 * * * in Europe/Berlin: the spring gap
     assert [e["kind"] for e in gap["beat_entries"]] == ["cronsim"]
     assert gap["schedule_proof"]["identical"] and gap["schedule_proof"]["zone"] == "Europe/Berlin"
-    assert gap["schedule_proof"]["window"] == ["2026-01-01T00:00:00+01:00", "2027-01-01T00:00:00+01:00"]
+    assert gap["schedule_proof"]["window"] == ["2026-01-01T00:00:00+01:00", "2031-01-01T00:00:00+01:00"]
     daily = by_id["backup-etc-4b7a190f"]
     assert daily["beat_entries"][0]["fields"] == {
         "minute": "30", "hour": "1", "day_of_month": "*", "month_of_year": "*", "day_of_week": "*"
@@ -130,7 +135,7 @@ def test_output_is_deterministic_and_json_schema(tmp_path: Path, debian_root: Pa
 
 def test_rerun_keeps_user_edits_unless_forced(tmp_path: Path, debian_root: Path) -> None:
     out = tmp_path / "out"
-    args = ["sync-orders", "backup-etc", "--root", str(debian_root), "--out", str(out), *NOW]
+    args = ["sync-orders", "pg-backup", "--root", str(debian_root), "--out", str(out), *NOW]
     assert run(*args)[0] == 0
     edited = out / "cronjobs/jobs/sync_orders_1cbf50a2.py"
     edited.write_text(edited.read_text() + "# my change\n")
@@ -150,3 +155,116 @@ def test_on_reboot_hook_only_when_asked(tmp_path: Path, debian_root: Path) -> No
     )
     assert code == 0 and "no beat entry" in stdout
     assert 'app.send_task("cronjobs.sleep_27e8526e")' in (out / "cronjobs/app.py").read_text()
+
+
+def _warn_root(tmp_path: Path, extra: str = "") -> Path:
+    root = tmp_path / "root"
+    (root / "etc/cron.d").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc/timezone").write_text("UTC\n")
+    (root / "etc/cron.d/warn").write_text(
+        "CRON_TZ=Europe/Paris\n0 1#2 * * * root echo truncated\nTZ=Asia/Tokyo\n0 0 * * 1-5-7 root echo tz\n"
+        + extra
+    )
+    (root / "etc/cron.d/never.run").write_text("0 4 * * * root echo never\n")  # a dot: Debian skips the file
+    return root
+
+
+def test_a_job_cron_never_runs_is_refused_unless_asked(tmp_path: Path) -> None:
+    root = _warn_root(tmp_path)
+    code, out, err = run("etc/cron.d/never.run:1", "--root", str(root), "--out", str(tmp_path / "o"), *NOW)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "cron never runs this job" in err and "--include-never-run" in err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+    code, out, err = run(
+        "etc/cron.d/never.run:1", "--include-never-run", "--root", str(root), "--out", str(tmp_path / "o"),
+        "--json", *NOW,
+    )  # fmt: skip
+    assert code == 0, err
+    (job,) = json.loads(out)["jobs"]
+    assert any("cron never runs this job" in w and "bad.file" not in w for w in job["warnings"])
+    assert any(m.startswith("warning: cron never runs this job") for m in job["messages"])
+
+
+def test_scan_warnings_reach_console_json_and_readme(tmp_path: Path) -> None:
+    root = _warn_root(tmp_path)
+    code, out, err = run("--all", "--root", str(root), "--out", str(tmp_path / "o"), *NOW)
+    assert code == 0, err
+    assert "warning: hour field '1#2': cron ignores the trailing '#2'" in out
+    assert "warning: day-of-week field '1-5-7': cron ignores the trailing '-7'" in out
+    assert "warning: TZ=Asia/Tokyo only reaches the job's environment" in out
+    assert "Debian cron schedules in the system time zone" in out  # CRON_TZ ignored by Debian
+    code, out, err = run("--all", "--root", str(root), "--out", str(tmp_path / "o"), "--json", *NOW)
+    by_schedule = {j["beat_entries"][0]["fields"]["hour"]: j for j in json.loads(out)["jobs"]}
+    assert any("'1#2'" in w for w in by_schedule["1"]["warnings"])
+    readme = next((tmp_path / "o/cronjobs/jobs").glob("*.md")).read_text()
+    assert "Warning: " in readme
+
+
+def test_an_unknown_cron_tz_is_one_problem_line(tmp_path: Path) -> None:
+    root = _warn_root(tmp_path, "CRON_TZ=Mars/Olympus\n0 5 * * * root echo mars\n")
+    code, out, err = run(
+        "--all", "--root", str(root), "--dialect", "cronie", "--out", str(tmp_path / "o"), *NOW
+    )
+    assert code == 1 and "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if "Mars/Olympus" in x]
+    assert line.startswith("cronshift: etc/cron.d/warn:") and "not a time zone" in line
+    assert "CRON_TZ 'Mars/Olympus' is not a time zone this system knows: no beat entry" in out
+    scan_json = subprocess.run(
+        [sys.executable, "-m", "cronshift", "scan", "--root", str(root), "--dialect", "cronie", "--json"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert "Traceback" not in scan_json.stderr and json.loads(scan_json.stdout)["jobs"]
+
+
+def test_generated_files_are_formatted_by_construction(tmp_path: Path, debian_root: Path) -> None:
+    """No ruff at generation time (a plain install has none): the files come out passing the project's own
+    ruff check and ruff format --check, with no line past 110 characters."""
+    out = tmp_path / "o"
+    env_path = "/usr/bin:/bin"  # no ruff on PATH, none beside the interpreter is used either
+    for pkg, root, extra in (
+        ("fleet", debian_root, ["--all", "--include-never-run"]),
+        ("hostile", hostile_root(tmp_path), ["--all", "--on-reboot", "--beat", "redbeat"]),
+        ("warned", _warn_root(tmp_path / "w"), ["--all"]),
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "cronshift", "generate", *extra, "--root", str(root), "--out", str(out),
+             "--package", pkg, "--no-history", *NOW],
+            capture_output=True, text=True, env={"PATH": env_path, "HOME": str(tmp_path)}, cwd=PROJECT,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    cfg = ["--no-cache", "--config", str(out / "ruff.toml")]
+    check = subprocess.run([RUFF, "check", *cfg, str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    fmt = subprocess.run([RUFF, "format", "--check", *cfg, str(out)], capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout
+    long = [
+        f"{p}:{n}"
+        for p in out.rglob("*.py")
+        for n, x in enumerate(p.read_text().splitlines(), 1)
+        if len(x) > 110
+    ]
+    assert long == []
+
+
+def test_each_job_has_its_queue_and_the_pool_a_slot_per_job(tmp_path: Path) -> None:
+    """One shared queue with the default pool let one long job make the others miss their window."""
+    root = _warn_root(tmp_path)
+    out = tmp_path / "o"
+    code, _, err = run("--all", "--root", str(root), "--out", str(out), "--package", "qpkg", *NOW)
+    assert code == 0, err
+    script = (
+        "import json\nfrom qpkg.app import app\nc = app.conf\n"
+        "print(json.dumps({'queues': sorted(q.name for q in c.task_queues), 'routes': c.task_routes,"
+        " 'concurrency': c.worker_concurrency}))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=out,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{out}:{PROJECT}"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    tasks = sorted(got["routes"])
+    assert len(tasks) == 2 and got["concurrency"] == 2  # two jobs cron runs, one slot each
+    assert got["queues"] == sorted(["qpkg", *tasks])
+    assert all(got["routes"][t] == {"queue": t} for t in tasks)  # the job's queue is named like its task

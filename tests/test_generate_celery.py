@@ -104,8 +104,12 @@ def test_worker_runs_jobs_exactly_as_cron(
     env_file = Path(u.pw_dir) / "env.txt"
     assert env_file.stat().st_uid == u.pw_uid
     lines = env_file.read_text().splitlines()
-    expected = [f"HOME={u.pw_dir}", f"LOGNAME={u.pw_name}", f"USER={u.pw_name}", "PATH=/usr/bin:/bin"]
-    expected += ["SHELL=/bin/sh", 'GREETING=it\'s "quoted" {{x}}', f"PWD={u.pw_dir}"]
+    # Debian's cron: PAM's variables (this host's /etc/environment and locale), then cron's own; no USER
+    from cronshift.runtime.execute import pam_environment
+
+    own = {"HOME": u.pw_dir, "LOGNAME": u.pw_name, "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"}
+    own |= {"GREETING": 'it\'s "quoted" {{x}}', "PWD": u.pw_dir}
+    expected = [f"{k}={v}" for k, v in (pam_environment() | own).items()]
     assert lines == [*sorted(expected), u.pw_dir, "in", "put"]
 
     marker = tmp_path / "marker"
@@ -148,13 +152,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.mark.slow
 def test_beat_fires_every_minute_entry_on_the_minute(tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
-    """Waits for a real minute boundary: the one test that lets real beat drive a generated entry."""
+    """Waits for a real minute boundary: the one test that lets real beat drive a generated entry.
+
+    The job is yearly in cron; the user edits only its beat entry in app.py to every minute (the header
+    says "edit freely"). The entry is the one source of the schedule: the run it sends is on time, not
+    skipped as months late against a second copy of the old schedule."""
     fired = tmp_path / "fired.txt"
     root = tmp_path / "root"
     (root / "etc/cron.d").mkdir(parents=True)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     (root / "etc/timezone").write_text("UTC\n")
-    (root / "etc/cron.d/tick").write_text(f"* * * * * root date -u --iso-8601=seconds >> {fired}\n")
+    (root / "etc/cron.d/tick").write_text(f"0 0 1 1 * root date -u --iso-8601=seconds >> {fired}\n")
     out = tmp_path / "out"
     pkg = "beat_" + uuid.uuid4().hex[:6]
     r = CliRunner().invoke(
@@ -163,7 +171,10 @@ def test_beat_fires_every_minute_entry_on_the_minute(tmp_path: Path, redis_serve
          "--broker", redis_server.url, "--now", "2026-03-01T00:00"],
     )  # fmt: skip
     assert r.exit_code == 0, r.stderr
-    assert "crontab(minute=" in (out / pkg / "app.py").read_text()
+    app_py = out / pkg / "app.py"
+    yearly = 'crontab(minute="0", hour="0", day_of_month="1", month_of_year="1", day_of_week="*")'
+    assert yearly in app_py.read_text()
+    app_py.write_text(app_py.read_text().replace(yearly, "crontab()"))
     env = {**os.environ, "PYTHONPATH": f"{out}:{PROJECT}"}
     procs: list[subprocess.Popen[bytes]] = []
     try:

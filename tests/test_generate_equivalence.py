@@ -1,16 +1,35 @@
-"""Beat entries fire at cron's instants: proved by driving Celery's own schedule code for a year."""
+"""Beat entries fire at cron's instants: proved against a port of cron's own loop over a leap cycle."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from cronshift.discover.schedule import Dialect, parse
-from cronshift.generate.equivalence import celery_fires, crontab_entries, prove, translate, window_for
+from cronshift.generate.equivalence import (
+    BeatEntry,
+    CronModel,
+    celery_fires,
+    crontab_entries,
+    proof_range,
+    prove,
+    transitions,
+    translate,
+    window_for,
+)
 
-ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe")
+ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata")
 YEAR = 2026
+PROJECT = Path(__file__).resolve().parent.parent
 
 TRICKY = [
     # DOM/DOW: OR when both restricted, AND when either starts with '*'
@@ -121,8 +140,9 @@ def test_translation_fires_at_crons_instants(text: str) -> None:
         tr = translate(expr, zone, YEAR)
         assert tr.proof is not None, (zone, tr.message)
         assert tr.proof.identical, (zone, tr.proof.differences[:5])
-        assert tr.proof.fires > 0 or text == "0 0 29 2 *"  # no 29 February in 2026
-        if zone == "UTC":  # no DST: the readable stock crontab is always exact
+        assert tr.proof.fires > 0  # the range holds a leap year: '0 0 29 2 *' fires too
+        assert tr.proof.window[0].startswith("2026-01-01") and tr.proof.window[1].startswith("2031-01-01")
+        if zone in ("UTC", "Asia/Kolkata"):  # no offset change: the readable stock crontab is always exact
             assert all(e.kind == "crontab" for e in tr.entries)
 
 
@@ -147,15 +167,185 @@ def test_overlapping_split_is_caught_by_the_proof() -> None:
 def test_stock_crontab_misses_dst_gap_and_repeat_and_class_fixes_it() -> None:
     gap = parse("30 2 * * *")
     stock = prove(gap, crontab_entries(gap), "Europe/Berlin", YEAR)
-    assert list(stock.differences) == [
+    assert list(stock.differences[:2]) == [
         {"instant": "2026-03-29T03:00:00+02:00", "cron": 1, "celery": 0},
         {"instant": "2026-03-29T03:30:00+02:00", "cron": 0, "celery": 1},
     ]
+    assert len(stock.differences) == 10  # every spring of 2026-2030
     tr = translate(gap, "Europe/Berlin", YEAR)
     assert [e.kind for e in tr.entries] == ["cronsim"] and tr.proof is not None and tr.proof.identical
     rep = parse("0 * * * *")
     stock = prove(rep, crontab_entries(rep), "America/New_York", YEAR)
-    assert list(stock.differences) == [{"instant": "2026-11-01T01:00:00-05:00", "cron": 1, "celery": 0}]
+    assert stock.differences[0] == {"instant": "2026-11-01T01:00:00-05:00", "cron": 1, "celery": 0}
+    assert len(stock.differences) == 5
+
+
+def test_leap_day_job_is_proved_on_the_leap_day() -> None:
+    leap = parse("0 0 29 2 *")
+    tr = translate(leap, "Europe/Berlin", YEAR)
+    assert tr.proof is not None and tr.proof.identical and tr.proof.fires == 1  # 2028-02-29 only
+    # An entry that fires on 1 March instead is caught, though it matches cron on every other day.
+    wrong = (BeatEntry("crontab", (("minute", "0"), ("hour", "0"), ("day_of_month", "1"),
+                                   ("month_of_year", "3"), ("day_of_week", "*"))),)  # fmt: skip
+    proof = prove(leap, wrong, "Europe/Berlin", YEAR)
+    assert not proof.identical
+    assert {"instant": "2028-02-29T00:00:00+01:00", "cron": 1, "celery": 0} in proof.differences
+
+
+def _runs(text: str, zone: str, day: str) -> list[str]:
+    """Cron's runs on one local day, per the reference model, as local ISO times."""
+    start, end = proof_range(zone, YEAR)
+    model = CronModel(parse(text), zone, start, end)
+    tz = ZoneInfo(zone)
+    lo = datetime.fromisoformat(day).replace(tzinfo=tz).astimezone(UTC)
+    return [t.astimezone(tz).isoformat() for t in model.fires(lo, lo + timedelta(days=1))]
+
+
+def test_reference_follows_crons_loop_across_dst() -> None:
+    """What Debian's cron.c does at each change, as documented there (not what any library computes)."""
+    # Spring, Berlin 02:00 -> 03:00: a fixed-time job of each skipped minute runs at the change, one run
+    # per skipped match, 10 s apart; a wildcard job of a skipped minute does not run.
+    assert _runs("30 2 * * *", "Europe/Berlin", "2027-03-28") == ["2027-03-28T03:00:00+02:00"]
+    assert _runs("0 2,3 * * *", "Europe/Berlin", "2027-03-28") == [
+        "2027-03-28T03:00:00+02:00",
+        "2027-03-28T03:00:10+02:00",
+    ]
+    assert _runs("*/30 2 * * *", "Europe/Berlin", "2027-03-28") == []
+    # Autumn, New York 02:00 EDT -> 01:00 EST: wildcard jobs run in both passes, fixed-time jobs once.
+    assert _runs("*/30 1 * * *", "America/New_York", "2027-11-07") == [
+        "2027-11-07T01:00:00-04:00",
+        "2027-11-07T01:30:00-04:00",
+        "2027-11-07T01:00:00-05:00",
+        "2027-11-07T01:30:00-05:00",
+    ]
+    assert _runs("30 1 * * *", "America/New_York", "2027-11-07") == ["2027-11-07T01:30:00-04:00"]
+    # Lord Howe moves by 30 minutes: 02:00 -> 02:30 in spring, 02:00 -> 01:30 in autumn.
+    assert _runs("15 2 * * *", "Australia/Lord_Howe", "2027-10-03") == ["2027-10-03T02:30:00+11:00"]
+    assert "2027-10-03T02:00:00+11:00" not in _runs("0 * * * *", "Australia/Lord_Howe", "2027-10-03")
+    assert _runs("45 1 * * *", "Australia/Lord_Howe", "2027-04-04") == ["2027-04-04T01:45:00+11:00"]
+    assert _runs("*/45 1 * * *", "Australia/Lord_Howe", "2027-04-04") == [
+        "2027-04-04T01:00:00+11:00",
+        "2027-04-04T01:45:00+11:00",
+        "2027-04-04T01:45:00+10:30",
+    ]
+
+
+def _brute_force(text: str, zone: str, lo: datetime, hi: datetime) -> Counter[datetime]:
+    """cron.c's loop over every minute of [lo, hi) with the zone's offset at each minute (slow, small)."""
+    expr, tz = parse(text), ZoneInfo(zone)
+    wild = expr.minute_star or expr.hour_star
+    epoch = datetime(1970, 1, 1)
+
+    def local(u: datetime) -> int:
+        return int(((u.astimezone(tz).replace(tzinfo=None)) - epoch).total_seconds() // 60)
+
+    def match(v: int) -> bool:
+        return expr.matches(epoch + timedelta(minutes=v))
+
+    out: Counter[datetime] = Counter()
+    vt = local(lo - timedelta(minutes=1))
+    u = lo
+    while u < hi:
+        lt = local(u)
+        diff = lt - vt
+        if 0 < diff <= 5 or (5 < diff <= 180 and not wild):
+            n = sum(match(v) for v in range(vt + 1, lt + 1))
+            vt = lt
+        elif 5 < diff <= 180:
+            n, vt = int(match(lt)), lt
+        elif -180 < diff <= 0:
+            n = int(wild and match(lt))
+        else:
+            n, vt = int(match(lt)), lt
+        if n:
+            out[u] += n
+        u += timedelta(minutes=1)
+    return out
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
+@pytest.mark.parametrize("text", ["*/7 * * * *", "0,30 1-3 * * *", "30 2 * * 0", "*/20 2 * * *"])
+def test_structural_shortcut_equals_the_loop_over_whole_days(text: str, zone: str) -> None:
+    """The model runs cron's loop only near offset changes; over the days around each change it must give
+    exactly what the loop run on every minute gives."""
+    start, end = proof_range(zone, YEAR)
+    model = CronModel(parse(text), zone, start, end)
+    for tr in transitions(zone, start.astimezone(UTC), end.astimezone(UTC))[2:4]:
+        lo, hi = tr.at - timedelta(days=1), tr.at + timedelta(days=1)
+        got = Counter(t.replace(second=0) for t in model.fires(lo, hi))
+        assert got == _brute_force(text, zone, lo, hi), (text, zone, tr.at)
+
+
+def test_every_offset_change_in_the_range_is_found() -> None:
+    start, end = proof_range("Europe/Berlin", YEAR)
+    found = transitions("Europe/Berlin", start.astimezone(UTC), end.astimezone(UTC))
+    assert len(found) == 10 and found[0].at == datetime(2026, 3, 29, 1, tzinfo=UTC)
+    assert {(t.before, t.after) for t in found} == {(60, 120), (120, 60)}
+    start, end = proof_range("Australia/Lord_Howe", YEAR)
+    lh = transitions("Australia/Lord_Howe", start.astimezone(UTC), end.astimezone(UTC))
+    assert {(t.before, t.after) for t in lh} == {(660, 630), (630, 660)}
+    assert transitions("Asia/Kolkata", start.astimezone(UTC), end.astimezone(UTC)) == ()
+
+
+def test_cronsim_alone_is_not_the_reference() -> None:
+    """cronsim runs '0 2,3' once at a spring change where cron runs it twice: the proof, which never asks
+    cronsim what cron does, says so (the old cronsim-against-cronsim proof could not)."""
+    from cronsim import CronSim
+
+    tz = ZoneInfo("Europe/Berlin")
+    it = CronSim("0 2,3 * * *", datetime(2027, 3, 28, 0, 0, tzinfo=tz))
+    assert [next(it).isoformat() for _ in range(2)] == [
+        "2027-03-28T03:00:00+02:00",
+        "2027-03-29T02:00:00+02:00",
+    ]
+    tr = translate(parse("0 2,3 * * *"), "Europe/Berlin", YEAR)
+    assert tr.proof is not None and tr.proof.identical  # cronshift's class runs both, as cron does
+
+
+WRONG_CLASS = textwrap.dedent(
+    """
+    import sys
+    from datetime import timedelta
+
+    import cronshift.generate.equivalence as eq
+    from cronshift.runtime.schedules import cronsim_schedule
+
+    class LateByAMinute(cronsim_schedule):
+        # Deliberately wrong: every run one minute late.
+        def next_after(self, when):
+            return super().next_after(when - timedelta(minutes=1)) + timedelta(minutes=1)
+
+    eq.cronsim_schedule = LateByAMinute
+    from cronshift.__main__ import main
+
+    main(sys.argv[1:])
+    """
+)
+
+
+def test_a_wrong_schedule_class_makes_generate_exit_3(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc/cron.d").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc/timezone").write_text("Europe/Berlin\n")
+    (root / "etc/cron.d/gap").write_text("30 2 * * * root /usr/local/bin/nightly\n")
+    out = tmp_path / "out"
+    argv = ["generate", "--all", "--out", str(out), "--root", str(root), "--no-history", "--json"]
+    argv += ["--now", "2026-03-01T00:00"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", WRONG_CLASS, *argv], capture_output=True, text=True, env=env)
+    assert r.returncode == 3, r.stderr
+    job = json.loads(r.stdout)["jobs"][0]
+    assert job["beat_entries"][0]["kind"] == "cronsim"
+    proof = job["schedule_proof"]
+    assert not proof["identical"]
+    assert {"instant": "2027-03-28T03:00:00+02:00", "cron": 1, "celery": 0} in proof["differences"]
+    # The same run with the real class proves identical and exits 0.
+    ok = subprocess.run(
+        [sys.executable, "-m", "cronshift", *argv], capture_output=True, text=True, env=env, cwd=os.getcwd()
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["jobs"][0]["schedule_proof"]["identical"]
 
 
 def test_reboot_and_never_firing_have_no_entry() -> None:

@@ -119,6 +119,16 @@ def test_dst_gap_job_is_proved_in_its_zone_and_reboot_has_no_schedule(tmp_path: 
     assert f"# {boot[0]['id']}: @reboot runs when cron starts" in jobs_py
 
 
+def test_spec_carries_the_scanned_dialect_so_the_environment_is_the_crons(tmp_path: Path) -> None:
+    """A cronie host's jobs get cronie's environment (USER set), a Debian host's Debian's."""
+    for dialect in ("cronie", "debian"):
+        root = _root(tmp_path / dialect, ["0 3 * * * root echo hi"])
+        code, _doc, err = _generate(root, tmp_path / dialect / "out", "dia", "--dialect", dialect)
+        assert code == 0, err
+        (spec,) = _specs(tmp_path / dialect / "out/dia/jobs.py").values()
+        assert spec["dialect"] == dialect
+
+
 def test_rerun_keeps_user_edits_unless_forced(tmp_path: Path) -> None:
     root = _root(tmp_path, ["0 3 * * * root echo hi"])
     out = tmp_path / "out"
@@ -305,8 +315,12 @@ def test_triggered_entries_run_exactly_as_cron_and_failures_are_recorded_and_ack
     runs = wait_for(lambda: len(p.runs()) == 3 and p.runs(), why="three run records")
 
     lines = (Path(u.pw_dir) / "env.txt").read_text().splitlines()
-    expected = [f"HOME={u.pw_dir}", f"LOGNAME={u.pw_name}", f"USER={u.pw_name}", "PATH=/usr/bin:/bin"]
-    expected += ["SHELL=/bin/sh", 'GREETING=it\'s "quoted" {{x}}', f"PWD={u.pw_dir}"]
+    # Debian's cron: PAM's variables (this host's /etc/environment and locale), then cron's own; no USER
+    from cronshift.runtime.execute import pam_environment
+
+    own = {"HOME": u.pw_dir, "LOGNAME": u.pw_name, "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"}
+    own |= {"GREETING": 'it\'s "quoted" {{x}}', "PWD": u.pw_dir}
+    expected = [f"{k}={v}" for k, v in (pam_environment() | own).items()]
     assert lines == [*sorted(expected), u.pw_dir, "in", "put"]
     assert (Path(u.pw_dir) / "env.txt").stat().st_uid == u.pw_uid
     assert json.loads((Path(u.pw_dir) / "payload.json").read_text()) == hostile

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -378,6 +379,35 @@ def test_sigkilled_workers_lock_expires_and_the_next_run_proceeds(
     r = redis.Redis.from_url(redis_server.url)
     assert r.get(lock_key(p.ids["j"])) is None
     r.close()
+
+
+def test_a_redelivered_scheduled_run_that_started_is_not_run_again(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+    imported: Callable[[Project], Project],
+) -> None:
+    """The pool process running a beat-sent run dies (OOM, SIGKILL): acks_late redelivers the message, and
+    cron's rule holds: that scheduled instant is not started twice; the skip is a run record."""
+    starts = tmp_path / "starts"
+    p = imported(make_project(tmp_path, {"j": f"echo $$ >> {starts}; sleep 300"}, {}, redis_server.url))
+    p.worker("w", concurrency=1)
+    now = time.time()
+    sf = now - now % 60
+    pending = p.task("j").apply_async(kwargs={"scheduled_for": sf})
+    pid = int(wait_for(lambda: starts.exists() and starts.read_text().split(), "the run started")[0])
+    pool_child = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # the job's parent
+    os.kill(pool_child, signal.SIGKILL)  # reject_on_worker_lost: the message goes back to the queue
+    pending.get(timeout=60, propagate=False)
+    recs = wait_for(lambda: [r for r in p.runs("j") if "redelivered" in r.extra.get("skipped", "")], "skip")
+    assert recs[0].scheduled_for == sf
+    assert starts.read_text().split() == [str(pid)]  # started once
+    shown = subprocess.run(
+        [sys.executable, "-m", "cronshift", "show", p.ids["j"], "--root", str(tmp_path / "root"),
+         "--store", str(p.ledger), "--json"],
+        capture_output=True, text=True, cwd=PROJECT, check=True,
+    )  # fmt: skip
+    (skip,) = [x for x in json.loads(shown.stdout)["skipped"] if "redelivered" in x["reason"]]
+    assert skip["scheduled_for"].startswith(datetime.fromtimestamp(sf, UTC).strftime("%Y-%m-%dT%H:%M"))
 
 
 def test_two_redbeat_beats_fire_each_instant_once(

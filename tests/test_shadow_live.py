@@ -117,6 +117,15 @@ def evaluate(root: Path, job: CronJob, until: datetime, gate: int = 5) -> live.L
     )
 
 
+def generated(root: Path) -> list[str]:
+    """A generated project beside the root (its files are what a live parity verdict is bound to)."""
+    pkg = root.parent / "gen" / "jobs"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "app.py").write_text("# the generated Celery app\n")
+    return ["--project", str(root.parent / "gen"), "--package", "jobs"]
+
+
 def setup_live(root: Path, line: int, *extra: str) -> Any:
     job = job_at(root, line)
     return CliRunner().invoke(
@@ -147,7 +156,7 @@ def test_live_refuses_without_an_explicit_side_effect_mode_and_changes_nothing(r
 
 def test_live_wraps_the_cron_line_and_records_the_shadow_live_document(root: Path) -> None:
     job = job_at(root, 2)
-    r = setup_live(root, 2, "--mode", "allow", "--project", "/srv/gen", "--package", "jobs")
+    r = setup_live(root, 2, "--mode", "allow", *generated(root))
     assert r.exit_code == 0, r.output
     line = (root / "etc/cron.d/live").read_text().splitlines()[1]
     (wrapper,) = Path(root, SHIM_DIR).glob("py-*/cronshift")  # the same wrapper resolution as `wrap`
@@ -190,7 +199,7 @@ def test_live_refuses_a_line_wrap_cannot_take(root: Path) -> None:
 def test_faithful_sequence_reaches_parity_and_opens_the_retire_gate(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert setup_live(root, 2, "--mode", "allow").exit_code == 0
+    assert setup_live(root, 2, "--mode", "allow", *generated(root)).exit_code == 0
     job = job_at(root, 2)
     ts = instants(6)
     for t in ts:
@@ -215,6 +224,31 @@ def test_faithful_sequence_reaches_parity_and_opens_the_retire_gate(
         ],
     )
     assert text.exit_code == 0 and "parity" in text.stdout and "instant" in text.stdout
+    # The verdict holds for the generated files the live worker ran, not for an edited project.
+    app = root.parent / "gen/jobs/app.py"
+    app.write_text(app.read_text() + "# edited after the parity run\n")
+    gate = shadow_gate(root, job_at(root, 2), store=store(root))
+    assert not gate.ok and any("changed since the parity run" in m for m in gate.missing), gate.missing
+
+
+def test_live_parity_without_a_generated_project_never_opens_the_gate(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert setup_live(root, 2, "--mode", "allow").exit_code == 0
+    job = job_at(root, 2)
+    ts = instants(6)
+    for t in ts:
+        cron_fire(root, job, t)
+        event_fire(root, job, t, monkeypatch)
+    r = report(root, job, ts[-1] + timedelta(minutes=4))
+    assert r.exit_code == 0 and json.loads(r.stdout)["verdict"]["verdict"] == "parity", r.output
+    gate = shadow_gate(root, job_at(root, 2), store=store(root))
+    assert not gate.ok and any("no generated project was compared" in m for m in gate.missing)
+
+
+def test_live_refuses_a_project_without_its_package(root: Path) -> None:
+    r = setup_live(root, 2, "--mode", "allow", "--project", str(root.parent / "nowhere"), "--package", "jobs")
+    assert r.exit_code == 2 and "no generated package" in r.stderr
 
 
 def test_a_missing_event_fire_is_a_mismatch_with_exit_3(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

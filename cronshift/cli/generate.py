@@ -22,7 +22,13 @@ from cronshift.cli.common import (
 )
 from cronshift.cli.output import Env, ExitStatus, busy, emit_json, fail
 from cronshift.discover.lookup import JobNotFound, find_job
-from cronshift.generate.celery import DEFAULT_BROKER, GenerateResult, generate_project
+from cronshift.generate.celery import (
+    DEFAULT_BROKER,
+    GenerateResult,
+    generate_project,
+    never_run_refusal,
+    unknown_zone,
+)
 from cronshift.generate.plan import (
     PolicyError,
     parse_policy_options,
@@ -58,6 +64,9 @@ def generate(
         bool, typer.Option("--on-reboot", help="Send @reboot jobs from a worker_ready hook.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files edited since generation.")] = False,
+    include_never_run: Annotated[
+        bool, typer.Option("--include-never-run", help="Generate jobs cron never runs (with a warning).")
+    ] = False,
     target: Annotated[
         Target, typer.Option("--target", help="celery, or streams (a Redis Streams consumer).")
     ] = Target.CELERY,
@@ -130,12 +139,16 @@ def generate(
             fail(env, str(e), ExitStatus.USAGE)
     else:
         fail(env, "name at least one job, or pass --all", ExitStatus.USAGE)
+    refusal = None if include_never_run else never_run_refusal(chosen)
+    if refusal is not None:
+        fail(env, refusal, ExitStatus.USAGE)
     for t in triggers:
         if t.job is not None and not any(j.id.startswith(t.job) for j in chosen):
             fail(env, f"--trigger '{t.job}=…': no job generated here has an id starting with '{t.job}'",
                  ExitStatus.USAGE)  # fmt: skip
     tz = result.system_timezone or "UTC"
     year = clock(now, tz).year
+    bad_zones = [(j, unknown_zone(j.timezone)) for j in chosen if j.timezone]
     if target == "streams":
         # Flags that only mean something to Celery: refused rather than silently ignored.
         celery_only = {"--broker": broker != DEFAULT_BROKER, "--beat": beat != "celery",
@@ -195,7 +208,10 @@ def generate(
         env.stderr.write(
             f"cronshift: {out / rel}: edited since it was generated; left alone (--force overwrites)\n"
         )
-    if res.kept:
+    for j, problem in bad_zones:
+        if problem is not None:
+            env.stderr.write(f"cronshift: {j.source}: {problem}: no beat entry for {j.id}\n")
+    if res.kept or any(p for _j, p in bad_zones):
         raise SystemExit(int(ExitStatus.ERROR))
     if res.proofs_differ:
         raise SystemExit(int(ExitStatus.DIFFERENCES))
@@ -215,6 +231,7 @@ def to_json(res: GenerateResult) -> dict[str, Any]:
                 "beat_entries": [e.to_dict() for e in j.entries],
                 "schedule_proof": None if j.translation.proof is None else j.translation.proof.to_dict(),
                 "messages": list(j.messages),
+                "warnings": list(getattr(j, "warnings", ())),
                 **({"policies": j.policies} if getattr(j, "policies", None) else {}),
             }
             for j in res.jobs

@@ -32,6 +32,7 @@ from cronshift.discover.schedule import parse as parse_schedule
 from cronshift.history.ledger import DEFAULT_STORE, open_ledger
 from cronshift.model import CronJob, Format, ScanResult
 from cronshift.shadow import live
+from cronshift.shadow.celery_side import project_digests
 from cronshift.shadow.live import DEFAULT_GRACE, LIVE_KIND
 from cronshift.shadow.normalize import RuleError, build_normalizer
 from cronshift.shadow.store import OBSERVATION_KIND, VERDICT_KIND, read_report, write_verdict_file
@@ -182,6 +183,11 @@ def _live_setup(
     if why:
         fail(env, why, ExitStatus.USAGE)
     _expr(env, result, j)
+    digests: dict[str, str] = {}
+    if project is not None:
+        if not package or not (project / package).is_dir():
+            fail(env, f"--project {project}: no generated package {package!r} there", ExitStatus.USAGE)
+        digests = project_digests(project, package)
     t = clock(now, result.system_timezone)
     # The wrapper on the line must write where --report reads: name the store unless it is the default.
     store_abs = None if redis else os.path.abspath(store or os.path.join(str(root), DEFAULT_STORE))
@@ -221,6 +227,9 @@ def _live_setup(
         redis_url=redis,
         wrapped_now=not wrapped,
         session=session,
+        project=None if project is None else str(project.resolve()),
+        package=package,
+        project_digests=digests,
     )
     with open_ledger(root, store=store, redis_url=redis) as led:
         led.put(LIVE_KIND, j.id, doc)
@@ -391,10 +400,9 @@ def _live_report(
         gate_pairs=gate_pairs,
         compare_output=setup.get("mode") != "dry-run",
     )
-    evidence = {
-        k: setup.get(k)
-        for k in ("mode", "dry_run_flag", "started_iso", "store", "redis", "session", "inner_command")
-    }
+    kept = ("mode", "dry_run_flag", "started_iso", "store", "redis", "session", "inner_command")
+    bound = ("project", "package", "project_digests")  # what retire's gate binds the verdict to
+    evidence = {k: setup.get(k) for k in (*kept, *bound)}
     evidence |= {"writes": [], "rules": norm.names, "ignore": list(ignore or ())}
     doc = live.live_doc(rep, command=j.command, setup=evidence, now=t_now)
     led.put(VERDICT_KIND, j.id, doc)

@@ -76,6 +76,7 @@ def show(
                 "job": job_to_dict(j, d, nxt, score=sc, metrics=m.to_dict()) | {"advice": adv.to_dict()},
                 "runs": [_run_dict(r, t) for r in runs],
                 "triggers": fired,
+                "skipped": [_skip_dict(r, t) for r in ev.skipped_runs.get(j.id, [])[-last:]],
                 "retirement": gone.to_dict() if gone else None,
             },
         )
@@ -114,6 +115,7 @@ def show(
     _runs(env, runs, t)
     if fired:
         _triggers(env, fired, t)
+    _skips(env, ev.skipped_runs.get(j.id, [])[-last:], t)
 
 
 def _when(ts: float | None, now: datetime) -> str:
@@ -252,6 +254,25 @@ def _pairing(r: RunRecord) -> str:
         n = r.extra.get("open_runs", "1")
         return ", inferred (only open run)" if n == "1" else f", inferred (oldest of {n} open)"
     return ", exact (pid)" if how == "exact" else ""
+
+
+def _skips(env: Env, skips: list[RunRecord], now: datetime) -> None:
+    if not skips:
+        return
+    tab = Table(title=f"last {len(skips)} runs a policy skipped", title_justify="left")
+    for col in ("scheduled for", "decided", "why"):
+        tab.add_column(col)
+    for r in skips:
+        sf = "—" if r.scheduled_for is None else _when(r.scheduled_for, now)
+        tab.add_row(sf, _when(r.start, now), escape(str(r.extra.get("skipped", ""))))
+    env.out.print(tab)
+
+
+def _skip_dict(r: RunRecord, now: datetime) -> dict[str, Any]:
+    """A run a policy decided not to start (missed window, overlap, duplicate, redelivery)."""
+    sf = r.scheduled_for
+    return {"at": _iso(r.start, now), "scheduled_for": None if sf is None else _iso(sf, now),
+            "reason": r.extra.get("skipped", "")}  # fmt: skip
 
 
 def _run_dict(r: RunRecord, now: datetime) -> dict[str, Any]:

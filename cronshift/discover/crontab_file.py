@@ -113,16 +113,29 @@ def parse_line(raw: bytes, number: int, fmt: Format, dialect: Dialect = Dialect.
         name = (
             m.group(1) if m.group(1) is not None else (m.group(2) if m.group(2) is not None else m.group(3))
         )
-        return Line(number, raw, Kind.ENV, text, name=name, value=_env_value(m.group(4)))
+        raw_value = m.group(4).strip(" \t\r") if m.group(4).endswith("\r") else m.group(4).strip(" \t")
+        if (
+            dialect is Dialect.DEBIAN
+            and raw_value[:1] in ("'", '"')
+            and (len(raw_value) < 2 or raw_value[-1] != raw_value[0])
+        ):
+            # Seen with Debian's cron beside this parser: an unterminated quote makes the whole file ignored.
+            msg = f"unterminated quote in the value of {name}: Debian cron ignores this whole file"
+            return Line(number, raw, Kind.PROBLEM, text, message=msg)
+        return Line(number, raw, Kind.ENV, text, name=name, value=_env_value(m.group(4), dialect))
     if fmt is Format.ANACRONTAB:
         return _anacron_job(raw, number, text)
     return _job(raw, number, text, fmt, dialect)
 
 
-def _env_value(v: str) -> str:
+def _env_value(v: str, dialect: Dialect = Dialect.DEBIAN) -> str:
     v = v.strip(" \t\r") if v.endswith("\r") else v.strip(" \t")
     if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
         v = v[1:-1]
+        if dialect is Dialect.DEBIAN:
+            v = v.rstrip(
+                " \t"
+            )  # Debian's cron also strips blanks inside the closing quote (seen: A="x  " -> x)
     return v
 
 

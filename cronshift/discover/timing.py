@@ -45,4 +45,7 @@ def upcoming(
         expr = parse(job.schedule, Dialect(dialect))
     except ScheduleError:
         return []
-    return next_fires(expr, job.timezone or tz, now, n)
+    try:
+        return next_fires(expr, job.timezone or tz, now, n)
+    except ScheduleError:  # an unknown CRON_TZ: no upcoming runs to show (generate reports it)
+        return []

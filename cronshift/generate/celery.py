@@ -36,6 +36,104 @@ _env = jinja2.Environment(
     autoescape=False,
 )
 _env.filters["pyrepr"] = lambda v: pyrepr(v)
+_env.filters["chunks"] = lambda v: string_chunks(v)
+_env.filters["comment"] = lambda v, indent="": comment_lines(v, indent)
+_env.filters["docstring"] = lambda v, indent="": docstring_lines(v, indent)
+_env.filters["call"] = lambda v, prefix, indent: call_lines(v, prefix, indent)
+_env.filters["wrap"] = lambda v: "\n".join(
+    __import__("textwrap").wrap(v, LINE, break_long_words=False, break_on_hyphens=False)
+)
+_env.filters["natural"] = lambda v, attr: sorted(v, key=lambda x: natural_key(x[attr]))
+
+LINE = 110  # the generated project's line length (its ruff.toml): files are written formatted, no ruff needed
+
+
+def string_chunks(text: str, width: int = LINE - 8) -> list[str]:
+    """`text` as Python string literals of at most `width` characters, to concatenate implicitly.
+
+    Cut between characters of the value, never inside an escape, so each piece is a valid literal."""
+    out: list[str] = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + width)
+        while end > start + 1 and len(pyrepr(text[start:end])) > width:
+            end -= max(1, (len(pyrepr(text[start:end])) - width + 1) // 2)
+        out.append(pyrepr(text[start:end]))
+        start = end
+    return out or ['""']
+
+
+def comment_lines(text: str, indent: str = "") -> str:
+    """A # comment wrapped at the line length (continuation lines indented, as the templates write)."""
+    import textwrap
+
+    first = indent + "# "
+    lead = len(text) - len(text.lstrip(" "))
+    return "\n".join(
+        textwrap.wrap(
+            text.strip(),
+            LINE,
+            initial_indent=first + " " * lead,
+            subsequent_indent=indent + "#   ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    )
+
+
+def docstring_lines(text: str, indent: str = "") -> str:
+    """A docstring: one line if it fits, else its first sentence, a blank line, the rest wrapped, and the
+    closing quotes alone (ruff format joins a one-paragraph docstring back onto one line)."""
+    import textwrap
+
+    one = f'{indent}"""{text}"""'
+    if len(one) <= LINE:
+        return one
+    summary, _, rest = text.partition(". ")
+    body = textwrap.wrap(rest, LINE - len(indent), break_long_words=False, break_on_hyphens=False)
+    lines = [f'{indent}"""{summary}.', "", *(indent + b for b in body)]
+    return "\n".join([*lines, f'{indent}"""'])
+
+
+def call_lines(call: str, prefix: str, indent: str) -> str:
+    """`prefix + call + ","` laid out as ruff format lays it out at the line length.
+
+    `call` is `name(arg, arg, ...)` with simple arguments (no nested commas outside quotes)."""
+    one = f"{indent}{prefix}{call},"
+    if len(one) <= LINE:
+        return one
+    name, _, rest = call.partition("(")
+    args = rest[:-1]
+    inner = indent + "    "
+    if len(inner + args) <= LINE:
+        return f"{indent}{prefix}{name}(\n{inner}{args}\n{indent}),"
+    parts = _split_args(args)
+    return f"{indent}{prefix}{name}(\n" + "".join(f"{inner}{p},\n" for p in parts) + f"{indent}),"
+
+
+def _split_args(args: str) -> list[str]:
+    out, cur, quote = [], "", ""
+    for ch in args:
+        if quote:
+            cur += ch
+            if ch == quote and not cur.endswith("\\" + quote):
+                quote = ""
+        elif ch in "\"'":
+            quote, cur = ch, cur + ch
+        elif ch == ",":
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return [*out, cur.strip()] if cur.strip() else out
+
+
+def natural_key(s: str) -> list[Any]:
+    """isort's (and ruff's) natural order: digit runs compare as numbers ('x_6a' before 'x_58')."""
+    # natord, which ruff uses: a digit run with a leading zero compares digit by digit, before the others
+    return [
+        (t[:1] != "0", int(t) if t[:1] != "0" else t) if t.isdigit() else t for t in re.split(r"(\d+)", s)
+    ]
 
 
 def pyrepr(value: Any) -> str:
@@ -57,6 +155,7 @@ class JobOutput:
     entries: tuple[BeatEntry, ...]
     messages: tuple[str, ...]
     policies: dict[str, Any] | None = field(default=None, hash=False, compare=False)  # value + why each
+    warnings: tuple[str, ...] = ()  # what the scan knows that changes or doubts the job (also in messages)
 
 
 @dataclass
@@ -70,6 +169,51 @@ class GenerateResult:
     @property
     def proofs_differ(self) -> bool:
         return any(j.translation.proof is not None and not j.translation.proof.identical for j in self.jobs)
+
+
+def unknown_zone(zone: str) -> str | None:
+    """One line when `zone` (a CRON_TZ) is no time zone this system knows; None when it is fine."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if zone in ("UTC", "Etc/UTC", ""):
+        return None
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return f"CRON_TZ '{one_line(zone)}' is not a time zone this system knows"
+    return None
+
+
+def job_warnings(job: CronJob, expr: CronExpr | None, dialect: Dialect) -> tuple[str, ...]:
+    """What the scan knows that generate must say: cron never runs it, fields cron truncates, a CRON_TZ
+    or TZ= that does not move the schedule, and the scan's own warnings about the line."""
+    out: list[str] = []
+    if not job.runs:
+        out.append(
+            f"cron never runs this job ({'; '.join(job.why_not)}); generated because of --include-never-run"
+        )
+    if expr is not None:
+        out.extend(expr.notes)  # e.g. Debian keeps '1' of '1#2' and '1-5' of '1-5-7', silently
+    for name, value in job.env:
+        if name == "TZ":
+            where = "CRON_TZ or the system" if dialect is Dialect.CRONIE else "the system"
+            out.append(
+                f"TZ={value} only reaches the job's environment: cron schedules it in {where} time zone"
+            )
+    out.extend(job.warnings)
+    return tuple(dict.fromkeys(out))
+
+
+def never_run_refusal(jobs: list[CronJob]) -> str | None:
+    """One line refusing the first job cron never runs (generate needs --include-never-run for it)."""
+    for job in jobs:
+        if not job.runs:
+            why = "; ".join(job.why_not) or "cron never runs it"
+            return (
+                f"{job.source}: {job.id}: cron never runs this job ({why}); pass --include-never-run to "
+                "generate it anyway"
+            )
+    return None
 
 
 def slug(job_id: str) -> str:
@@ -106,7 +250,9 @@ def expr_for(job: CronJob, dialect: Dialect) -> tuple[CronExpr | None, tuple[str
     return parse(job.schedule, dialect), tuple(notes)
 
 
-def job_spec(job: CronJob, plan: Any, schedule: dict[str, str] | None = None) -> dict[str, Any]:
+def job_spec(
+    job: CronJob, plan: Any, schedule: dict[str, str] | None = None, dialect: str = "debian"
+) -> dict[str, Any]:
     policy = dict(plan.policy()) if hasattr(plan, "policy") else {}
     if schedule:
         policy["schedule"] = schedule  # catch-up sends one run per missed instant of this schedule
@@ -122,6 +268,7 @@ def job_spec(job: CronJob, plan: Any, schedule: dict[str, str] | None = None) ->
         "overlap": plan.overlap,
         "time_limit": plan.time_limit,
         "source": str(job.source),
+        "dialect": str(dialect),  # the runtime builds the environment as this cron does
     }
 
 
@@ -143,9 +290,10 @@ def render_project(
     outs: list[JobOutput] = []
     ctx_jobs: list[dict[str, Any]] = []
     reboot: list[dict[str, Any]] = []
-    stamps: list[dict[str, Any]] = []
     policies: list[str] = []
     longest = 0
+    proved = _translate_in_parallel(jobs, timezone, dialect, year)
+    used_plans: list[Plan] = []
     for job in sorted(jobs, key=lambda j: j.id):
         name = slug(job.id)
         module, task = f"{package}.jobs.{name}", f"{package}.{name}"
@@ -154,13 +302,22 @@ def render_project(
             expr, notes = expr_for(job, dialect)
         except ScheduleError as e:
             expr, notes = None, (f"cron rejects this schedule: {e}",)
-        if expr is None:
+        zone_bad = unknown_zone(zone)
+        if zone_bad is not None:
+            tr = Translation((), None, f"{zone_bad}: no beat entry")
+        elif expr is None:
             tr = Translation((), None, "; ".join(notes) or "no schedule")
         elif zone != timezone and not expr.reboot:
             tr = _other_zone(expr, zone, year)
         else:
-            tr = translate(expr, zone, year)
-        messages = (*notes, *((tr.message,) if tr.message else ()), *tr.notes)
+            tr = proved.get(expr) or translate(expr, zone, year)
+        warns = job_warnings(job, expr, dialect)
+        messages = (
+            *(f"warning: {w}" for w in warns),
+            *notes,
+            *((tr.message,) if tr.message else ()),
+            *tr.notes,
+        )
         if expr is not None and expr.reboot:
             extra = "a worker_ready hook in app.py sends it each time a worker starts" if on_reboot else (
                 "nothing sends it; pass --on-reboot for a worker_ready hook")  # fmt: skip
@@ -169,10 +326,7 @@ def render_project(
                 reboot.append({"task": task})
         plan = (plans or {}).get(job.id) or plan_for(job)
         longest = max(longest, plan.celery_limit)
-        cexpr = None if expr is None or expr.reboot else expr.cronsim_expr()
-        schedule = {"expr": cexpr, "zone": zone} if cexpr else None
-        if tr.entries:
-            stamps.append({"task": task, "expr": cexpr, "zone": zone})
+        used_plans.append(plan)
         policies.append(plan.missed)
         entries = tuple(BeatEntry(e.kind, e.fields, e.expr, e.zone, e.why) for e in tr.entries)
         named = [
@@ -185,12 +339,14 @@ def render_project(
             if proof is None
             else (
                 f"identical to cron over {proof.window[0]} .. {proof.window[1]} in {proof.zone} "
-                f"({proof.fires} fires, computed by Celery's own schedule code against cronsim)"
+                f"({proof.fires} fires; tables compared, Celery's own schedule code driven across "
+                f"{proof.transitions} offset change(s) and each month boundary against a port of cron's loop)"
                 if proof.identical
                 else f"DIFFERS from cron at {len(proof.differences) + proof.more_differences} instant(s)"
             )
         )
-        spec_json = json.dumps(job_spec(job, plan, schedule), ensure_ascii=True, sort_keys=True)
+        # No schedule in the spec: the beat entries in app.py are the only copy (the runtime reads them).
+        spec_json = json.dumps(job_spec(job, plan, dialect=dialect), ensure_ascii=True, sort_keys=True)
         ctx = {
             "id": job.id, "func": name, "module": module, "task": task, "package": package,
             "source": str(job.source), "user": job.user, "shell": job.shell, "schedule_text": job.schedule,
@@ -198,14 +354,14 @@ def render_project(
             "overlap_why": plan.overlap_why, "time_limit": plan.time_limit, "limit_why": plan.limit_why,
             "celery_limit": plan.celery_limit, "entries": named, "plan": _plan_ctx(plan),
             "no_entry": "; ".join(messages) or "none",
-            "notes": messages, "proof_line": proof_line,
+            "notes": messages[len(warns):], "warnings": warns, "proof_line": proof_line,
             "command": (job.command.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")),
             "fence": "`" * max(3, 1 + max((len(m) for m in re.findall("`+", job.command)), default=0)),
         }  # fmt: skip
         ctx_jobs.append(ctx)
         files[f"{package}/jobs/{name}.py"] = _env.get_template("job.py.j2").render(**_safe_doc(ctx))
         files[f"{package}/jobs/{name}.md"] = _env.get_template("README.md.j2").render(**ctx)
-        outs.append(JobOutput(job.id, task, module, tr, entries, messages, _plan_json(plan)))
+        outs.append(JobOutput(job.id, task, module, tr, entries, messages, _plan_json(plan), warns))
     uses = {e.kind for o in outs for e in o.entries}
     files[f"{package}/__init__.py"] = '"""Celery tasks generated by cronshift from cron jobs."""\n'
     files[f"{package}/jobs/__init__.py"] = '"""One module per cron job."""\n'
@@ -214,12 +370,77 @@ def render_project(
         timezone=timezone, uses_crontab="crontab" in uses, uses_cronsim="cronsim" in uses,
         longest_limit=longest, visibility_timeout=longest + VISIBILITY_MARGIN,
         deadline=STARTING_DEADLINE if all(p == "skip" for p in policies) else None,
-        reboot_jobs=reboot, stamps=stamps, redbeat=beat == "redbeat", state_redis=state_redis,
+        concurrency=max(1, sum(p.concurrency for p in used_plans)),
+        concurrency_why=f"{len(used_plans)} job(s)",
+        reboot_jobs=reboot, redbeat=beat == "redbeat", state_redis=state_redis,
         redbeat_cronsim=beat == "redbeat" and "cronsim" in uses,
     )  # fmt: skip
     files[f"{package}/triggers.py"] = _env.get_template("triggers.py.j2").render(jobs=ctx_jobs)
+    for rel, text in files.items():
+        if rel.endswith(".py"):
+            files[rel] = text.rstrip("\n") + "\n"  # one newline at the end, whatever the last block was
     files["ruff.toml"] = RUFF_TOML
-    return ruff_format(files, package), outs
+    files["requirements.txt"] = requirements(beat)
+    return files, outs
+
+
+_PARALLEL_FROM = 64  # distinct schedules; below this a second process costs more than it saves
+
+
+def _translate_one(args: tuple[CronExpr, str, int]) -> Translation:
+    return translate(*args)
+
+
+def _translate_in_parallel(
+    jobs: list[CronJob], timezone: str, dialect: Dialect, year: int
+) -> dict[CronExpr, Translation]:
+    """Prove the app zone's distinct schedules on two processes when there are many (a varied fleet).
+
+    Proofs are pure and deterministic, so the result is the same as proving them one by one."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    exprs: dict[CronExpr, None] = {}
+    for job in jobs:
+        if (job.timezone or timezone) != timezone:
+            continue
+        try:
+            expr, _notes = expr_for(job, dialect)
+        except ScheduleError:
+            continue
+        if expr is not None and not expr.reboot and expr.can_fire():
+            exprs[expr] = None
+    workers = min(2, len(os.sched_getaffinity(0)))
+    if len(exprs) < _PARALLEL_FROM or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return {}
+    keys = list(exprs)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as ex:
+        done = ex.map(_translate_one, [(e, timezone, year) for e in keys], chunksize=8)
+        return dict(zip(keys, done, strict=True))
+
+
+def requirements(beat: str = "celery") -> str:
+    """What a worker or beat host installs: the runtime alone (no CLI dependencies), pinned to the cronshift
+    that generated the code, and Celery as tested with it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def pinned(name: str, fallback: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return fallback
+
+    lines = [
+        "# Generated by cronshift generate: what workers and beat need to run this project.",
+        "# cronshift-runtime (cronshift.runtime without the CLI's dependencies) is built from the cronshift",
+        "# repository: pip install <cronshift checkout>/packaging/cronshift-runtime",
+        f"cronshift-runtime=={pinned('cronshift', '0.1.0')}",
+        f"celery[redis]=={pinned('celery', '5.4.0')}",
+    ]
+    if beat == "redbeat":
+        lines.append(f"celery-redbeat=={pinned('celery-redbeat', '2.2.0')}")
+    return "\n".join(lines) + "\n"
 
 
 RUFF_TOML = """# Lint and format settings for this generated project (cronshift writes code that passes them).
@@ -264,6 +485,7 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
         "missed": {"value": plan.missed, "why": plan.missed_why, "starting_deadline": plan.starting_deadline},
         "retries": {"retry_on": list(plan.retry_on), "max_retries": plan.max_retries, "why": plan.retry_why},
         "max_deliveries": {"value": plan.max_deliveries, "why": plan.delivery_why},
+        "concurrency": {"value": plan.concurrency, "why": plan.concurrency_why},
         "overridden": list(plan.overridden),
     }
 
@@ -271,7 +493,7 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
 def _plan_ctx(plan: Plan) -> dict[str, Any]:
     """The plan's values and reasons, each reason safe inside a # comment."""
     out: dict[str, Any] = {k: getattr(plan, k) for k in plan.__slots__ if not k.endswith("_why")}  # type: ignore[attr-defined]
-    for k in ("overlap_why", "limit_why", "missed_why", "retry_why", "delivery_why"):
+    for k in ("overlap_why", "limit_why", "missed_why", "retry_why", "delivery_why", "concurrency_why"):
         out[k] = one_line(getattr(plan, k))
     out["hard_limit"], out["retry_on"] = plan.hard_limit, list(plan.retry_on)
     return out

@@ -1,27 +1,52 @@
 """Cron schedule -> Celery beat entries, and the proof that they fire at cron's instants.
 
-The proof drives Celery's own schedule code (`remaining_estimate`, then `is_due` at the instant it names)
-with a controllable clock, exactly as beat does: after each send beat sets `last_run_at` to now. Every
-instant counts, duplicates included, and is compared with cronsim (the reference for cron) over one
-calendar year, which holds both DST changes of any zone that has them.
+The reference is cron itself, not the code under test: `CronModel` ports the minute loop of Debian cron's
+cron.c (shared by cronie) over the field sets `discover.schedule` parsed the way cron parses them. Each
+minute cron compares local wall-clock time with its "virtual time": one minute on runs every job of that
+minute; a jump forward of 6-180 minutes (spring) runs the wildcard jobs (minute or hour starting with '*')
+of the new minute and every fixed-time job of each skipped minute; a jump back (autumn) runs only
+wildcard jobs until the clock catches up; smaller or larger jumps follow cron's other two branches.
+
+The proof covers a full leap cycle (2027-2030, and the generation year): wherever the zone's offset does
+not change, cron fires exactly at the local wall-clock minutes its table selects, and so must the beat
+entry. So the proof is structural there (the entry's field sets, as Celery or cronsim parsed them, are
+compared with cron's, including the day-of-month/day-of-week rule), and simulated only where structure
+cannot speak: around every offset change of the zone in the range (cron's loop is run minute by minute,
+and beat's schedule code is driven from the fire before the change to the second fire after it) and
+across every month boundary (beat's date roll-over, leap days included). Memory stays bounded per job:
+no full list of instants is ever built.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from celery import Celery
 from celery.schedules import BaseSchedule, crontab
 
-from cronshift.discover.schedule import CronExpr, compress, fires_between
+from cronshift.discover.schedule import CronExpr, compress
 from cronshift.runtime.schedules import cronsim_schedule
 
-__all__ = ["BeatEntry", "Proof", "Translation", "celery_fires", "prove", "translate"]
+__all__ = [
+    "PROOF_YEARS",
+    "BeatEntry",
+    "CronModel",
+    "Proof",
+    "Translation",
+    "celery_fires",
+    "proof_range",
+    "prove",
+    "translate",
+]
 
+PROOF_YEARS = (2027, 2031)  # [2027-01-01, 2031-01-01): a full leap cycle (2028 is a leap year)
 _ALL = {
     "minute": frozenset(range(60)),
     "hour": frozenset(range(24)),
@@ -31,11 +56,18 @@ _ALL = {
 }
 _LOW = {"minute": 0, "hour": 0, "day_of_month": 1, "month_of_year": 1, "day_of_week": 0}
 _MAX_DIFFERENCES = 50  # the report names the first ones and counts the rest
+_EPOCH = datetime(1970, 1, 1)
+_MINUTE = timedelta(minutes=1)
+_SECOND = timedelta(seconds=1)
+_MINUTES = tuple(timedelta(minutes=m) for m in range(60))
+_ORD_1970 = date(1970, 1, 1).toordinal()
+_CATCH_UP = timedelta(seconds=10)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
 class BeatEntry:
-    """One beat entry: a stock crontab (kind 'crontab', `fields`) or the cronsim class (kind 'cronsim')."""
+    """One beat entry: a stock crontab (kind 'crontab', `fields`) or cronshift's class (kind 'cronsim')."""
 
     kind: str
     fields: tuple[tuple[str, str], ...] = ()  # crontab kwargs in order, values as Celery spec strings
@@ -49,10 +81,10 @@ class BeatEntry:
         return crontab(**dict(self.fields), app=app)
 
     def source(self) -> str:
-        """The Python expression the generated app.py uses for this entry."""
+        """The Python expression the generated app.py uses for this entry (quoted as ruff format quotes)."""
         if self.kind == "cronsim":
-            return f"cronsim_schedule({self.expr!r}, {self.zone!r})"
-        return "crontab(" + ", ".join(f"{k}={v!r}" for k, v in self.fields) + ")"
+            return f"cronsim_schedule({_lit(self.expr)}, {_lit(self.zone)})"
+        return "crontab(" + ", ".join(f"{k}={_lit(v)}" for k, v in self.fields) + ")"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "schedule": self.source()}
@@ -64,6 +96,11 @@ class BeatEntry:
         return d
 
 
+def _lit(v: str) -> str:
+    r = repr(v)
+    return '"' + r[1:-1] + '"' if r.startswith("'") and '"' not in v else r
+
+
 @dataclass(frozen=True, slots=True)
 class Proof:
     identical: bool
@@ -72,6 +109,8 @@ class Proof:
     differences: tuple[dict[str, Any], ...] = ()
     more_differences: int = 0  # differences beyond the ones listed
     fires: int = 0  # cron's fire count in the window
+    transitions: int = 0  # offset changes of the zone in the window, each simulated
+    checks: int = 0  # simulated stretches (offset changes and month boundaries)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +118,8 @@ class Proof:
             "window": list(self.window),
             "zone": self.zone,
             "fires": self.fires,
+            "offset_changes": self.transitions,
+            "simulated_stretches": self.checks,
             "differences": list(self.differences),
             "more_differences": self.more_differences,
         }
@@ -92,6 +133,9 @@ class Translation:
     proof: Proof | None
     message: str = ""
     notes: tuple[str, ...] = field(default=())
+
+
+# -- stock crontab entries ------------------------------------------------------------------------------
 
 
 def _spec(name: str, values: frozenset[int]) -> str:
@@ -162,56 +206,299 @@ def proof_app(zone: str) -> Celery:
     return app
 
 
+@functools.lru_cache(maxsize=256)
 def _tz(zone: str) -> tzinfo:
     from zoneinfo import ZoneInfo
 
-    return UTC if zone in ("UTC", "Etc/UTC") else ZoneInfo(zone)
+    return UTC if zone in ("UTC", "Etc/UTC", "") else ZoneInfo(zone)
+
+
+# -- the reference: cron's own loop ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    at: datetime  # UTC instant the new offset starts
+    before: int  # offset in minutes
+    after: int
+
+
+def _off(tz: tzinfo, t: datetime) -> int:
+    o = t.astimezone(tz).utcoffset()
+    assert o is not None
+    return int(o.total_seconds() // 60)
+
+
+@functools.lru_cache(maxsize=256)
+def transitions(zone: str, start: datetime, end: datetime) -> tuple[Transition, ...]:
+    """Every offset change of `zone` in [start, end) (UTC), found from the tz data to the second.
+
+    zoneinfo has no public list of transitions, so offsets are sampled every 6 hours (no zone changes
+    twice within 6 hours) and each change is located by bisection."""
+    tz = _tz(zone)
+    if tz is UTC:
+        return ()
+    out: list[Transition] = []
+    step = timedelta(hours=6)
+    t = start
+    o = _off(tz, t)
+    while t < end:
+        n = min(t + step, end)
+        on = _off(tz, n)
+        if on != o:
+            lo, hi = t, n  # offset(lo) == o, offset(hi) != o
+            while hi - lo > _SECOND:
+                mid = lo + (hi - lo) / 2
+                mid = mid.replace(microsecond=0)
+                if mid <= lo:
+                    mid = lo + _SECOND
+                if _off(tz, mid) == o:
+                    lo = mid
+                else:
+                    hi = mid
+            out.append(Transition(hi, o, _off(tz, hi)))
+        t, o = n, on
+    return tuple(out)
+
+
+def proof_range(zone: str, year: int) -> tuple[datetime, datetime]:
+    """Local midnight on 1 January of the first year .. of the year after the last: 2027-2030 and `year`."""
+    tz = _tz(zone)
+    first, last = min(year, PROOF_YEARS[0]), max(year + 1, PROOF_YEARS[1])
+    return datetime(first, 1, 1, tzinfo=tz), datetime(last, 1, 1, tzinfo=tz)
+
+
+def _day_key(expr: CronExpr) -> tuple[frozenset[int], frozenset[int], frozenset[int], bool]:
+    return (expr.dom, expr.dow, expr.month, expr.dom_star or expr.dow_star)
+
+
+@functools.lru_cache(maxsize=1024)
+def _fire_days(
+    key: tuple[frozenset[int], frozenset[int], frozenset[int], bool], d0: date, d1: date
+) -> list[date]:
+    """The local dates in [d0, d1] cron's day rule and month field select (shared by equal day fields)."""
+    dom, dow, month, and_rule = key
+    out = []
+    for k in range((d1 - d0).days + 1):
+        d = d0 + timedelta(days=k)
+        if d.month not in month:
+            continue
+        a, b = d.day in dom, (d.weekday() + 1) % 7 in dow
+        if (a and b) if and_rule else (a or b):
+            out.append(d)
+    return out
+
+
+class CronModel:
+    """Cron's fire instants for one expression in one zone over the proof range (UTC, to the minute).
+
+    Outside the stretches around offset changes every local minute exists once, so cron's minute loop
+    reduces to the table (`grid`); inside them the loop itself is run (`_loop`). Both read only the
+    parsed field sets and flags, never cronsim or Celery."""
+
+    def __init__(self, expr: CronExpr, zone: str, start: datetime, end: datetime) -> None:
+        self.expr, self.zone, self.tz = expr, zone, _tz(zone)
+        self.start, self.end = start.astimezone(UTC), end.astimezone(UTC)
+        self.wild = expr.minute_star or expr.hour_star
+        self.hours, self.minutes = sorted(expr.hour), sorted(expr.minute)
+        self.minute_set, self.hour_set = expr.minute, expr.hour
+        self.trans = transitions(zone, self.start, self.end)
+        self.windows: list[tuple[datetime, datetime]] = []
+        for tr in self.trans:
+            span = timedelta(minutes=abs(tr.after - tr.before) + 5)
+            a = max(self.start, (tr.at - span).replace(second=0))
+            b = min(self.end, (tr.at + span).replace(second=0) + _MINUTE)
+            if self.windows and a <= self.windows[-1][1]:
+                self.windows[-1] = (self.windows[-1][0], b)
+            else:
+                self.windows.append((a, b))
+        self._window_starts = [a for a, _ in self.windows]
+        self._loops: dict[int, list[datetime]] = {}
+        d0 = self._local(self.start).date()
+        d1 = self._local(self.end - _SECOND).date()
+        self.days = _fire_days(_day_key(expr), d0, d1)
+        self._day_set = frozenset(self.days)
+        self._d0, self._d1 = d0, d1
+
+    def day_ok(self, d: date) -> bool:
+        if self._d0 <= d <= self._d1:
+            return d in self._day_set
+        e = self.expr
+        return d.month in e.month and e._day_matches(d)
+
+    def _local(self, t: datetime) -> datetime:
+        return t.astimezone(self.tz).replace(tzinfo=None)
+
+    def _utc(self, local: datetime) -> datetime:
+        return local.replace(tzinfo=self.tz, fold=0).astimezone(UTC)
+
+    def _in_window(self, t: datetime) -> int | None:
+        k = bisect.bisect_right(self._window_starts, t) - 1
+        if k >= 0 and t < self.windows[k][1]:
+            return k
+        return None
+
+    def _matches(self, local_minute: int) -> bool:
+        days, hm = divmod(local_minute, 1440)
+        h, m = divmod(hm, 60)
+        return m in self.minute_set and h in self.hour_set and self.day_ok(date.fromordinal(_ORD_1970 + days))
+
+    def _loop(self, k: int) -> list[datetime]:
+        """cron.c's main loop, minute by minute, over window k (UTC instants, one per run)."""
+        if k in self._loops:
+            return self._loops[k]
+        a, b = self.windows[k]
+        ua = int((a - _EPOCH_UTC).total_seconds() // 60)
+        ub = int((b - _EPOCH_UTC).total_seconds() // 60)
+        # The offset at each minute, from the transitions found in the tz data (a step function).
+        edges = [int((t.at - _EPOCH_UTC).total_seconds() // 60) for t in self.trans]
+        offs = [self.trans[0].before, *(t.after for t in self.trans)] if self.trans else [0]
+
+        def local(u: int) -> int:
+            return u + offs[bisect.bisect_right(edges, u)]
+
+        epoch = _EPOCH_UTC
+        out: list[datetime] = []
+        vt = local(ua - 1)
+        for u in range(ua, ub):
+            lt = local(u)
+            at = epoch + timedelta(minutes=u)
+            diff = lt - vt
+            runs = 0
+            if 0 < diff <= 5:  # on time, or woke up a little late: every job of every minute missed
+                runs = sum(self._matches(v) for v in range(vt + 1, lt + 1))
+                vt = lt
+            elif 5 < diff <= 180:  # clock jumped forward: wildcard jobs now, fixed jobs of each minute
+                if self.wild:
+                    runs = int(self._matches(lt))
+                else:
+                    runs = sum(self._matches(v) for v in range(vt + 1, lt + 1))
+                vt = lt
+            elif -180 < diff <= 0:  # clock went back: wildcard jobs only, until virtual time catches up
+                runs = int(self.wild and self._matches(lt))
+            else:  # a jump of more than 3 hours: start over at the new time
+                vt = lt
+                runs = int(self._matches(lt))
+            # cron sleeps 10 s after each catch-up minute that started a job: runs follow 10 s apart.
+            out.extend(at + _CATCH_UP * j for j in range(runs))
+        self._loops[k] = out
+        return out
+
+    def _grid(self, lo: datetime, hi: datetime, reverse: bool = False) -> Iterator[datetime]:
+        """Table matches as UTC instants in [lo, hi), outside the windows, in order (or reversed).
+
+        Outside the windows local time runs with UTC, so the local bounds select the candidates; a bound
+        inside a window widens them by the zone's largest offset change (the UTC test is exact)."""
+        slack = timedelta(0)
+        if self._in_window(lo) is not None or self._in_window(hi) is not None:
+            slack = timedelta(minutes=max((abs(t.after - t.before) for t in self.trans), default=0))
+        llo, lhi = self._local(lo) - slack, self._local(hi) + slack
+        i0 = bisect.bisect_left(self.days, llo.date())
+        i1 = bisect.bisect_right(self.days, lhi.date())
+        days = self.days[i0:i1]
+        hours, minutes = self.hours, self.minutes
+        if reverse:
+            days = days[::-1]
+        for d in days:
+            base = datetime(d.year, d.month, d.day)
+            first = d == llo.date()
+            last = d == lhi.date()
+            hs = hours
+            if first or last:
+                h0 = llo.hour if first else 0
+                h1 = lhi.hour if last else 23
+                hs = [h for h in hours if h0 <= h <= h1]
+            for h in reversed(hs) if reverse else hs:
+                hb = base.replace(hour=h)
+                ms = minutes
+                if (first and h == llo.hour) or (last and h == lhi.hour):
+                    m0 = llo.minute if first and h == llo.hour else 0
+                    m1 = lhi.minute if last and h == lhi.hour else 59
+                    ms = minutes[bisect.bisect_left(minutes, m0) : bisect.bisect_right(minutes, m1)]
+                hu = self._utc(hb)
+                steady = self._utc(hb.replace(minute=59)) - hu == timedelta(minutes=59)
+                for m in reversed(ms) if reverse else ms:
+                    t = hu + _MINUTES[m] if steady else self._utc(hb.replace(minute=m))
+                    if lo <= t < hi and self._in_window(t) is None:
+                        yield t
+
+    def fires(self, lo: datetime, hi: datetime) -> list[datetime]:
+        """Cron's runs in [lo, hi), sorted, one entry per run."""
+        out = list(self._grid(lo, hi))
+        for k, (a, b) in enumerate(self.windows):
+            if b > lo and a < hi:
+                out.extend(t for t in self._loop(k) if lo <= t < hi)
+        out.sort()
+        return out
+
+    def prev(self, t: datetime) -> datetime | None:
+        """The last run before `t` in the range, or None."""
+        g = next(self._grid(self.start, t, reverse=True), None)
+        best = g
+        for k, (a, _b) in enumerate(self.windows):
+            if a < t and (g is None or self.windows[k][1] > g):
+                runs = [x for x in self._loop(k) if x < t]
+                if runs and (best is None or runs[-1] > best):
+                    best = runs[-1]
+        return best
+
+    def nth_after(self, t: datetime, n: int) -> datetime:
+        """The n-th run at or after `t` (or the range's end if there are fewer)."""
+        runs = list(itertools.islice(self._grid(t, self.end), n))
+        limit = runs[-1] if len(runs) == n else self.end
+        for k, (a, b) in enumerate(self.windows):
+            if a <= limit and b > t:
+                runs.extend(x for x in self._loop(k) if x >= t)
+        runs.sort()
+        return runs[n - 1] if len(runs) >= n else self.end
+
+    def count(self) -> int:
+        """Cron's runs over the whole range, without listing them."""
+        per_day = len(self.hours) * len(self.minutes)
+        total = len(self.days) * per_day
+        for k, (a, b) in enumerate(self.windows):
+            la, lb = self._local(a), self._local(b)
+            m = int((la - _EPOCH).total_seconds() // 60)
+            mb = int((lb - _EPOCH).total_seconds() // 60)
+            total -= sum(self._matches(v) for v in range(m, mb))  # the table's count there ...
+            total += len(self._loop(k))  # ... replaced by the loop's
+        return total
+
+
+@functools.lru_cache(maxsize=8)
+def _model(expr: CronExpr, zone: str, start: datetime, end: datetime) -> CronModel:
+    """One model per schedule: the stock proof and the class's proof share its loops."""
+    return CronModel(expr, zone, start, end)
+
+
+# -- beat's side ----------------------------------------------------------------------------------------
+
+
+def _drive(sched: BaseSchedule, since: datetime, until: datetime) -> list[datetime]:
+    """The instants beat sends after `since` (its last send) and up to `until` inclusive.
+
+    Beat asks `remaining_estimate`, sleeps that long, checks `is_due` (due exactly when the estimate is
+    <= 0), sends, and sets last_run_at to now; the clock here jumps to each instant Celery names."""
+    clock = [since]
+    sched.nowfun = lambda: clock[0]
+    last = since
+    out: list[datetime] = []
+    while True:
+        when = clock[0] + sched.remaining_estimate(last)
+        if when <= last:
+            # Celery names a time not after the last send: beat sends again as soon as its clock moves.
+            when = last + _SECOND
+        if when > until:
+            return out
+        clock[0] = last = when
+        out.append(when)
 
 
 def celery_fires(entry: BeatEntry, zone: str, start: datetime, end: datetime) -> list[datetime]:
-    """The instants beat sends `entry` in [start, end), computed by Celery's own schedule code.
-
-    Beat creates the entry with last_run_at = now (start), asks `remaining_estimate`, sleeps that long,
-    checks `is_due`, sends, and sets last_run_at to now. The clock here jumps to each instant Celery names."""
-    app = proof_app(zone)
-    # Beat started one second before the window, so an instant at the window's start counts.
-    # The clock runs in UTC: arithmetic on aware datetimes of one ZoneInfo zone is wall-clock arithmetic.
+    """The instants beat sends `entry` in [start, end), computed by Celery's own schedule code."""
+    sched = entry.schedule(proof_app(zone))
     start, end = start.astimezone(UTC), end.astimezone(UTC)
-    clock = [start - timedelta(seconds=1)]
-    sched = entry.schedule(app)
-    sched.nowfun = lambda: clock[0]
-    last = clock[0]
-    out: list[datetime] = []
-    while True:
-        # is_due() is due exactly when this estimate is <= 0 (crontab.is_due; its starting-deadline branch
-        # only concerns entries that are already overdue, which a beat woken on time never has), so the
-        # instant named here is the instant beat sends at.
-        when = clock[0] + sched.remaining_estimate(last)
-        if when <= last:
-            # Celery names a time not after the last send: beat sends at once and again as soon as its
-            # real clock moves; model the clock moving by one second.
-            when = last + timedelta(seconds=1)
-        if when >= end:
-            return out
-        clock[0] = when
-        if when >= start:
-            out.append(when)
-        last = when
-
-
-@functools.lru_cache(maxsize=4096)
-def _cron_instants(expr: CronExpr, zone: str, start: datetime, end: datetime) -> tuple[datetime, ...]:
-    return tuple(fires_between(expr, zone, start, end))
-
-
-@functools.lru_cache(maxsize=4096)
-def _entries_instants(
-    entries: tuple[BeatEntry, ...], zone: str, start: datetime, end: datetime
-) -> tuple[datetime, ...]:
-    got: list[datetime] = []
-    for e in entries:
-        got.extend(celery_fires(e, zone, start, end))
-    return tuple(got)
+    return [t for t in _drive(sched, start - _SECOND, end - timedelta(microseconds=1)) if t >= start]
 
 
 def window_for(year: int, zone: str) -> tuple[datetime, datetime]:
@@ -219,20 +506,149 @@ def window_for(year: int, zone: str) -> tuple[datetime, datetime]:
     return datetime(year, 1, 1, tzinfo=tz), datetime(year + 1, 1, 1, tzinfo=tz)
 
 
-@functools.lru_cache(maxsize=4096)
-def prove(expr: CronExpr, entries: tuple[BeatEntry, ...], zone: str, year: int) -> Proof:
-    """Compare beat's instants for `entries` with cron's for `expr` over calendar `year` in `zone`."""
-    start, end = window_for(year, zone)
-    want = Counter(t.astimezone(UTC) for t in _cron_instants(expr, zone, start, end))
-    got = Counter(t.astimezone(UTC) for t in _entries_instants(entries, zone, start, end))
-    diffs: list[dict[str, Any]] = []
-    tz = _tz(zone)
+# -- structure ------------------------------------------------------------------------------------------
+
+
+def _cron_days(expr: CronExpr) -> set[tuple[int, int]]:
+    """(day of month, weekday) pairs cron's day rule selects."""
+    if expr.dom_star or expr.dow_star:
+        return {(d, w) for d in expr.dom for w in expr.dow}
+    return {(d, w) for d in range(1, 32) for w in range(7) if d in expr.dom or w in expr.dow}
+
+
+def _entry_table(e: BeatEntry, app: Celery) -> tuple[set[int], set[int], set[int], Any]:
+    """An entry's minute, hour and month sets as its own code parsed them, and its day test."""
+    if e.kind == "cronsim":
+        from cronsim import CronSim
+
+        c = CronSim(e.expr, datetime(2000, 1, 1))
+        dom, dow, and_rule = set(c.days), {int(w) % 7 for w in c.weekdays if isinstance(w, int)}, c.day_and
+
+        def day(d: date) -> bool:
+            a, b = d.day in dom, (d.weekday() + 1) % 7 in dow
+            return (a and b) if and_rule else (a or b)
+
+        return set(c.minutes), set(c.hours), set(c.months), day
+    s = e.schedule(app)
+    assert isinstance(s, crontab)
+    sdom, sdow = set(s.day_of_month), set(s.day_of_week)
+    return (
+        set(s.minute),
+        set(s.hour),
+        set(s.month_of_year),
+        (lambda d: d.day in sdom and (d.weekday() + 1) % 7 in sdow),
+    )
+
+
+def _structure(expr: CronExpr, entries: tuple[BeatEntry, ...], app: Celery, model: CronModel) -> list[date]:
+    """Days where the entries' parsed tables select other minutes than cron's (empty: the same table)."""
+    tables = [_entry_table(e, app) for e in entries]
+    want = (set(expr.minute), set(expr.hour), set(expr.month))
+    same_times = all((m, h) == want[:2] for m, h, _mo, _d in tables)
+    pairs: Counter[tuple[int, int]] = Counter()
+    for _m, _h, mo, day in tables:
+        pairs.update((d, w) for d in range(1, 32) for w in range(7) if day(_probe(d, w)))
+        if mo != want[2]:
+            same_times = False
+    cron_pairs = _cron_days(expr)
+    if same_times and all(pairs[p] == (p in cron_pairs) for p in set(pairs) | cron_pairs):
+        return []
+    out: list[date] = []
+    d, last = model.start.astimezone(model.tz).date(), (model.end - _SECOND).astimezone(model.tz).date()
+    while d <= last and len(out) < 10:
+        n = sum(1 for _m, _h, mo, day in tables if d.month in mo and day(d))
+        if n != int(model.day_ok(d)) or (n and not same_times):
+            out.append(d)
+        d += timedelta(days=1)
+    return out
+
+
+@functools.cache
+def _probe(dom: int, dow: int) -> date:
+    """Some date (in 2000-2099, any month with 31 days) that is day `dom` and weekday `dow` (0 = Sunday)."""
+    for y in range(2000, 2100):
+        for m in (1, 3, 5, 7, 8, 10, 12):
+            d = date(y, m, dom)
+            if (d.weekday() + 1) % 7 == dow:
+                return d
+    raise AssertionError
+
+
+# -- the proof ------------------------------------------------------------------------------------------
+
+
+def _minute(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
+
+
+@functools.lru_cache(maxsize=2048)
+def prove(
+    expr: CronExpr, entries: tuple[BeatEntry, ...], zone: str, year: int, first_difference: bool = False
+) -> Proof:
+    """Compare beat's instants for `entries` with cron's for `expr` in `zone` over the proof range.
+
+    Counted per minute: cron runs the jobs of a minute it catches up on one after another within it.
+    `first_difference`: stop at the first stretch that differs (enough to choose an entry kind)."""
+    start, end = proof_range(zone, year)
+    app = proof_app(zone)
+    model = _model(expr, zone, start, end)
+    scheds = [e.schedule(app) for e in entries]
+    diffs: dict[datetime, tuple[int, int]] = {}
+    checks = 0
+    for d in _structure(expr, entries, app, model):
+        # The tables differ: name the instants on the first days where they do.
+        lo = datetime(d.year, d.month, d.day, tzinfo=model.tz).astimezone(UTC)
+        hi = lo + timedelta(days=1)
+        p = model.prev(lo)
+        diffs.update(_compare(model, scheds, p or model.start - _SECOND, hi))
+        checks += 1
+    if not diffs:
+        stretches: list[tuple[datetime, datetime]] = [(a, b) for a, b in model.windows]
+        local = model.start.astimezone(model.tz)
+        y, mo = local.year, local.month
+        while True:
+            y, mo = (y + 1, 1) if mo == 12 else (y, mo + 1)
+            b = datetime(y, mo, 1, tzinfo=model.tz).astimezone(UTC)
+            if b >= model.end:
+                break
+            stretches.append((b, b))
+        stretches.append((model.start, model.start))
+        for a, b in stretches:
+            p = model.prev(a)
+            since = p if p is not None else model.start - _SECOND
+            until = min(model.nth_after(b, 2), model.end - _SECOND)
+            diffs.update(_compare(model, scheds, since, until))
+            checks += 1
+            if len(diffs) > _MAX_DIFFERENCES or (diffs and first_difference):
+                break
+    tz = model.tz
+    listed = [
+        {"instant": t.astimezone(tz).isoformat(), "cron": c, "celery": g}
+        for t, (c, g) in sorted(diffs.items())
+    ]
+    shown = tuple(listed[:_MAX_DIFFERENCES])
+    window = (start.isoformat(), end.isoformat())
+    return Proof(
+        not listed, window, zone, shown, len(listed) - len(shown), model.count(), len(model.trans), checks
+    )
+
+
+def _compare(
+    model: CronModel,
+    scheds: list[BaseSchedule],
+    since: datetime,
+    until: datetime,
+) -> dict[datetime, tuple[int, int]]:
+    """Runs per minute in (since, until], cron's against beat's, where they differ."""
+    want = Counter(_minute(t) for t in model.fires(since + _SECOND, until + _SECOND))
+    got: Counter[datetime] = Counter()
+    for sched in scheds:
+        got.update(_minute(t) for t in _drive(sched, since, until))
+    out: dict[datetime, tuple[int, int]] = {}
     for t in sorted(set(want) | set(got)):
         if want[t] != got[t]:
-            diffs.append({"instant": t.astimezone(tz).isoformat(), "cron": want[t], "celery": got[t]})
-    window = (start.isoformat(), end.isoformat())
-    shown = tuple(diffs[:_MAX_DIFFERENCES])
-    return Proof(not diffs, window, zone, shown, len(diffs) - len(shown), sum(want.values()))
+            out[t] = (want[t], got[t])
+    return out
 
 
 def translate(expr: CronExpr, zone: str, year: int) -> Translation:
@@ -243,7 +659,7 @@ def translate(expr: CronExpr, zone: str, year: int) -> Translation:
     if reason is not None or expr.cronsim_expr() is None:
         return Translation((), None, f"this schedule never fires ({reason}): no beat entry")
     stock = crontab_entries(expr)
-    proof = prove(expr, stock, zone, year)
+    proof = prove(expr, stock, zone, year, first_difference=True)
     if proof.identical:
         why = "stock crontab: proved to fire at cron's instants"
         if len(stock) == 2:
@@ -254,11 +670,11 @@ def translate(expr: CronExpr, zone: str, year: int) -> Translation:
         return Translation(tuple(_with_why(e, why) for e in stock), proof)
     cexpr = expr.cronsim_expr()
     assert cexpr is not None
-    n = len(proof.differences) + proof.more_differences
     why = (
-        f"a stock crontab differs from cron at {n} instant(s) in {year} ({zone} DST changes: cron runs "
-        "jobs caught in the spring gap at the change and wildcard-hour jobs in both passes of the repeated "
-        "hour); this cronsim-driven schedule fires exactly where cron does"
+        f"a stock crontab differs from cron at {proof.differences[0]['instant']} ({zone} offset changes: "
+        "cron runs fixed-time jobs caught in the spring gap at the change and wildcard jobs in both passes "
+        "of a repeated hour); no stock Celery schedule does, so cronshift's class does (django-celery-beat "
+        "cannot store it)"
     )
     entry = BeatEntry("cronsim", expr=cexpr, zone=zone, why=why)
     proof2 = prove(expr, (entry,), zone, year)

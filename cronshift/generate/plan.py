@@ -49,6 +49,8 @@ class Plan:
     max_deliveries: int = MAX_DELIVERIES
     delivery_why: str = "a message delivered this often without finishing kills its worker: dead-letter it"
     overridden: tuple[str, ...] = field(default=())
+    concurrency: int = 1  # runs of this job at once that its queue's share of the worker pool allows
+    concurrency_why: str = "one run at a time in the history: one slot of the pool is kept for it"
 
     @property
     def hard_limit(self) -> int:
@@ -169,6 +171,15 @@ def _retry(m: Any, transient: Iterable[int]) -> tuple[tuple[int, ...], str, int]
     return hit, f"the history shows {how}, configured as transient; other statuses fail at once", MAX_RETRIES
 
 
+def _concurrency(overlap: str, m: Any) -> tuple[int, str]:
+    """Pool slots the job needs at once: its runs overlap only when cron's history shows they do."""
+    if overlap != "allow":
+        return 1, f"overlap policy {overlap}: never more than one run at a time"
+    if m is not None and getattr(m, "overlaps", 0):
+        return 2, f"the history shows {m.overlaps} overlapping run(s): room for two at once"
+    return 1, "no overlapping runs in the history (or no history): one slot of the pool is kept for it"
+
+
 def plan_for(
     job: CronJob,
     metrics: Any = None,
@@ -186,10 +197,11 @@ def plan_for(
     dwhy = "a message delivered this often without finishing kills its worker: dead-letter it"
     if metrics is not None and metrics.signals.get(9):
         dwhy = f"the history shows {metrics.signals[9]} SIGKILL(s): " + dwhy
+    conc, cwhy = _concurrency(overlap, metrics)
     plan = Plan(
         overlap, why, limit, lwhy, kill_grace=grace, missed=missed, missed_why=mwhy,
         starting_deadline=STARTING_DEADLINE, retry_on=retry_on, retry_why=rwhy, max_retries=max_retries,
-        delivery_why=dwhy,
+        delivery_why=dwhy, concurrency=conc, concurrency_why=cwhy,
     )  # fmt: skip
     return apply_overrides(plan, overrides or {})
 

@@ -153,7 +153,9 @@ def render_streams_project(
             "raw_id": job.id, "id": one_line(job.id), "func": name, "const": name.upper(),
             "source": one_line(str(job.source)), "user": one_line(job.user),
             "schedule_text": one_line(job.schedule),
-            "spec_json": json.dumps(job_spec(job, plan, schedule), ensure_ascii=True, sort_keys=True),
+            "spec_json": json.dumps(
+                job_spec(job, plan, schedule, dialect=dialect), ensure_ascii=True, sort_keys=True
+            ),
             "overlap": plan.overlap, "overlap_why": one_line(plan.overlap_why),
             "time_limit": plan.time_limit, "limit_why": one_line(plan.limit_why),
             "hard_limit": plan.hard_limit, "missed": plan.missed, "missed_why": one_line(plan.missed_why),

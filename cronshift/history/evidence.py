@@ -39,6 +39,7 @@ class Evidence:
     log_paths: list[str] = field(default_factory=list)
     ledger_where: str | None = None  # store path or Redis URL that was read; None: no ledger
     ledger_runs: dict[str, list[RunRecord]] = field(default_factory=dict)
+    skipped_runs: dict[str, list[RunRecord]] = field(default_factory=dict)  # a policy chose not to start
     ledger_unmatched: int = 0  # ledger runs whose job id no scanned job has
     notes: list[str] = field(default_factory=list)  # what was missing or failed, in words
 
@@ -149,6 +150,8 @@ def _read_ledger(
                     # A run a policy decided not to start (overlap, missed, duplicate): no exit status
                     # and no duration, so it would skew failure rates, percentiles and overlaps.
                     skipped += 1
+                    if r.job_id in ids:
+                        ev.skipped_runs.setdefault(r.job_id, []).append(r)  # type: ignore[arg-type]
                     continue
                 if r.job_id in ids:
                     if r.source == "record" and r.user and users[r.job_id] not in ("", r.user):

@@ -73,18 +73,52 @@ class JobFailed(RuntimeError):
         return f"job {self.job_id} failed with {how} after {self.duration:.3f}s; output tail: {tail!r}"
 
 
-def cron_environment(spec: dict[str, Any], entry: pwd.struct_passwd) -> dict[str, str]:
-    """What cron puts in a job's environment (Debian and cronie alike), then the crontab's assignments."""
-    env = {
-        "SHELL": "/bin/sh",
-        "PATH": "/usr/bin:/bin",
-        "HOME": entry.pw_dir,
-        "LOGNAME": entry.pw_name,
-        "USER": entry.pw_name,
-    }
+PAM_ENV_FILES = ("etc/environment", "etc/default/locale")  # Debian's /etc/pam.d/cron: pam_env twice
+
+
+def pam_environment(root: str = "/") -> dict[str, str]:
+    """The variables Debian cron's PAM session (pam_env) adds: /etc/environment, then /etc/default/locale.
+
+    pam_env's file format: KEY=VALUE lines, '#' comments, an optional 'export ', one pair of matching
+    quotes around the value removed; no expansion. A file that cannot be read adds nothing, as with PAM."""
+    env: dict[str, str] = {}
+    for rel in PAM_ENV_FILES:
+        try:
+            with open(os.path.join(root, rel), "rb") as f:
+                data = f.read(65536).decode("utf-8", "surrogateescape")
+        except OSError:
+            continue
+        for raw in data.splitlines():
+            line = raw.strip(" \t")
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("export ") or line.startswith("export\t"):
+                line = line[7:].lstrip(" \t")
+            key, eq, value = line.partition("=")
+            if not eq or not key or any(c in key for c in " \t\"'$"):
+                continue
+            if len(value) > 1 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            env[key] = value
+    return env
+
+
+def cron_environment(spec: dict[str, Any], entry: pwd.struct_passwd, root: str = "/") -> dict[str, str]:
+    """The job's environment as the dialect's cron builds it.
+
+    Debian: PAM's variables first (pam_env: /etc/environment, /etc/default/locale), then cron's own
+    (SHELL, PATH, HOME, LOGNAME; no USER) and the crontab's assignments over them. cronie also sets USER.
+    LOGNAME (and USER) name the job's user whatever the crontab assigns."""
+    cronie = spec.get("dialect") == "cronie"
+    env = {} if cronie else pam_environment(root)
+    env.update({"SHELL": "/bin/sh", "PATH": "/usr/bin:/bin", "HOME": entry.pw_dir, "LOGNAME": entry.pw_name})
+    if cronie:
+        env["USER"] = entry.pw_name
     for key, value in spec.get("env", []):
         env[key] = value
-    env["LOGNAME"] = env["USER"] = entry.pw_name  # cron sets these after the crontab's own
+    env["LOGNAME"] = entry.pw_name  # cron sets it after the crontab's own
+    if cronie:
+        env["USER"] = entry.pw_name
     return env
 
 
@@ -266,7 +300,8 @@ def run_job(
     grace = float(spec.get("kill_grace") or KILL_GRACE)
     split = bool(spec.get("split_output"))
     drop: dict[str, Any] = {}
-    if os.geteuid() == 0 and uid != 0:
+    if os.geteuid() == 0:
+        # initgroups(), as cron does: the user's own groups, also for root (never the worker's).
         drop = {"user": uid, "group": gid, "extra_groups": os.getgrouplist(entry.pw_name, gid)}
     # cron chdirs to HOME as the job sees it, so a crontab HOME= assignment moves the working directory too.
     cwd = env["HOME"] if os.path.isdir(env["HOME"]) else "/"
@@ -281,7 +316,7 @@ def run_job(
             stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE if split else subprocess.STDOUT,  # cron mails both as one stream
-            process_group=0,  # its own group, so a time limit kills every child too
+            start_new_session=True,  # setsid(), as cron does; its own group, so a time limit kills all
             close_fds=True,
             **drop,
         )

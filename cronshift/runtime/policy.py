@@ -206,6 +206,12 @@ class PolicyRun:
             other = state.claim(self.r, self.spec["id"], sf, self.task_id)
             if other is not None:
                 return self.skip(f"duplicate: task {other} already has the run scheduled for {sf:.0f}")
+            if getattr(self.transport, "once_per_instant", False) and self.r.exists(self._started_key()):
+                # acks_late redelivers a message whose worker died; cron never starts one instant twice.
+                return self.skip(
+                    f"redelivered after this run scheduled for {sf:.0f} had started (its worker died): "
+                    "cron starts each scheduled instant at most once"
+                )
         missed = pol.get("missed", "skip")
         late = now - sf
         if missed == "skip":
@@ -227,20 +233,33 @@ class PolicyRun:
             r = self.need_state("missed-run policy catch-up")
             prev = state.advance_last_scheduled(r, self.spec["id"], sf)
             sched = pol.get("schedule") or {}
-            if prev is not None and sf > prev and sched.get("expr"):
+            gaps: list[float] = []
+            between = getattr(self.transport, "scheduled_between", None)
+            own = between(prev, sf, MAX_CATCH_UP) if between and prev is not None and sf > prev else None
+            if own is not None:  # the beat entries that send a Celery task are the one source of its schedule
+                gaps = own
+            elif prev is not None and sf > prev and sched.get("expr"):  # the Streams target's specs
                 gaps = list(
                     state.instants_between(sched["expr"], sched.get("zone", "UTC"), prev, sf, MAX_CATCH_UP)
                 )
+            if gaps:
                 for t in gaps:
                     self.transport.resend(t)
-                if gaps:
-                    self.extra["caught_up"] = ",".join(f"{t:.0f}" for t in gaps)
+                self.extra["caught_up"] = ",".join(f"{t:.0f}" for t in gaps)
         return None
+
+    def _started_key(self) -> str:
+        """Set when this message's run of its instant starts (per retry: a retry is meant to run)."""
+        sf = self.scheduled_for or 0.0
+        return f"cronshift:started:{self.spec['id']}:{sf:.0f}:{self.task_id}:{self.attempt}"
 
     def execute(self, lease: Any) -> dict[str, Any]:
         pol, spec = self.pol, self.spec
         if self.r is not None and pol.get("missed") == "run-once":
             state.set_last_start(self.r, spec["id"], self.clock(), self.task_id)
+        once = getattr(self.transport, "once_per_instant", False)
+        if once and self.r is not None and self.scheduled_for is not None:
+            self.r.set(self._started_key(), "1", ex=state.KEEP)
 
         def on_start(pid: int) -> None:
             if lease is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cronshift.runtime import state
@@ -25,6 +26,7 @@ class _Celery:
     attempt: int
     source: str = "celery"
     deliveries: int | None = None  # counted in the state Redis by the engine
+    once_per_instant: bool = True  # acks_late redelivery of a started run is skipped, as cron never reruns
 
     @property
     def name(self) -> str:
@@ -35,6 +37,29 @@ class _Celery:
 
     def resend(self, scheduled_for: float) -> None:
         self.task.apply_async(kwargs={"payload": None, "scheduled_for": scheduled_for})
+
+    def scheduled_between(self, after: float, until: float, limit: int) -> list[float] | None:
+        """Instants the beat entries that send this task fire at in (after, until); None with no entry."""
+        entries = _beat_entries(self.task)
+        if not entries:
+            return None
+        from cronshift.runtime.schedules import fires_between_of
+
+        a, b = datetime.fromtimestamp(after, UTC), datetime.fromtimestamp(until, UTC)
+        return [t.timestamp() for t in fires_between_of(entries, a, b, limit)]
+
+
+def _beat_entries(task: Any) -> list[Any]:
+    """The schedules of the beat entries in the task's app that send it (none for a plain trigger app)."""
+    from cronshift.runtime.schedules import beat_schedules
+
+    app, name = getattr(task, "app", None), getattr(task, "name", None)
+    if app is None or not isinstance(name, str):
+        return []
+    try:
+        return beat_schedules(app, name)
+    except (AttributeError, TypeError, ValueError):
+        return []
 
 
 def run_cron_task(

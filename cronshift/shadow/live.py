@@ -596,8 +596,12 @@ def setup_doc(
     redis_url: str | None,
     wrapped_now: bool,
     session: str,
+    project: str | None = None,
+    package: str | None = None,
+    project_digests: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The `shadow-live` ledger document: what live shadowing of one job started with."""
+    """The `shadow-live` ledger document: what live shadowing of one job started with. The generated
+    project's file digests bind a later parity verdict to the code the live worker ran (retire's gate)."""
     return {
         "kind": LIVE_KIND,
         "job": job_id,
@@ -613,6 +617,9 @@ def setup_doc(
         "redis": redis_url,
         "wrapped_by_setup": wrapped_now,
         "session": session,
+        "project": project,
+        "package": package,
+        "project_digests": project_digests or {},
     }
 
 
