@@ -12,7 +12,7 @@ from rich.table import Table
 
 from cronshift.advice import Advice, advise
 from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan, undo_hint
-from cronshift.cli.output import Env, emit_json, fail, job_to_dict, text
+from cronshift.cli.output import Env, ExitStatus, emit_json, fail, job_to_dict, text
 from cronshift.cli.scan import (
     LogOpt,
     NoHistoryOpt,
@@ -55,7 +55,7 @@ def show(
         j = find_job(result, job)
     except JobNotFound as e:
         went = trace_id(Path(result.root), job)
-        fail(env, f"{e}: {went}" if went else str(e))
+        fail(env, f"{e}: {went}" if went else str(e), ExitStatus.USAGE)
     t = clock(now, result.system_timezone)
     d = describe_schedule(j.schedule, result.dialect)
     nxt = upcoming(j, t, result.system_timezone, 5, result.dialect)
