@@ -6,6 +6,7 @@ need=()
 command -v crontab >/dev/null 2>&1 || need+=(cron)          # the real crontab(1), for spool-install tests
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # tests start their own server
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)  # event-source tests: a database they create
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the HTML report test renders the page headless
 command -v openssl >/dev/null 2>&1 || need+=(openssl)            # a TLS (rediss://) Redis for one test
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

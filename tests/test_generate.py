@@ -110,7 +110,7 @@ def test_output_is_deterministic_and_json_schema(tmp_path: Path, debian_root: Pa
     for rel in files_a:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     doc = json.loads(stdout)
-    assert doc["schema_version"] == 1 and doc["package"] == "cronjobs"
+    assert doc["schema_version"] == 2 and doc["package"] == "cronjobs"
     by_id = {j["id"]: j for j in doc["jobs"]}
     gap = by_id["prune-media-cache-53c48045"]  # 20 2 * * * in Europe/Berlin: the spring gap
     assert [e["kind"] for e in gap["beat_entries"]] == ["cronsim"]

@@ -82,7 +82,7 @@ def test_project_is_deterministic_lints_and_embeds_hostile_commands(tmp_path: Pa
     assert {f["path"] for f in doc["files"]} >= {
         f"hostile/{n}" for n in ("jobs.py", "consumer.py", "scheduler.py", "triggers.py", "README.md")
     }
-    assert doc["schema_version"] == 1 and doc["target"] == "streams" and doc["package"] == "hostile"
+    assert doc["schema_version"] == 2 and doc["target"] == "streams" and doc["package"] == "hostile"
     jobs = {j.id: j for j in scan(root).jobs}
     specs = _specs(a / "hostile/jobs.py")
     assert len(doc["jobs"]) == len(HOSTILE) == len(jobs) == len(specs)

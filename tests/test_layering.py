@@ -31,6 +31,8 @@ LAYERS: list[str] = [
     "generate",  # plans and generated projects
     "shadow",  # shadow sessions, comparison, verdicts
     "edit",  # the only crontab writer, and retire / wrap on top of it
+    "board",  # where each job stands on the migration path (reads every stage's records)
+    "report",  # the HTML report (reads the board)
     "record",  # the wrapper cron runs; reads only the ledger
     "cli",  # Typer commands
     "__main__",  # entry point

@@ -210,7 +210,7 @@ def test_python_dash_m_runs_the_same_cli(debian_root: Path) -> None:
         timeout=120,
         check=False,
     )
-    assert p.returncode == 0 and json.loads(p.stdout)["schema_version"] == 1
+    assert p.returncode == 0 and json.loads(p.stdout)["schema_version"] == 2
 
 
 def test_show_by_path_and_line_and_unknown_job(debian_root: Path) -> None:
@@ -219,7 +219,7 @@ def test_show_by_path_and_line_and_unknown_job(debian_root: Path) -> None:
     )
     assert p.returncode == 0 and json.loads(p.stdout)["job"]["id"].startswith("reindex-search-")
     q = run("show", "no-such-job", "--root", str(debian_root))
-    assert q.returncode == 1 and q.stderr.startswith("cronshift: no job 'no-such-job'")
+    assert q.returncode == 2 and q.stderr.startswith("cronshift: no job 'no-such-job'")
 
 
 def test_progress_bar_on_a_terminal_only(debian_root: Path) -> None:

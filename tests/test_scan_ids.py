@@ -68,7 +68,7 @@ def test_show_says_where_a_job_went_when_its_line_is_gone(debian_root: Path) -> 
     path = debian_root / "etc/cron.d/shop-sync"
     path.write_bytes(b"".join(x for x in path.read_bytes().splitlines(True) if b"cronshift:retired" not in x))
     code, out, err = cli("show", job_id, "--root", str(debian_root), "--no-history")
-    assert code == 1
+    assert code == 2  # no such job: a usage error, as everywhere
     assert "cronshift last retired it at etc/cron.d/shop-sync:8" in err
     assert "Traceback" not in out + err
 

@@ -25,7 +25,11 @@ DialectOpt = Annotated[
 ]
 NowOpt = Annotated[
     str | None,
-    typer.Option("--now", hidden=True, help="Pretend it is this ISO time (for reproducible output)."),
+    typer.Option(
+        "--now",
+        help="Pretend it is this ISO 8601 time, for reproducible output "
+        "(e.g. --now 2026-11-24T10:10:00+01:00; default: the clock).",
+    ),
 ]
 
 

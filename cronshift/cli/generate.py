@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +20,7 @@ from cronshift.cli.common import (
     clock,
     do_scan,
 )
-from cronshift.cli.output import Env, ExitStatus, emit_json, fail
+from cronshift.cli.output import Env, ExitStatus, busy, emit_json, fail
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.generate.celery import DEFAULT_BROKER, generate_project, never_run_refusal
 from cronshift.generate.common import GenerateResult, unknown_zone
@@ -32,6 +33,16 @@ from cronshift.generate.plan import (
 from cronshift.generate.streams import DEFAULT_REDIS, generate_streams_project, parse_retention
 from cronshift.generate.triggers import TriggerError, parse_trigger, write_event_sources
 from cronshift.history.evidence import env_redis_url
+
+
+class Target(StrEnum):
+    CELERY = "celery"
+    STREAMS = "streams"
+
+
+class Beat(StrEnum):
+    CELERY = "celery"
+    REDBEAT = "redbeat"
 
 
 def generate(
@@ -52,8 +63,8 @@ def generate(
         bool, typer.Option("--include-never-run", help="Generate jobs cron never runs (with a warning).")
     ] = False,
     target: Annotated[
-        str, typer.Option("--target", help="celery (default) or streams (a Redis Streams consumer).")
-    ] = "celery",
+        Target, typer.Option("--target", help="celery, or streams (a Redis Streams consumer).")
+    ] = Target.CELERY,
     redis_url: Annotated[
         str, typer.Option("--redis", help="Redis URL of the streams target.")
     ] = DEFAULT_REDIS,
@@ -69,7 +80,9 @@ def generate(
         list[str] | None,
         typer.Option("--policy", help="[JOB:]key=value overriding a chosen policy (e.g. overlap=replace)."),
     ] = None,
-    beat: Annotated[str, typer.Option("--beat", help="celery (one instance) or redbeat (HA).")] = "celery",
+    beat: Annotated[
+        Beat, typer.Option("--beat", help="celery (one beat instance) or redbeat (HA, beat state in Redis).")
+    ] = Beat.CELERY,
     state_redis: Annotated[
         str | None, typer.Option("--state-redis", help="Redis for locks and run claims (default: broker).")
     ] = None,
@@ -155,16 +168,18 @@ def generate(
         )  # fmt: skip
     except PolicyError as e:
         fail(env, str(e), ExitStatus.USAGE)
-    if target == "streams":
-        res = generate_streams_project(
-            chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year,
-            redis_url=redis_url, force=force, plans=plans, retention=kept,
-        )  # fmt: skip
-    else:
-        res = generate_project(
-            chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year, broker=broker,
-            on_reboot=on_reboot, force=force, plans=plans, beat=beat, state_redis=state_redis,
-        )  # fmt: skip
+    proving = f"writing {len(chosen)} job(s) and proving each schedule against cron's"
+    with busy(env, proving):
+        if target == "streams":
+            res = generate_streams_project(
+                chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year,
+                redis_url=redis_url, force=force, plans=plans, retention=kept,
+            )  # fmt: skip
+        else:
+            res = generate_project(
+                chosen, out, package=package, timezone=tz, dialect=result.dialect, year=year, broker=broker,
+                on_reboot=on_reboot, force=force, plans=plans, beat=beat, state_redis=state_redis,
+            )  # fmt: skip
     wired = (
         write_event_sources(
             chosen, triggers, out, res, package=package, plans=plans, force=force, timezone=tz
@@ -204,6 +219,7 @@ def to_json(res: GenerateResult) -> dict[str, Any]:
         "files": res.files,
         "jobs": [
             {
+                "job_id": j.id,
                 "id": j.id,
                 "task": j.task,
                 "module": j.module,

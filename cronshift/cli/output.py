@@ -12,11 +12,20 @@ from enum import IntEnum
 from typing import Any, NoReturn
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from cronshift.model import CronJob, Problem, Score
 
-SCHEMA_VERSION = 1
+# 2: every job object carries `job_id` (the old `id` / `job` keys stay, as aliases, until 3); with --json
+#    errors are JSON on stdout too (`{"error": {"message", "exit_status"}}`); `status` and `report` added.
+SCHEMA_VERSION = 2
 
 
 class ExitStatus(IntEnum):
@@ -71,7 +80,19 @@ def say_problem(env: Env, p: Problem) -> None:
     env.stderr.write(f"cronshift: {text(str(p))}\n")
 
 
+def json_error(message: str, status: int, stdout: Any = None) -> None:
+    """The error as --json prints it on stdout: `{"schema_version", "error": {"message", "exit_status"}}`."""
+    out = stdout if stdout is not None else sys.stdout
+    doc = {"schema_version": SCHEMA_VERSION, "error": {"message": text(message), "exit_status": int(status)}}
+    out.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
 def fail(env: Env, message: str, status: ExitStatus = ExitStatus.ERROR) -> NoReturn:
+    """One line on stderr and the exit status; with --json, the same error as JSON on stdout too."""
+    from cronshift.cli.voice import JSON_ERRORS
+
+    if JSON_ERRORS.get():
+        json_error(message, status, env.stdout)
     env.stderr.write(f"cronshift: {text(message)}\n")
     raise SystemExit(int(status))
 
@@ -101,6 +122,19 @@ def progress_bar(env: Env, label: str) -> Iterator[Any]:
         yield update
 
 
+@contextmanager
+def busy(env: Env, label: str) -> Iterator[None]:
+    """A spinner with the elapsed time on a terminal, for a step with no count to show; nothing when piped."""
+    if not env.interactive:
+        yield
+        return
+    with Progress(
+        SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), console=env.err, transient=True
+    ) as prog:
+        prog.add_task(label, total=None)
+        yield
+
+
 def job_to_dict(
     job: CronJob,
     description: str,
@@ -110,6 +144,7 @@ def job_to_dict(
 ) -> dict[str, Any]:
     """One job for --json; `score`/`reasons`/`unknown`/`metrics` are null or empty when nothing was ranked."""
     return {
+        "job_id": job.id,
         "id": job.id,
         "source": {"path": job.source.path, "line": job.source.line},
         "format": str(job.format),

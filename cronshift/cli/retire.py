@@ -35,7 +35,7 @@ def _gate_dict(g: GateResult) -> dict[str, Any]:
 def _list(env: Env, root: Path, json: bool) -> None:
     found = list_retired(root)
     if json:
-        emit_json(env, {"root": str(root), "retired": [r.to_dict() for r in found]})
+        emit_json(env, {"root": str(root), "retired": [{"job_id": r.job_id, **r.to_dict()} for r in found]})
         return
     table = Table(title=f"jobs retired under {root}")
     for col in ("job", "date", "where", "how", "backup / mode", "to", "reason"):
@@ -93,7 +93,7 @@ def retire(
     except JobNotFound as e:
         if not undo:
             went = trace_id(root, job)
-            fail(env, f"{e}: {went}" if went else str(e))
+            fail(env, f"{e}: {went}" if went else str(e), ExitStatus.USAGE)
         job_id, j = job, None  # the line may be gone from scan; the journal still knows the job
     if undo:
         try:
@@ -101,7 +101,7 @@ def retire(
         except EditRefused as exc:
             _refused(env, exc)
         if json:
-            emit_json(env, {"action": "undo", "job": r.job_id, "restored": r.to_dict()})
+            emit_json(env, {"action": "undo", "job_id": r.job_id, "job": r.job_id, "restored": r.to_dict()})
         else:
             where = f"{r.path}:{r.line}" if r.line else f"{r.path} (mode {r.mode_before:04o})"
             env.stdout.write(f"restored {r.job_id}: {where}\n")
@@ -114,6 +114,7 @@ def retire(
     gate = shadow_gate(root, j, store=store, redis_url=redis)
     out: dict[str, Any] = {
         "action": "retire",
+        "job_id": j.id,
         "job": j.id,
         "kind": plan.kind,
         "path": plan.path,

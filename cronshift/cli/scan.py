@@ -99,22 +99,48 @@ def scan(
     advice_lines(env, [(j.id, advice[j.id]) for j, _m, _s in ranked])
 
 
+def scan_columns(width: int, id_width: int) -> list[tuple[str, int]]:
+    """The columns that fit in `width`, most important first kept: the id is never cut (the next command
+    needs it), then the top reason, the schedule, the command, the source; the reason takes what is left."""
+    budget = width - 5 - 3 * (len(WIDTHS) + 1)  # score column, then borders and padding
+    chosen: dict[str, int] = {"id": id_width, "top reason": 20}
+    budget -= id_width + 20 - 3 * (len(WIDTHS) - 2)
+    for col in ("schedule", "command", "source"):
+        w = dict(WIDTHS)[col]
+        if budget >= w + 3:
+            chosen[col] = w
+            budget -= w + 3
+    chosen["top reason"] = max(20, min(dict(WIDTHS)["top reason"], 20 + budget))
+    return [(c, chosen[c]) for c, _ in WIDTHS if c in chosen]
+
+
 def _table(env: Env, result: ScanResult, ranked: list, ev: Evidence, t: datetime) -> None:
     table = Table(title=f"cron jobs under {result.root}, most painful first", expand=False)
+    out = env.out
+    cols = scan_columns(out.width, max((len(j.id) for j, _m, _s in ranked), default=2))
     table.add_column("score", justify="right", no_wrap=True, min_width=5)
-    for col, width in WIDTHS:
-        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=width)
+    for col, width in cols:
+        table.add_column(
+            col, no_wrap=True, overflow="ellipsis", max_width=width, min_width=width if col == "id" else None
+        )
     for j, _m, s in ranked:
         if s.reasons:
-            top = f"+{s.reasons[0].points:g} " + s.reasons[0].text
+            r0 = s.reasons[0]
+            top = f"+{r0.points:g} {r0.text}" if r0.points else r0.text  # the points are said once, in front
         else:
             top = s.unknown[0] if s.unknown else "no pain found"
         style = "red" if s.value >= 50 else "yellow" if s.value >= 20 else ""
         score = f"{s.value:.0f}" + ("?" if s.unknown else "")
-        cells = (j.id, j.schedule, text(j.inner_command or j.command) or "", str(j.source), top)
+        cells = {
+            "id": j.id,
+            "schedule": j.schedule,
+            "command": text(j.inner_command or j.command) or "",
+            "source": str(j.source),
+            "top reason": top,
+        }
         table.add_row(
             f"[{style}]{score}[/{style}]" if style else score,
-            *(escape(short(v, w)) for v, (_, w) in zip(cells, WIDTHS, strict=True)),
+            *(escape(cells[c] if c == "id" else short(cells[c], w)) for c, w in cols),
         )
     env.out.print(table)
     never = sum(1 for j in result.jobs if not j.runs)

@@ -7,6 +7,7 @@ import shlex
 import socket
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +24,7 @@ from cronshift.cli.common import (
     clock,
     do_scan,
 )
-from cronshift.cli.output import Env, ExitStatus, emit_json, fail
+from cronshift.cli.output import Env, ExitStatus, emit_json, fail, progress_bar
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.discover.schedule import CronExpr, ScheduleError
 from cronshift.discover.schedule import parse as parse_schedule
@@ -43,8 +44,21 @@ from cronshift.shadow.store import (
 )
 from cronshift.shadow.verdict import GATE_PAIRS
 
+
+class EventPathKind(StrEnum):
+    LOCAL = "local"
+    CELERY = "celery"
+
+
+class Mode(StrEnum):
+    SANDBOX = "sandbox"
+    ALLOW = "allow"
+    DRY_RUN = "dry-run"
+
+
 EventPath = Annotated[
-    str, typer.Option("--event-path", help="local (runtime in-process) or celery (real worker).")
+    EventPathKind,
+    typer.Option("--event-path", help="local (the runtime, in-process) or celery (a real worker)."),
 ]
 
 
@@ -237,7 +251,15 @@ def _live_setup(
     )
     if json:
         emit_json(
-            env, {"live": doc, "diff": diff, "backup": backup, "event_path": cmds, "report": report_cmd}
+            env,
+            {
+                "job_id": j.id,
+                "live": doc,
+                "diff": diff,
+                "backup": backup,
+                "event_path": cmds,
+                "report": report_cmd,
+            },
         )
         return
     out = env.out
@@ -391,7 +413,7 @@ def _live_report(
     led.put(VERDICT_KIND, j.id, doc)
     doc["verdict_file"] = write_verdict_file(root, j.id, doc)
     if json:
-        emit_json(env, {"verdict": doc})
+        emit_json(env, {"job_id": j.id, "verdict": doc})
     else:
         _render_live(env, doc, rep)
     if rep.verdict.label == "mismatch":
@@ -405,8 +427,9 @@ def shadow_run(
         int, typer.Option("--runs", min=1, help="Pairs (cron, event) to run and compare.")
     ] = GATE_PAIRS,
     mode: Annotated[
-        str, typer.Option("--mode", help="sandbox (default), allow (job is idempotent), dry-run.")
-    ] = "sandbox",
+        Mode,
+        typer.Option("--mode", help="sandbox (writes kept apart), allow (the job is idempotent), dry-run."),
+    ] = Mode.SANDBOX,
     writes: Annotated[
         list[str] | None, typer.Option("--writes", help="A path the job writes (repeatable).")
     ] = None,
@@ -419,7 +442,7 @@ def shadow_run(
     dry_run_flag: Annotated[
         str | None, typer.Option("--dry-run-flag", help="The job's own dry-run flag.")
     ] = None,
-    event_path: EventPath = "local",
+    event_path: EventPath = EventPathKind.LOCAL,
     project: Annotated[
         Path | None, typer.Option("--project", help="The `cronshift generate` output dir.")
     ] = None,
@@ -484,7 +507,7 @@ def shadow_run(
             )
         pairs = [o for o in obs if o.get("phase") == "pair" and o.get("session") == doc.get("session")]
         if json:
-            emit_json(env, {"verdict": doc, "observations": obs})
+            emit_json(env, {"job_id": j.id, "verdict": doc, "observations": obs})
         else:
             _render(env, doc, pairs)
         return
@@ -567,7 +590,7 @@ def shadow_run(
             led.put(VERDICT_KIND, j.id, doc)
         write_verdict_file(root, j.id, doc)
         if json:
-            emit_json(env, {"verdict": doc, "pairs": []})
+            emit_json(env, {"job_id": j.id, "verdict": doc, "pairs": []})
         return
     scratch = ex.new_scratch(root, session)
     scratch_store = ScratchStore(scratch)
@@ -582,11 +605,30 @@ def shadow_run(
                 event = LocalTaskSide(proj, setup)
         except EventPathError as e:
             fail(env, str(e), ExitStatus.ERROR)
-        with open_ledger(root, store=store, redis_url=redis) as led:
+        with (
+            open_ledger(root, store=store, redis_url=redis) as led,
+            progress_bar(env, "shadow runs") as update,
+        ):
+            done, total = [0], calibration + 2 * runs
+
+            def counted(side: Any) -> Any:
+                """Each side's run ticks the bar (a terminal only): calibration runs, then both sides."""
+
+                def run(label: str) -> Any:
+                    try:
+                        return side(label)
+                    finally:
+                        done[0] += 1
+                        update(done[0], max(total, done[0]))
+
+                return run
+
             res = run_session(
                 j,
-                cron_side=lambda label: ex.run_side(setup, label, {"action": "job", "spec": cron_spec}),
-                event_side=event,
+                cron_side=counted(
+                    lambda label: ex.run_side(setup, label, {"action": "job", "spec": cron_spec})
+                ),
+                event_side=counted(event),
                 runs=runs,
                 normalizer=norm,
                 evidence=evidence,
@@ -603,7 +645,7 @@ def shadow_run(
     res.doc["verdict_file"] = write_verdict_file(root, j.id, res.doc)
     pairs = [o for o in res.observations if o.get("phase") == "pair"]
     if json:
-        emit_json(env, {"verdict": res.doc, "pairs": pairs})
+        emit_json(env, {"job_id": j.id, "verdict": res.doc, "pairs": pairs})
     else:
         _render(env, res.doc, pairs)
     if res.verdict.label == "mismatch":

@@ -22,7 +22,7 @@ from cronshift.cli.evidence import (
     history_to_dict,
     load_evidence,
 )
-from cronshift.cli.output import Env, emit_json, fail, job_to_dict, text
+from cronshift.cli.output import Env, ExitStatus, emit_json, fail, job_to_dict, text
 from cronshift.discover.lookup import JobNotFound, find_job
 from cronshift.discover.timing import describe_schedule, upcoming
 from cronshift.edit.retire import retirement, trace_id
@@ -55,7 +55,7 @@ def show(
         j = find_job(result, job)
     except JobNotFound as e:
         went = trace_id(Path(result.root), job)
-        fail(env, f"{e}: {went}" if went else str(e))
+        fail(env, f"{e}: {went}" if went else str(e), ExitStatus.USAGE)
     t = clock(now, result.system_timezone)
     d = describe_schedule(j.schedule, result.dialect)
     nxt = upcoming(j, t, result.system_timezone, 5, result.dialect)

@@ -34,7 +34,7 @@ def _run(
     try:
         j = find_job(result, job)
     except JobNotFound as e:
-        fail(env, str(e))
+        fail(env, str(e), ExitStatus.USAGE)
     try:
         plan = make(j)
         if not json:
@@ -47,6 +47,7 @@ def _run(
             env,
             {
                 "action": plan.action,
+                "job_id": plan.job_id,
                 "job": plan.job_id,
                 "path": plan.path,
                 "line": plan.line,

@@ -326,3 +326,21 @@ def iter_runs(
         return
     runs = sorted(pairer.runs.get(job_id or "", ()), key=lambda r: r.start)
     yield from runs[-last:]
+
+
+def runs_by_job(
+    paths: Iterable[Path],
+    jobs: Sequence[CronJob],
+    now: datetime,
+    *,
+    last: int = 50,
+    since: float | None = None,
+    until: float | None = None,
+) -> dict[str, list[RunRecord]]:
+    """The last `last` runs of every job, oldest first, in one pass over the logs (iter_runs reads them
+    once per job); `cronshift report` draws them."""
+    opts = Options(since=since, until=until, tz=now.tzinfo, keep_runs=last, only_job=None)
+    pairer, _ = _read(paths, jobs, opts, now, None, None, None)
+    if pairer is None:
+        return {}
+    return {jid: sorted(runs, key=lambda r: r.start)[-last:] for jid, runs in pairer.runs.items() if jid}

@@ -29,7 +29,7 @@ from typing import Any
 from cronshift.model import CronJob
 from cronshift.runtime.execute import OUTPUT_COPY_ENV
 from cronshift.shadow.compare import SideRun
-from cronshift.shadow.execute import HELPER_MARGIN, SideSetup, side_from_result
+from cronshift.shadow.execute import HELPER_MARGIN, SideSetup, not_compared, side_from_result
 from cronshift.shadow.store import project_digests
 
 __all__ = ["CelerySide", "EventPathError", "LocalTaskSide", "Project", "ScratchStore", "load_project"]
@@ -245,7 +245,7 @@ class CelerySide:
             "mount": str(mnt),
             "channel": str(chan),
             "layer_out": str(layer),
-            "exclude": [str(self.setup.scratch)],
+            "exclude": not_compared(self.setup),
             "timeout": None,
             "isolate": self.setup.mode == "sandbox",
         }  # fmt: skip

@@ -105,6 +105,17 @@ class SideSetup:
         }
 
 
+def not_compared(setup: SideSetup) -> list[str]:
+    """Writes that are not the job's: the session's scratch, and cronshift's own records of the run under
+    the root (a wrapped line's `cronshift record` spools its run record, the runtime writes the ledger).
+    Those hold pids and times, so they differ in every pair without telling anything about the job."""
+    root = os.path.realpath(setup.root)
+    return [str(setup.scratch), *(os.path.join(root, *d) for d in OWN_STATE)]
+
+
+OWN_STATE = (("var", "spool", "cronshift"), ("var", "lib", "cronshift"))
+
+
 def with_dry_run(spec: dict[str, Any], flag: str | None) -> dict[str, Any]:
     if not flag:
         raise ValueError("--mode dry-run needs --dry-run-flag TEXT (the job's own flag that changes nothing)")
@@ -211,7 +222,7 @@ def run_side(setup: SideSetup, label: str, action: dict[str, Any]) -> SideRun:
         "mount": str(mnt),
         "channel": str(chan),
         "layer_out": str(layer),
-        "exclude": [str(setup.scratch)],
+        "exclude": not_compared(setup),
         "timeout": setup.timeout,
         "isolate": setup.mode == "sandbox",
     }
