@@ -66,6 +66,7 @@ def run(
         ("cron[1234]: ok", "cron[99]: ok", "pid"),
         ("id 123e4567-e89b-12d3-a456-426614174000", "id 00000000-1111-2222-3333-abcdefabcdef", "uuid"),
         ("req 3f9a0c1e22b7", "req 0c0ffee12345", "hex-id"),
+        ("req 3f9a0c1e22b7a001", "req 8316402957301124", "hex-id"),  # a random hex id that drew no letter
         ("tmp /tmp/tmp.Xk3J9aQ2 used", "tmp /tmp/tmp.b8Zq11Lm used", "tmp-path"),
         ("backup took 1.23s", "backup took 15.8s", "duration"),
         ("served by web-01", "served by web-01.example.com", "hostname"),
