@@ -553,17 +553,7 @@ def _mark_inflight(o: Options, uid: str, pid: int, start: float, cmd: list[str])
             scheduled = _scheduled(o.scheduled_for, start)
         except ValueError:
             scheduled = _scheduled(None, start)
-        rec = {
-            "cronshift_run": 1,
-            "uid": uid,
-            "job_id": o.job,
-            "source": "record",
-            "host": os.uname().nodename,
-            "user": _user(),
-            "pid": pid,
-            "command": " ".join(_quote(a) for a in cmd),
-            "scheduled_for": scheduled,
-            "start": start,
+        rec = _run_doc(o, uid, pid, cmd, scheduled, start) | {
             "end": None,
             "exit_status": None,
             "signal": None,
@@ -572,6 +562,22 @@ def _mark_inflight(o: Options, uid: str, pid: int, start: float, cmd: list[str])
         return spool.write_inflight(o.root, _target_key(o), _dumps(rec))
     except Exception:  # never let the wrapper's own trouble reach the job
         return None
+
+
+def _run_doc(o: Options, uid: str, pid: int | None, cmd: list[str], scheduled: float, start: float) -> dict:
+    """The fields a run's record has from its start on: the in-flight record and the final one share them."""
+    return {
+        "cronshift_run": 1,
+        "uid": uid,
+        "job_id": o.job,
+        "source": "record",
+        "host": os.uname().nodename,
+        "user": _user(),
+        "pid": pid,
+        "command": " ".join(_quote(a) for a in cmd),
+        "scheduled_for": scheduled,
+        "start": start,
+    }
 
 
 def record_run(o: Options, rec: dict) -> None:
@@ -811,17 +817,7 @@ def main(argv: list[str]) -> int:
             raw = s.tail_b64() if s else None
             if raw:
                 extra[f"{name}_tail_b64"] = raw
-        rec = {
-            "cronshift_run": 1,
-            "uid": run_uid,
-            "job_id": o.job,
-            "source": "record",
-            "host": os.uname().nodename,
-            "user": _user(),
-            "pid": pid,
-            "command": " ".join(_quote(a) for a in cmd),
-            "scheduled_for": scheduled,
-            "start": start,
+        rec = _run_doc(o, run_uid, pid, cmd, scheduled, start) | {
             "end": start + elapsed,
             "exit_status": exit_status,
             "signal": signum,
