@@ -3,9 +3,11 @@
 It runs on every cron run of every wrapped job, so it must be invisible and cheap:
 - invisible: the job gets the wrapper's original environment (read back from /proc/self/environ, because
   Python itself may have added LC_CTYPE at start-up - PEP 538 - when cron's C locale is in force), the same
-  stdin (inherited), its output copied through unchanged as it arrives, the same exit status, and if it died
-  of a signal the wrapper kills itself with that signal so cron sees the same wait status. CRONSHIFT_STORE
-  and CRONSHIFT_REDIS_URL configure the wrapper but are the user's variables: they reach the job unchanged.
+  stdin (inherited), its output copied through unchanged as it arrives (or, where the line redirected it
+  to a regular file and no --digest is asked for, that file itself: no pipe), the same exit status, and if
+  it died of a signal the wrapper kills itself with that signal so cron sees the same wait status.
+  CRONSHIFT_STORE and CRONSHIFT_REDIS_URL configure the wrapper but are the user's variables: they reach the
+  job unchanged.
 - never breaks a job: everything after the spawn is best effort; the record goes to a spool if the store
   will not take it, and complaints go to syslog (<root>/dev/log), never to the job's output.
 - cheap: standard library only, and mostly C modules (`_signal` not `signal`, `_socket` not `socket`: their
