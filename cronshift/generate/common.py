@@ -23,6 +23,7 @@ from cronshift.discover.schedule import CronExpr, parse
 from cronshift.generate.equivalence import BeatEntry, Translation
 from cronshift.generate.plan import Plan
 from cronshift.model import CronJob, Dialect, Format
+from cronshift.runtime.spec import SPEC_VERSION, JobSpec
 
 MANIFEST = ".cronshift-manifest.json"
 templates = jinja2.Environment(
@@ -216,11 +217,13 @@ def expr_for(job: CronJob, dialect: Dialect) -> tuple[CronExpr | None, tuple[str
 
 def job_spec(
     job: CronJob, plan: Any, schedule: dict[str, str] | None = None, dialect: Dialect = Dialect.DEBIAN
-) -> dict[str, Any]:
+) -> JobSpec:
+    """The SPEC both targets embed (the one place it is built; its type and version: runtime.spec)."""
     policy = dict(plan.policy()) if hasattr(plan, "policy") else {}
     if schedule:
         policy["schedule"] = schedule  # catch-up sends one run per missed instant of this schedule
     return {
+        "version": SPEC_VERSION,
         "policy": policy,
         "kill_grace": getattr(plan, "kill_grace", None),
         "id": job.id,

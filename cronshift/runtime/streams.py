@@ -41,6 +41,7 @@ import redis
 from cronshift.runtime.execute import JobFailed
 from cronshift.runtime.policy import JobDeadLettered, PolicyRun
 from cronshift.runtime.schedules import cronsim_schedule
+from cronshift.runtime.spec import check_spec
 
 __all__ = [
     "Consumer",
@@ -692,6 +693,8 @@ def consumer_main(
     p.add_argument("--max-deliveries", type=int, default=None, help="override each job's policy")
     p.add_argument("--block", type=float, default=DEFAULT_BLOCK, help="seconds to wait for an entry")
     a = p.parse_args(argv)
+    for spec in jobs.values():  # refuse to start, rather than dead-letter every run, on an unknown SPEC
+        check_spec(spec)
     _logging()
     retention = dict(retention or {})
     if "ledger" in retention:  # a Redis ledger (CRONSHIFT_LEDGER_REDIS) is trimmed as runs are added

@@ -13,6 +13,7 @@ from typing import Any
 from cronshift.runtime import state
 from cronshift.runtime.execute import JobFailed
 from cronshift.runtime.policy import MAX_CATCH_UP, JobDeadLettered, PolicyRun
+from cronshift.runtime.spec import JobSpec
 
 __all__ = ["MAX_CATCH_UP", "JobDeadLettered", "run_cron_task"]
 
@@ -64,7 +65,7 @@ def _beat_entries(task: Any) -> list[Any]:
 
 def run_cron_task(
     task: Any,
-    spec: dict[str, Any],
+    spec: JobSpec,
     payload: Any = None,
     scheduled_for: float | None = None,
     clock: Callable[[], float] = time.time,
