@@ -163,7 +163,7 @@ def _ranking_html(ranked: Sequence[tuple[CronJob, Metrics, Score]]) -> str:
     for j, _m, s in ranked:
         reasons = (
             "<br>".join(
-                f"+{r.points:g} {html.escape(r.text.rpartition(': +')[0] or r.text)}"
+                f"+{r.points:g} {html.escape(r.text)}"
                 + (f" <span class='muted'>({html.escape(r.evidence)})</span>" if r.evidence else "")
                 for r in s.reasons
             )
