@@ -9,6 +9,9 @@ import os
 
 VERSION = 1
 
+# model.RunRecord's fields, after the spool uid. Spelled out, not derived: importing the model (dataclasses)
+# would cost the wrapper's drain ~13 ms; tests/test_record.py holds this, the table and the wrapper's JSON
+# to the model field for field.
 RUN_COLUMNS = (
     "uid",
     "job_id",

@@ -9,6 +9,7 @@ letters. Records read back carry their spool uid in `extra["uid"]`, so stages ca
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import sqlite3
@@ -25,7 +26,7 @@ from cronshift.model import RunRecord
 
 DEFAULT_STORE = "var/lib/cronshift/ledger.db"
 DOC_PREFIX = "cronshift:doc:"
-_FIELDS = [c for c in ledger_schema.RUN_COLUMNS if c not in ("uid", "extra")]
+_FIELDS = [f.name for f in dataclasses.fields(RunRecord) if f.name != "extra"]  # the stored run fields
 
 
 def record_to_doc(rec: RunRecord, uid: str | None = None) -> dict[str, Any]:
