@@ -23,6 +23,7 @@ from cronshift.discover.schedule import CronExpr, parse
 from cronshift.generate.equivalence import BeatEntry, Translation
 from cronshift.generate.plan import Plan
 from cronshift.model import CronJob, Dialect, Format
+from cronshift.runtime import RUNTIME_API_VERSION
 from cronshift.runtime.spec import SPEC_VERSION, JobSpec
 
 MANIFEST = ".cronshift-manifest.json"
@@ -41,6 +42,8 @@ templates.filters["wrap"] = lambda v: "\n".join(
     __import__("textwrap").wrap(v, LINE, break_long_words=False, break_on_hyphens=False)
 )
 templates.filters["natural"] = lambda v, attr: sorted(v, key=lambda x: natural_key(x[attr]))
+# Generated code names the runtime API version it was written for (cronshift.runtime.require_api).
+templates.globals["runtime_api"] = RUNTIME_API_VERSION
 
 LINE = 110  # the generated project's line length (its ruff.toml): files are written formatted, no ruff needed
 
