@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cronshift.edit.retire import list_retired
+from cronshift.ledger import store as ledger_mod
 from cronshift.model import CronJob, ScanResult
 
 __all__ = ["STAGES", "BoardRow", "GeneratedProject", "build_board", "host_name", "read_project"]
@@ -131,8 +133,6 @@ def _ledger_facts(
     root: Path, store: str | None, redis_url: str | None
 ) -> tuple[dict[str, int], dict[str, dict[str, Any]], dict[str, dict[str, Any]], set[str]]:
     """Runs per job, verdicts, live setups and jobs with shadow observations; empty when no ledger exists."""
-    from cronshift.ledger import store as ledger_mod
-
     db = store or os.path.join(str(root), ledger_mod.DEFAULT_STORE)
     if not redis_url and not os.path.exists(db) and not ledger_mod.has_spooled(root, store=store):
         return {}, {}, {}, set()
@@ -198,8 +198,6 @@ def build_board(
 ) -> list[BoardRow]:
     """Every job of the scan (commented-out lines apart, retired ones included) with its stage and next
     command. Projects named in shadow evidence are read too, so a user need not repeat `--project`."""
-    from cronshift.edit.retire import list_retired
-
     host = host or host_name(root)
     runs, verdicts, lives, observed = _ledger_facts(root, store, redis_url)
     for jid, doc in _verdict_files(root).items():

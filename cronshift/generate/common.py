@@ -13,9 +13,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 
@@ -39,7 +41,7 @@ templates.filters["comment"] = lambda v, indent="": comment_lines(v, indent)
 templates.filters["docstring"] = lambda v, indent="": docstring_lines(v, indent)
 templates.filters["call"] = lambda v, prefix, indent: call_lines(v, prefix, indent)
 templates.filters["wrap"] = lambda v: "\n".join(
-    __import__("textwrap").wrap(v, LINE, break_long_words=False, break_on_hyphens=False)
+    textwrap.wrap(v, LINE, break_long_words=False, break_on_hyphens=False)
 )
 templates.filters["natural"] = lambda v, attr: sorted(v, key=lambda x: natural_key(x[attr]))
 # Generated code names the runtime API version it was written for (cronshift.runtime.require_api).
@@ -65,8 +67,6 @@ def string_chunks(text: str, width: int = LINE - 8) -> list[str]:
 
 def comment_lines(text: str, indent: str = "") -> str:
     """A # comment wrapped at the line length (continuation lines indented, as the templates write)."""
-    import textwrap
-
     first = indent + "# "
     lead = len(text) - len(text.lstrip(" "))
     return "\n".join(
@@ -84,8 +84,6 @@ def comment_lines(text: str, indent: str = "") -> str:
 def docstring_lines(text: str, indent: str = "") -> str:
     """A docstring: one line if it fits, else its first sentence, a blank line, the rest wrapped, and the
     closing quotes alone (ruff format joins a one-paragraph docstring back onto one line)."""
-    import textwrap
-
     one = f'{indent}"""{text}"""'
     if len(one) <= LINE:
         return one
@@ -173,8 +171,6 @@ class GenerateResult:
 
 def unknown_zone(zone: str) -> str | None:
     """One line when `zone` (a CRON_TZ) is no time zone this system knows; None when it is fine."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     if zone in ("UTC", "Etc/UTC", ""):
         return None
     try:

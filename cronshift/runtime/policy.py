@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from cronshift.runtime import state
+from cronshift.runtime import lock, state
 from cronshift.runtime.deadletters import dead_letter_id, write_dead_letter
 from cronshift.runtime.execute import KILL_GRACE, JobFailed, kill_group, run_job
 from cronshift.runtime.records import record_from_result, write_run
@@ -179,8 +179,6 @@ class PolicyRun:
         overlap = pol.get("overlap", "allow")
         if overlap == "allow":
             return self.execute(None)
-        from cronshift.runtime import lock
-
         url = self.url
         if url is None:
             self.need_state(f"overlap policy {overlap}")

@@ -38,6 +38,7 @@ from typing import Any
 
 import redis
 
+from cronshift.runtime import state
 from cronshift.runtime.execute import JobFailed
 from cronshift.runtime.policy import JobDeadLettered, PolicyRun
 from cronshift.runtime.schedules import cronsim_schedule
@@ -613,8 +614,6 @@ class Consumer:
         if url is None:
             return None
         if self._state is None:
-            from cronshift.runtime import state
-
             self._state = state.client(url)
         return self._state
 
