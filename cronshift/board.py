@@ -21,18 +21,13 @@ from typing import Any
 
 from cronshift.edit.retire import list_retired
 from cronshift.ledger import store as ledger_mod
-from cronshift.model import CronJob, ScanResult
+from cronshift.ledger.kinds import LIVE_KIND, OBSERVATION_KIND, VERDICT_KIND
+from cronshift.model import MANIFEST, WRAPPER_KIND, CronJob, ScanResult
 
 __all__ = ["STAGES", "BoardRow", "GeneratedProject", "build_board", "host_name", "read_project"]
 
 # In migration order; a job's stage is the furthest one it has reached.
 STAGES = ("not-run", "cron", "wrapped", "generated", "shadowing", "differences", "parity", "retired")
-
-MANIFEST = ".cronshift-manifest.json"  # generate's own name (cronshift.generate.common.MANIFEST)
-WRAPPER_KIND = "cronshift-record"  # edit.wrap.WRAPPER_KIND (not imported: wrap pulls in pwd and more)
-VERDICT_KIND = "shadow-verdict"
-OBSERVATION_KIND = "shadow-observation"
-LIVE_KIND = "shadow-live"
 
 
 @dataclass(frozen=True)

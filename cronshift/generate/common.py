@@ -24,11 +24,10 @@ import jinja2
 from cronshift.discover.schedule import CronExpr, parse
 from cronshift.generate.equivalence import BeatEntry, Translation
 from cronshift.generate.plan import Plan
-from cronshift.model import CronJob, Dialect, Format
+from cronshift.model import MANIFEST, CronJob, Dialect, Format
 from cronshift.runtime import RUNTIME_API_VERSION
 from cronshift.runtime.spec import SPEC_VERSION, JobSpec
 
-MANIFEST = ".cronshift-manifest.json"
 templates = jinja2.Environment(
     loader=jinja2.PackageLoader("cronshift.generate", "templates"),
     keep_trailing_newline=True,
