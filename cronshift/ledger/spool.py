@@ -155,7 +155,8 @@ def append(root: str, key: str, line: bytes) -> tuple[str, int, list[OSError]]:
 
     Raises the last OSError when no spool is writable: the caller reports it and carries on.
     """
-    import fcntl  # deferred: the wrapper imports this module on every cron run
+    # deferred: the wrapper imports this module on every cron run
+    import fcntl
     import stat
 
     errors: list[OSError] = []
@@ -271,7 +272,8 @@ def _trusted_dir(d: str) -> int | None:
 def read_trusted(path: str, lock: int = 0) -> tuple[bytes, int]:
     """The bytes of one spool file and the uid that wrote it (its owner, from fstat of the descriptor
     read): never the user a record claims. Refuses symlinks, hard links and foreign-owned files."""
-    import fcntl  # deferred: the wrapper imports this module on every cron run
+    # deferred: the wrapper imports this module on every cron run
+    import fcntl
     import stat
 
     want = _trusted_dir(os.path.dirname(path))
@@ -301,7 +303,8 @@ def claim(path: str) -> tuple[str, bytes, int] | None:
     """Take a spool file away from appenders and return (claimed path, its bytes, owner uid); None if
     someone else has it. Raises Refused for a file that is not to be trusted (left where it is). Call
     `release` once the records are safely stored; until then a crash loses nothing."""
-    import fcntl  # deferred: the wrapper imports this module on every cron run
+    # deferred: the wrapper imports this module on every cron run
+    import fcntl
     import stat
 
     if ".draining." in path:
