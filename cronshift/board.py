@@ -19,18 +19,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cronshift.model import CronJob, ScanResult
+from cronshift.edit.retire import list_retired
+from cronshift.ledger import store as ledger_mod
+from cronshift.ledger.kinds import LIVE_KIND, OBSERVATION_KIND, VERDICT_KIND
+from cronshift.model import MANIFEST, WRAPPER_KIND, CronJob, ScanResult
 
 __all__ = ["STAGES", "BoardRow", "GeneratedProject", "build_board", "host_name", "read_project"]
 
 # In migration order; a job's stage is the furthest one it has reached.
 STAGES = ("not-run", "cron", "wrapped", "generated", "shadowing", "differences", "parity", "retired")
-
-MANIFEST = ".cronshift-manifest.json"  # generate's own name (cronshift.generate.common.MANIFEST)
-WRAPPER_KIND = "cronshift-record"  # edit.wrap.WRAPPER_KIND (not imported: wrap pulls in pwd and more)
-VERDICT_KIND = "shadow-verdict"
-OBSERVATION_KIND = "shadow-observation"
-LIVE_KIND = "shadow-live"
 
 
 @dataclass(frozen=True)
@@ -131,8 +128,6 @@ def _ledger_facts(
     root: Path, store: str | None, redis_url: str | None
 ) -> tuple[dict[str, int], dict[str, dict[str, Any]], dict[str, dict[str, Any]], set[str]]:
     """Runs per job, verdicts, live setups and jobs with shadow observations; empty when no ledger exists."""
-    from cronshift.ledger import store as ledger_mod
-
     db = store or os.path.join(str(root), ledger_mod.DEFAULT_STORE)
     if not redis_url and not os.path.exists(db) and not ledger_mod.has_spooled(root, store=store):
         return {}, {}, {}, set()
@@ -198,8 +193,6 @@ def build_board(
 ) -> list[BoardRow]:
     """Every job of the scan (commented-out lines apart, retired ones included) with its stage and next
     command. Projects named in shadow evidence are read too, so a user need not repeat `--project`."""
-    from cronshift.edit.retire import list_retired
-
     host = host or host_name(root)
     runs, verdicts, lives, observed = _ledger_facts(root, store, redis_url)
     for jid, doc in _verdict_files(root).items():

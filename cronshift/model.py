@@ -17,6 +17,12 @@ class Dialect(StrEnum):
     CRONIE = "cronie"  # RHEL/Fedora/Arch/SUSE
 
 
+# The wrapper kind of `cronshift record`: discover recognises it, wrap writes it, the board counts it.
+WRAPPER_KIND = "cronshift-record"
+# The file a generated project lists its files' hashes in: generate writes it, the board and status read it.
+MANIFEST = ".cronshift-manifest.json"
+
+
 class Format(StrEnum):
     """How a source file lays out its lines."""
 

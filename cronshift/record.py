@@ -157,7 +157,7 @@ def _quote(a: str) -> str:
 
 
 def _b64(data: bytes) -> str:
-    from binascii import b2a_base64
+    from binascii import b2a_base64  # deferred: start-up is the cost every cron run pays
 
     return b2a_base64(data, newline=False).decode("ascii")
 
@@ -227,12 +227,12 @@ def _hasher(big: bool):  # -> a hashlib-like sha256 object
     ~2.5 ms but runs at ~1.7 GB/s. A first read of 4 KiB or more suggests a lot of output: take OpenSSL's."""
     if not big:
         try:
-            from _sha256 import sha256
+            from _sha256 import sha256  # deferred: start-up is the cost every cron run pays
 
             return sha256()
         except ImportError:  # renamed _sha2 in 3.12
             pass
-    from hashlib import sha256
+    from hashlib import sha256  # deferred: start-up is the cost every cron run pays
 
     return sha256()
 
@@ -243,7 +243,7 @@ def _write_all(s: Stream, data: bytes) -> None:
         try:
             view = view[os.write(s.out, view) :]
         except BlockingIOError:  # our stdout was handed to us non-blocking: wait until it drains
-            import select
+            import select  # deferred: start-up is the cost every cron run pays
 
             select.select([], [s.out], [])
         except BrokenPipeError:
@@ -379,7 +379,7 @@ def _spawn(cmd: list[str], env: dict[bytes, bytes], actions: list, own_group: bo
             raise
         path = cmd[0]
         if "/" not in path:
-            import shutil
+            import shutil  # deferred: start-up is the cost every cron run pays
 
             path = shutil.which(path) or path
         # The line's shell runs it, as bare: bash runs a #!-less script itself, dash with /bin/sh.
@@ -446,7 +446,7 @@ def _not_run(name: str, e: OSError, shell: bytes) -> tuple[int, bytes]:
 def _copy(streams: list[Stream], pidfd: int | None) -> bool:
     """Copy output until the job has exited and its output is drained; return True when some descendant
     still holds the output open after the job exited."""
-    import select
+    import select  # deferred: start-up is the cost every cron run pays
 
     p = select.poll()
     by_fd = {s.fd: s for s in streams}
@@ -493,7 +493,7 @@ def _linger(streams: list[Stream]) -> None:
     try:
         for name in FORWARDED:
             _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
-        import select
+        import select  # deferred: start-up is the cost every cron run pays
 
         live = [s for s in streams if s.fd >= 0]
         for s in live:
@@ -514,7 +514,7 @@ def _linger(streams: list[Stream]) -> None:
 def complain(root: str, message: str) -> None:
     """One line to syslog (<root>/dev/log); dropped silently if there is no syslog to hear it."""
     try:
-        import _socket
+        import _socket  # deferred: start-up is the cost every cron run pays
 
         s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
         try:
@@ -534,7 +534,7 @@ def _scheduled(value: str | None, start: float) -> float:
     try:
         return float(value)
     except ValueError:
-        from datetime import datetime
+        from datetime import datetime  # deferred: start-up is the cost every cron run pays
 
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
@@ -551,7 +551,7 @@ def _clean(v: str) -> str:
 
 def _dumps(d: dict) -> bytes:
     """One JSON line. json.dumps would cost ~7 ms to import; values here are str, int, float, None, dict."""
-    from _json import encode_basestring_ascii as _q
+    from _json import encode_basestring_ascii as _q  # deferred: start-up is the cost every cron run pays
 
     def q(v: str) -> str:
         return _q(_clean(v))
@@ -572,7 +572,7 @@ def _dumps(d: dict) -> bytes:
 
 def _user() -> str:
     try:
-        import pwd
+        import pwd  # deferred: start-up is the cost every cron run pays
 
         return pwd.getpwuid(os.geteuid()).pw_name
     except (ImportError, KeyError):
@@ -608,7 +608,10 @@ def _mark_inflight(o: Options, uid: str, pid: int, start: float, cmd: list[str])
 
 
 def _run_doc(o: Options, uid: str, pid: int | None, cmd: list[str], scheduled: float, start: float) -> dict:
-    """The fields a run's record has from its start on: the in-flight record and the final one share them."""
+    """The fields a run's record has from its start on: the in-flight record and the final one share them.
+
+    With the final record's they are model.RunRecord's (tests/test_record.py holds them to it: importing
+    the model would cost every cron run ~13 ms)."""
     return {
         "cronshift_run": 1,
         "uid": uid,
@@ -896,7 +899,7 @@ def _die_like(signum: int) -> None:
     """End with the job's signal so our parent's wait status matches. No core of the wrapper itself: it
     would be useless and, in the job's working directory, could overwrite the job's own core file."""
     try:
-        import resource
+        import resource  # deferred: start-up is the cost every cron run pays
 
         _, hard = resource.getrlimit(resource.RLIMIT_CORE)
         resource.setrlimit(resource.RLIMIT_CORE, (0, hard))

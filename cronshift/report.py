@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cronshift.board import BoardRow
+from cronshift.history import logfiles
 from cronshift.history.evidence import Evidence
 from cronshift.model import CronJob, RunRecord, Score
 from cronshift.rank import Metrics
@@ -36,8 +37,6 @@ def collect_runs(
 ) -> dict[str, list[RunRecord]]:
     """Every job's runs with start and end, from cron's logs and the ledger (a ledger run is preferred to
     the log line of the same start: it has the exit status)."""
-    from cronshift.history import logfiles
-
     by_job: dict[str, list[RunRecord]] = {}
     if ev.history is not None and ev.log_paths:
         paths = logfiles.find_logs(Path(root), extra_logs)
@@ -96,7 +95,7 @@ OUTCOME_COLOURS = {
 
 
 def _charts(rows: list[dict[str, Any]], intervals: list[dict[str, Any]], order: list[str]) -> Any:
-    import altair as alt
+    import altair as alt  # deferred: ~0.3 s to import (measured), and only the HTML report needs it
 
     colour = alt.Color(
         "outcome:N",
@@ -163,7 +162,7 @@ def _ranking_html(ranked: Sequence[tuple[CronJob, Metrics, Score]]) -> str:
     for j, _m, s in ranked:
         reasons = (
             "<br>".join(
-                f"+{r.points:g} {html.escape(r.text.rpartition(': +')[0] or r.text)}"
+                f"+{r.points:g} {html.escape(r.text)}"
                 + (f" <span class='muted'>({html.escape(r.evidence)})</span>" if r.evidence else "")
                 for r in s.reasons
             )

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -268,3 +269,29 @@ def test_each_job_has_its_queue_and_the_pool_a_slot_per_job(tmp_path: Path) -> N
     assert len(tasks) == 2 and got["concurrency"] == 2  # two jobs cron runs, one slot each
     assert got["queues"] == sorted(["qpkg", *tasks])
     assert all(got["routes"][t] == {"queue": t} for t in tasks)  # the job's queue is named like its task
+
+
+def test_generated_code_imports_only_the_runtime_api_and_names_its_version(
+    tmp_path: Path, debian_root: Path
+) -> None:
+    """Generated code reaches cronshift only through `cronshift.runtime` (the curated API), and the project
+    says which API version it was written for, so a runtime that cannot serve it stops at import."""
+    import cronshift.runtime as api
+
+    for target in ("celery", "streams"):
+        out = tmp_path / target
+        code, _out, err = run("--all", "--root", str(debian_root), "--out", str(out), "--package", "p",
+                              "--target", target, "--no-history", *NOW)  # fmt: skip
+        assert code == 0, err
+        imported = set()
+        for path in out.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cronshift"):
+                    assert node.module == "cronshift.runtime", f"{path}: from {node.module} import ..."
+                    imported |= {a.name for a in node.names}
+        assert imported <= set(api.__all__)
+        assert all(getattr(api, name) is not None for name in imported)
+        entry = out / "p" / ("app.py" if target == "celery" else "jobs.py")
+        assert f"RUNTIME_API = require_api({api.RUNTIME_API_VERSION})" in entry.read_text()
+    with pytest.raises(api.RuntimeAPIError, match=r"generated for cronshift runtime API 99.*upgrade"):
+        api.require_api(99)

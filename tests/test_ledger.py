@@ -114,3 +114,18 @@ def _line(doc: dict) -> bytes:
     import json
 
     return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+
+
+def test_each_backend_is_the_whole_ledger_interface(ledger: Ledger) -> None:
+    """One Ledger protocol, two backends: each serves every method with the protocol's signature, so a
+    caller never asks which store it has."""
+    import inspect
+
+    from cronshift.ledger.store import RedisLedger, SqliteLedger
+
+    assert type(ledger) in (SqliteLedger, RedisLedger)
+    for name, member in vars(Ledger).items():
+        if (callable(member) and not name.startswith("_")) or name in ("__enter__", "__exit__"):
+            assert inspect.signature(getattr(type(ledger), name)) == inspect.signature(member), name
+    for attr in ("root", "store", "redis_url", "skipped"):
+        assert hasattr(ledger, attr), attr

@@ -177,3 +177,14 @@ def test_the_exit_code_table_in_readme_is_the_one_the_code_uses() -> None:
         assert re.search(rf"^\| {int(status)} \|", text, re.M), (
             f"exit status {int(status)} not in README's table"
         )
+
+
+def test_the_layout_section_names_every_package_once() -> None:
+    """README's Layout lists each package and top-level module of cronshift/, one line each, and no other."""
+    text = README.read_text(encoding="utf-8")
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    listed = [ln.split()[0] for ln in block.splitlines() if ln.startswith("  ") and not ln.startswith("   ")]
+    pkg = PROJECT / "cronshift"
+    tree = {p.name + "/" for p in pkg.iterdir() if (p / "__init__.py").exists()}
+    tree |= {p.name for p in pkg.glob("*.py") if p.name != "__init__.py"}
+    assert sorted(listed) == sorted(tree)

@@ -104,3 +104,15 @@ def test_each_run_is_classed_for_the_timeline() -> None:
     ]  # fmt: skip
     assert rows[3]["duration_s"] is None and rows[3]["end"] == "1970-01-01T00:15:01+00:00"
     assert rows[0]["start"] == "1970-01-01T00:00:00+00:00"  # ISO 8601 with its offset
+
+
+def test_a_reason_is_shown_whole_with_its_points_once() -> None:
+    """A score Reason's text carries no points (they are a number beside it): nothing is cut from it."""
+    from cronshift.model import CronJob, Format, Reason, Score, SourceRef
+    from cronshift.rank import Metrics
+    from cronshift.report import _ranking_html
+
+    job = CronJob("j", SourceRef("etc/crontab", 1), Format.SYSTEM, "root", "* * * * *", "true")
+    reason = Reason("echo 'a: +1' fails", 7.0, "logs")
+    html = _ranking_html([(job, Metrics(), Score(7.0, (reason,)))])
+    assert "+7 echo &#x27;a: +1&#x27; fails" in html

@@ -108,3 +108,18 @@ def test_non_root_worker_refuses_another_users_job() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
                        env={"PYTHONPATH": str(PROJECT)})  # fmt: skip
     assert r.stdout.startswith("refused job t runs as root"), r.stderr
+
+
+def test_a_spec_of_an_unknown_version_is_refused_before_it_runs(tmp_path: Path) -> None:
+    """Generated projects outlive the cronshift that wrote them: a newer SPEC shape must not half-run."""
+    from cronshift.generate.common import job_spec
+    from cronshift.generate.plan import plan_for
+    from cronshift.model import CronJob, Format, SourceRef
+    from cronshift.runtime.spec import SPEC_VERSION, SpecVersionError
+
+    marker = tmp_path / "ran"
+    with pytest.raises(SpecVersionError, match="SPEC version 99 is unknown"):
+        run_job(spec(f"touch {marker}", version=99))
+    assert not marker.exists()
+    job = CronJob("j", SourceRef("etc/crontab", 3), Format.SYSTEM, "root", "* * * * *", "true")
+    assert job_spec(job, plan_for(job))["version"] == SPEC_VERSION  # what generate writes, the runtime reads

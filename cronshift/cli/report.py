@@ -8,10 +8,13 @@ from typing import Annotated
 
 import typer
 
+from cronshift.board import build_board
 from cronshift.cli.common import DialectOpt, JsonOpt, NowOpt, RootOpt, clock, do_scan
 from cronshift.cli.evidence import LogOpt, NoHistoryOpt, RedisOpt, SinceOpt, StoreOpt, UntilOpt, load_evidence
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail
 from cronshift.cli.status import check_projects
+from cronshift.rank import rank
+from cronshift.report import collect_runs, render_html
 
 
 def report(
@@ -39,10 +42,6 @@ def report(
     """Write one self-contained HTML page: runs timeline, durations, pain ranking, the board.
 
     Everything (charts, data, JavaScript) is inside the file: it opens with no network."""
-    from cronshift.board import build_board
-    from cronshift.rank import rank
-    from cronshift.report import collect_runs, render_html
-
     env = Env()
     check_projects(env, project)
     result = do_scan(env, root, dialect)

@@ -34,7 +34,7 @@ from cronshift.discover.sources import (
     writable_by_others,
 )
 from cronshift.discover.wrappers import peel
-from cronshift.model import CronJob, Dialect, Format, Problem, ScanResult, SourceRef, Wrapper
+from cronshift.model import WRAPPER_KIND, CronJob, Dialect, Format, Problem, ScanResult, SourceRef, Wrapper
 
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 _INLINE_COMMENT_RE = re.compile(r"\s#")
@@ -508,7 +508,7 @@ def _run_parts_jobs(
 def _recorded_id(wrappers: tuple[Wrapper, ...]) -> str | None:
     """A job wrapped by `cronshift wrap` carries its id in `record --job`: wrapping must not rename it."""
     for w in wrappers:
-        if w.kind == "cronshift-record":
+        if w.kind == WRAPPER_KIND:
             job = dict(w.args).get("job")
             if job:
                 return job

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from functools import lru_cache
 
-from cronshift.model import Wrapper
+from cronshift.model import WRAPPER_KIND, Wrapper
 
 # A quick test before any tokenising: a wrapper stands at the start of the command (perhaps after a
 # `test -x X &&` guard), a ping at its end. Most commands have neither.
@@ -173,7 +173,7 @@ def _peel_one(cmd: str) -> tuple[Wrapper, str] | None:
         if k + 1 >= len(toks):
             return None
         return Wrapper(
-            "cronshift-record",
+            WRAPPER_KIND,
             cmd[: toks[k][2]].strip(),
             "history: runs recorded by cronshift",
             (("job", job),),

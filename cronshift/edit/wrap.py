@@ -31,9 +31,8 @@ from cronshift.edit import crontab as ce
 from cronshift.edit.crontab import SAFE_ID, EditJournal, EditRecord, EditRefused, LineEdit, unified_diff
 from cronshift.ledger.resp import parse_url
 from cronshift.ledger.spool import prepare_user_spool
-from cronshift.model import CronJob, Format
+from cronshift.model import WRAPPER_KIND, CronJob, Format
 
-WRAPPER_KIND = "cronshift-record"
 # Shell words that are not programs `cronshift record` could execute, or that start a compound command.
 _WORDS = (
     "if then else elif fi case esac for while until do done { } ! [[ ]] function select time cd . source "

@@ -13,18 +13,21 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 
 from cronshift.discover.schedule import CronExpr, parse
 from cronshift.generate.equivalence import BeatEntry, Translation
 from cronshift.generate.plan import Plan
-from cronshift.model import CronJob, Dialect, Format
+from cronshift.model import MANIFEST, CronJob, Dialect, Format
+from cronshift.runtime import RUNTIME_API_VERSION
+from cronshift.runtime.spec import SPEC_VERSION, JobSpec
 
-MANIFEST = ".cronshift-manifest.json"
 templates = jinja2.Environment(
     loader=jinja2.PackageLoader("cronshift.generate", "templates"),
     keep_trailing_newline=True,
@@ -37,9 +40,11 @@ templates.filters["comment"] = lambda v, indent="": comment_lines(v, indent)
 templates.filters["docstring"] = lambda v, indent="": docstring_lines(v, indent)
 templates.filters["call"] = lambda v, prefix, indent: call_lines(v, prefix, indent)
 templates.filters["wrap"] = lambda v: "\n".join(
-    __import__("textwrap").wrap(v, LINE, break_long_words=False, break_on_hyphens=False)
+    textwrap.wrap(v, LINE, break_long_words=False, break_on_hyphens=False)
 )
 templates.filters["natural"] = lambda v, attr: sorted(v, key=lambda x: natural_key(x[attr]))
+# Generated code names the runtime API version it was written for (cronshift.runtime.require_api).
+templates.globals["runtime_api"] = RUNTIME_API_VERSION
 
 LINE = 110  # the generated project's line length (its ruff.toml): files are written formatted, no ruff needed
 
@@ -61,8 +66,6 @@ def string_chunks(text: str, width: int = LINE - 8) -> list[str]:
 
 def comment_lines(text: str, indent: str = "") -> str:
     """A # comment wrapped at the line length (continuation lines indented, as the templates write)."""
-    import textwrap
-
     first = indent + "# "
     lead = len(text) - len(text.lstrip(" "))
     return "\n".join(
@@ -80,8 +83,6 @@ def comment_lines(text: str, indent: str = "") -> str:
 def docstring_lines(text: str, indent: str = "") -> str:
     """A docstring: one line if it fits, else its first sentence, a blank line, the rest wrapped, and the
     closing quotes alone (ruff format joins a one-paragraph docstring back onto one line)."""
-    import textwrap
-
     one = f'{indent}"""{text}"""'
     if len(one) <= LINE:
         return one
@@ -169,8 +170,6 @@ class GenerateResult:
 
 def unknown_zone(zone: str) -> str | None:
     """One line when `zone` (a CRON_TZ) is no time zone this system knows; None when it is fine."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     if zone in ("UTC", "Etc/UTC", ""):
         return None
     try:
@@ -216,11 +215,13 @@ def expr_for(job: CronJob, dialect: Dialect) -> tuple[CronExpr | None, tuple[str
 
 def job_spec(
     job: CronJob, plan: Any, schedule: dict[str, str] | None = None, dialect: Dialect = Dialect.DEBIAN
-) -> dict[str, Any]:
+) -> JobSpec:
+    """The SPEC both targets embed (the one place it is built; its type and version: runtime.spec)."""
     policy = dict(plan.policy()) if hasattr(plan, "policy") else {}
     if schedule:
         policy["schedule"] = schedule  # catch-up sends one run per missed instant of this schedule
     return {
+        "version": SPEC_VERSION,
         "policy": policy,
         "kill_grace": getattr(plan, "kill_grace", None),
         "id": job.id,

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cronsim import CronSim, CronSimError
+
 from cronshift.generate.common import RUFF_TOML, GenerateResult, ruff_format, slug, templates, write_files
 from cronshift.generate.plan import Plan, plan_for
 from cronshift.model import CronJob
@@ -89,8 +91,6 @@ def parse_trigger(text: str) -> Trigger:
             )
         options[k] = v
     if "safety" in options:
-        from cronsim import CronSim, CronSimError
-
         options["safety"] = options["safety"].replace("_", " ")
         try:
             CronSim(options["safety"], datetime.now(UTC))

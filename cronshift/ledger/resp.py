@@ -77,7 +77,7 @@ def xadd_all(url: str, fields: list[bytes], timeout: float, stream: str = STREAM
 
     Raises OSError (refused, timeout, reset) or RuntimeError (a Redis error reply); never retries.
     """
-    import _socket
+    import _socket  # deferred: the wrapper imports this module; only a Redis ledger needs a socket
 
     deadline = time.monotonic() + timeout
     host, port, user, password, db = parse_url(url)

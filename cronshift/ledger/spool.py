@@ -36,7 +36,7 @@ class Refused(OSError):
 
 def spool_key(target: str) -> str:
     """File-name prefix for the store a record is meant for (a path or a Redis URL)."""
-    from binascii import crc32
+    from binascii import crc32  # deferred: the wrapper imports this module on every cron run
 
     return f"runs-{crc32(target.encode('utf-8', 'surrogateescape')):08x}"
 
@@ -83,7 +83,7 @@ def _mkdir_private(path: str, mode: int = 0o700) -> None:
 
 
 def _check_private_dir(path: str, uid: int) -> None:
-    import stat
+    import stat  # deferred: the wrapper imports this module on every cron run
 
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
@@ -151,10 +151,11 @@ def _ensure_own_dir(root: str, path: str, primary: bool) -> None:
 
 def append(root: str, key: str, line: bytes) -> tuple[str, int, list[OSError]]:
     """Append one record line to the first spool that takes it; return (path, size after the write, errors
-    from the spools that refused it before).
+    from the spools that refused it before).  # deferred: the wrapper imports this module on every cron run
 
     Raises the last OSError when no spool is writable: the caller reports it and carries on.
     """
+    # deferred: the wrapper imports this module on every cron run
     import fcntl
     import stat
 
@@ -256,7 +257,7 @@ def pending(root: str, key: str) -> list[str]:
 def _trusted_dir(d: str) -> int | None:
     """The uid whose records folder `d` may hold, -1 for the legacy shared (sticky, root-owned) folder;
     raises Refused for a symbolic link, a non-folder or a folder others could write into."""
-    import stat
+    import stat  # deferred: the wrapper imports this module on every cron run
 
     st = os.lstat(d)
     if not stat.S_ISDIR(st.st_mode):
@@ -271,6 +272,7 @@ def _trusted_dir(d: str) -> int | None:
 def read_trusted(path: str, lock: int = 0) -> tuple[bytes, int]:
     """The bytes of one spool file and the uid that wrote it (its owner, from fstat of the descriptor
     read): never the user a record claims. Refuses symlinks, hard links and foreign-owned files."""
+    # deferred: the wrapper imports this module on every cron run
     import fcntl
     import stat
 
@@ -301,6 +303,7 @@ def claim(path: str) -> tuple[str, bytes, int] | None:
     """Take a spool file away from appenders and return (claimed path, its bytes, owner uid); None if
     someone else has it. Raises Refused for a file that is not to be trusted (left where it is). Call
     `release` once the records are safely stored; until then a crash loses nothing."""
+    # deferred: the wrapper imports this module on every cron run
     import fcntl
     import stat
 
@@ -331,7 +334,7 @@ def claim(path: str) -> tuple[str, bytes, int] | None:
 
 def user_name(uid: int) -> str:
     try:
-        import pwd
+        import pwd  # deferred: the wrapper imports this module on every cron run
 
         return pwd.getpwuid(uid).pw_name
     except (ImportError, KeyError):

@@ -9,13 +9,14 @@ letters. Records read back carry their spool uid in `extra["uid"]`, so stages ca
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cronshift.ledger import schema as ledger_schema
 from cronshift.ledger import spool
@@ -25,7 +26,7 @@ from cronshift.model import RunRecord
 
 DEFAULT_STORE = "var/lib/cronshift/ledger.db"
 DOC_PREFIX = "cronshift:doc:"
-_FIELDS = [c for c in ledger_schema.RUN_COLUMNS if c not in ("uid", "extra")]
+_FIELDS = [f.name for f in dataclasses.fields(RunRecord) if f.name != "extra"]  # the stored run fields
 RUNTIME_SOURCES = frozenset({"celery", "streams"})  # written to RUNTIME_STREAM, trusted only from there
 
 
@@ -71,50 +72,46 @@ def _in_window(r: RunRecord, job_id: str | None, since: float | None, until: flo
     )
 
 
-class Ledger:
-    """Run records and small documents, in SQLite (`store`, default under `root`) or Redis (`redis_url`)."""
+class Ledger(Protocol):
+    """Run records and small documents: what every stage reads and writes, whichever store holds them.
 
-    def __init__(self, root: Path, store: str | None = None, redis_url: str | None = None) -> None:
+    Two backends: SqliteLedger (one host) and RedisLedger (a fleet); `open_ledger` picks one."""
+
+    root: str
+    store: str | None  # the SQLite file (None for Redis)
+    redis_url: str | None
+    skipped: list[str]  # "<where>: <why>" for each record a read could not use
+
+    def add_run(self, rec: RunRecord, retention: tuple[float, int] | None = None) -> None: ...
+    def runs(
+        self, job_id: str | None = None, since: float | None = None, until: float | None = None
+    ) -> Iterator[RunRecord]: ...
+    def drain_spool(self) -> int: ...
+    def put(self, kind: str, key: str, doc: dict[str, Any]) -> None: ...
+    def get(self, kind: str, key: str) -> dict[str, Any] | None: ...
+    def list(self, kind: str, prefix: str = "") -> list[dict[str, Any]]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Ledger: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class _Backend:
+    """What both backends share: reading runs with the spool merged in, and the context manager."""
+
+    store: str | None = None
+    redis_url: str | None = None
+    _store_errors: tuple[type[Exception], ...] = ()  # a store refusing a drain: read the spool in place
+
+    def __init__(self, root: Path, target: str) -> None:
         self.root = str(root)
-        self.redis_url = redis_url
-        self.store = None if redis_url else os.path.abspath(store or os.path.join(self.root, DEFAULT_STORE))
-        self.key = spool.spool_key(redis_url or self.store or "")
-        self.busy_ms = 5000  # how long the app waits for a store many wrappers are writing to
-        self._db: Any = None
-        self._redis: Any = None
-        self._redis_errors: tuple[type[Exception], ...] = ()
-        if redis_url:
-            import redis  # the app's path may pay for redis-py; the wrapper never does
+        self.key = spool.spool_key(target)
+        self.skipped: list[str] = []
 
-            self._redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-            self._redis_errors = (redis.RedisError,)
-        else:
-            assert self.store is not None
-            _tighten_default(self.root, self.store)
-            self._db = ledger_schema.connect(self.store, busy_ms=self.busy_ms)
-            # Never fail a whole read on one row: text that is not UTF-8 (an older wrapper stored raw
-            # arguments) comes back with U+FFFD instead of raising for every row after it.
-            self._db.text_factory = lambda b: b.decode("utf-8", "replace")
-        self.skipped: list[str] = []  # "<where>: <why>" for each record a read could not use
+    def _stored_runs(self, job_id: str | None, since: float | None, until: float | None) -> list[RunRecord]:
+        raise NotImplementedError
 
-    # -- runs -----------------------------------------------------------------------------------------
-    def add_run(self, rec: RunRecord, retention: tuple[float, int] | None = None) -> None:
-        """`retention` (max age in seconds, max length) trims the Redis stream as it grows."""
-        doc = record_to_doc(rec)
-        if self._redis is not None:
-            fields = {"record": json.dumps(doc, separators=(",", ":"))}
-            stream = RUNTIME_STREAM if rec.source in RUNTIME_SOURCES else STREAM
-            if retention is None:
-                self._redis.xadd(stream, fields)
-                return
-            age, maxlen = retention
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
-            pipe.xtrim(stream, minid=f"{int((time.time() - age) * 1000)}-0", approximate=False)
-            pipe.execute()
-            return
-        row = [doc[c] for c in ledger_schema.RUN_COLUMNS[:-1]] + [json.dumps(doc["extra"])]
-        self._db.execute(ledger_schema.INSERT_ROW, row)
+    def drain_spool(self) -> int:
+        raise NotImplementedError
 
     def runs(
         self, job_id: str | None = None, since: float | None = None, until: float | None = None
@@ -123,14 +120,9 @@ class Ledger:
         try:
             self.drain_spool()
             waiting: list[RunRecord] = []
-        except (OSError, RuntimeError, sqlite3.Error, *self._redis_errors):
+        except (OSError, RuntimeError, *self._store_errors):
             waiting = [r for r in self._spooled() if _in_window(r, job_id, since, until)]
-        if self._redis is not None:
-            found = {
-                r.extra.get("uid"): r for r in self._stream_runs() if _in_window(r, job_id, since, until)
-            }
-        else:
-            found = {r.extra.get("uid"): r for r in self._sqlite_runs(job_id, since, until)}
+        found = {r.extra.get("uid"): r for r in self._stored_runs(job_id, since, until)}
         for r in waiting:
             found.setdefault(r.extra.get("uid"), r)
         yield from sorted(found.values(), key=lambda r: (r.start, r.extra.get("uid", "")))
@@ -138,7 +130,55 @@ class Ledger:
     def _skip(self, where: str, why: object) -> None:
         self.skipped.append(f"{where}: {why}")
 
-    def _sqlite_runs(self, job_id: str | None, since: float | None, until: float | None) -> list[RunRecord]:
+    def _spooled(self) -> list[RunRecord]:
+        """Records still waiting in spools we may read, with the same trust rules as a drain."""
+        out = []
+        for path in spool.pending(self.root, self.key):
+            try:
+                data, uid = spool.read_trusted(path)
+            except OSError as e:
+                if isinstance(e, spool.Refused):
+                    self._skip(path, e.strerror)
+                continue
+            for line in spool.split_records(data):
+                try:
+                    out.append(_spooled_record(json.loads(line), uid))
+                except (ValueError, TypeError) as e:
+                    self._skip(path, e)
+        return out
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Ledger:
+        return self  # type: ignore[return-value]  # each backend is a Ledger
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SqliteLedger(_Backend):
+    """The ledger in one SQLite file (default under the root): wrappers spool, readers drain into it."""
+
+    _store_errors = (sqlite3.Error,)
+
+    def __init__(self, root: Path, store: str | None = None) -> None:
+        self.store = os.path.abspath(store or os.path.join(str(root), DEFAULT_STORE))
+        super().__init__(root, self.store)
+        self.busy_ms = 5000  # how long the app waits for a store many wrappers are writing to
+        _tighten_default(self.root, self.store)
+        self._db: Any = ledger_schema.connect(self.store, busy_ms=self.busy_ms)
+        # Never fail a whole read on one row: text that is not UTF-8 (an older wrapper stored raw
+        # arguments) comes back with U+FFFD instead of raising for every row after it.
+        self._db.text_factory = lambda b: b.decode("utf-8", "replace")
+
+    def add_run(self, rec: RunRecord, retention: tuple[float, int] | None = None) -> None:
+        """`retention` is the Redis stream's; a SQLite ledger keeps every run."""
+        doc = record_to_doc(rec)
+        row = [doc[c] for c in ledger_schema.RUN_COLUMNS[:-1]] + [json.dumps(doc["extra"])]
+        self._db.execute(ledger_schema.INSERT_ROW, row)
+
+    def _stored_runs(self, job_id: str | None, since: float | None, until: float | None) -> list[RunRecord]:
         where, args = [], []
         for cond, value in (("job_id = ?", job_id), ("start >= ?", since), ("start < ?", until)):
             if value is not None:
@@ -154,6 +194,67 @@ class Ledger:
             except (ValueError, TypeError) as e:  # one damaged row: skip it, say which, keep the rest
                 self._skip(f"{self.store}: run {doc.get('uid')}", e)
         return out
+
+    def drain_spool(self) -> int:
+        """Move spooled records into the store; return how many were new. Raises if the store refuses."""
+        assert self.store is not None
+        refused: list[str] = []
+        try:
+            return drain_to_sqlite(self.root, self.store, busy_ms=self.busy_ms, refused=refused)
+        finally:
+            self.skipped += [r for r in refused if r not in self.skipped]
+
+    def put(self, kind: str, key: str, doc: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO docs (kind, key, doc, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc, updated = excluded.updated",
+            (kind, key, json.dumps(doc, sort_keys=True), time.time()),
+        )
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT doc FROM docs WHERE kind = ? AND key = ?", (kind, key)).fetchone()
+        return None if row is None or row[0] is None else json.loads(row[0])
+
+    def list(self, kind: str, prefix: str = "") -> list[dict[str, Any]]:
+        """Documents of `kind` whose key starts with `prefix`, in key order."""
+        rows = self._db.execute(
+            "SELECT doc FROM docs WHERE kind = ? AND substr(key, 1, ?) = ? ORDER BY key",
+            (kind, len(prefix), prefix),
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+class RedisLedger(_Backend):
+    """The ledger in Redis: runs in one stream (deduped by uid on reading), documents in one hash per kind."""
+
+    def __init__(self, root: Path, redis_url: str) -> None:
+        import redis  # the app's path may pay for redis-py; the wrapper and a SQLite ledger never do
+
+        super().__init__(root, redis_url)
+        self.redis_url = redis_url
+        self._redis: Any = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self._store_errors = (redis.RedisError,)
+
+    def add_run(self, rec: RunRecord, retention: tuple[float, int] | None = None) -> None:
+        """`retention` (max age in seconds, max length) trims the stream as it grows."""
+        fields = {"record": json.dumps(record_to_doc(rec), separators=(",", ":"))}
+        stream = RUNTIME_STREAM if rec.source in RUNTIME_SOURCES else STREAM
+        if retention is None:
+            self._redis.xadd(stream, fields)
+            return
+        age, maxlen = retention
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
+        pipe.xtrim(stream, minid=f"{int((time.time() - age) * 1000)}-0", approximate=False)
+        pipe.execute()
+
+    def _stored_runs(self, job_id: str | None, since: float | None, until: float | None) -> list[RunRecord]:
+        return [r for r in self._stream_runs() if _in_window(r, job_id, since, until)]
 
     def _stream_runs(self) -> Iterator[RunRecord]:
         """Both streams. The key says who wrote an entry (Redis ACLs decide who may write which key):
@@ -174,32 +275,8 @@ class Ledger:
                     break
                 last = "(" + batch[-1][0].decode()
 
-    def _spooled(self) -> list[RunRecord]:
-        """Records still waiting in spools we may read, with the same trust rules as a drain."""
-        out = []
-        for path in spool.pending(self.root, self.key):
-            try:
-                data, uid = spool.read_trusted(path)
-            except OSError as e:
-                if isinstance(e, spool.Refused):
-                    self._skip(path, e.strerror)
-                continue
-            for line in spool.split_records(data):
-                try:
-                    out.append(_spooled_record(json.loads(line), uid))
-                except (ValueError, TypeError) as e:
-                    self._skip(path, e)
-        return out
-
     def drain_spool(self) -> int:
-        """Move spooled records into the store; return how many were new. Raises if the store refuses."""
-        if self._redis is None:
-            assert self.store is not None
-            refused: list[str] = []
-            try:
-                return drain_to_sqlite(self.root, self.store, busy_ms=self.busy_ms, refused=refused)
-            finally:
-                self.skipped += [r for r in refused if r not in self.skipped]
+        """Move spooled records into the stream; return how many were sent. Raises if Redis refuses."""
         added = 0
         for path in spool.pending(self.root, self.key):
             try:
@@ -235,50 +312,22 @@ class Ledger:
             spool.release(path)
         return added
 
-    # -- documents ------------------------------------------------------------------------------------
     def put(self, kind: str, key: str, doc: dict[str, Any]) -> None:
-        text = json.dumps(doc, sort_keys=True)
-        if self._redis is not None:
-            self._redis.hset(DOC_PREFIX + kind, key, text)
-            return
-        self._db.execute(
-            "INSERT INTO docs (kind, key, doc, updated) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc, updated = excluded.updated",
-            (kind, key, text, time.time()),
-        )
+        self._redis.hset(DOC_PREFIX + kind, key, json.dumps(doc, sort_keys=True))
 
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
-        if self._redis is not None:
-            raw = self._redis.hget(DOC_PREFIX + kind, key)
-        else:
-            row = self._db.execute("SELECT doc FROM docs WHERE kind = ? AND key = ?", (kind, key)).fetchone()
-            raw = row and row[0]
+        raw = self._redis.hget(DOC_PREFIX + kind, key)
         return None if raw is None else json.loads(raw)
 
     def list(self, kind: str, prefix: str = "") -> list[dict[str, Any]]:
         """Documents of `kind` whose key starts with `prefix`, in key order."""
-        if self._redis is not None:
-            items = sorted((k.decode(), v) for k, v in self._redis.hgetall(DOC_PREFIX + kind).items())
-            return [json.loads(v) for k, v in items if k.startswith(prefix)]
-        rows = self._db.execute(
-            "SELECT doc FROM docs WHERE kind = ? AND substr(key, 1, ?) = ? ORDER BY key",
-            (kind, len(prefix), prefix),
-        ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        items = sorted((k.decode(), v) for k, v in self._redis.hgetall(DOC_PREFIX + kind).items())
+        return [json.loads(v) for k, v in items if k.startswith(prefix)]
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
         if self._redis is not None:
             self._redis.close()
             self._redis = None
-
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _from_stream(stream: str, doc: dict[str, Any]) -> RunRecord:
@@ -322,4 +371,7 @@ def has_spooled(root: Path, store: str | None = None, redis_url: str | None = No
 
 
 def open_ledger(root: Path, store: str | None = None, redis_url: str | None = None) -> Ledger:
-    return Ledger(root, store=store, redis_url=redis_url)
+    """The ledger at `redis_url` if given, else the SQLite one at `store` (default under `root`)."""
+    if redis_url:
+        return RedisLedger(root, redis_url)
+    return SqliteLedger(root, store)

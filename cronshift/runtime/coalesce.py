@@ -29,8 +29,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from cronshift.ledger.store import open_ledger
 from cronshift.runtime.records import LedgerConfigError, ledger_target
 
 __all__ = ["MAX_KEYS", "Coalescer", "Pending", "record_trigger"]
@@ -66,10 +68,6 @@ def record_trigger(doc: dict[str, Any]) -> bool:
         return False
     if not store and not url:
         return False
-    from pathlib import Path
-
-    from cronshift.ledger.store import open_ledger
-
     try:
         with open_ledger(Path(os.environ.get("CRONSHIFT_ROOT", "/")), store=store, redis_url=url) as led:
             led.put("trigger", f"{doc['job_id']}:{doc['sent_at']:017.6f}:{doc['id']}", doc)

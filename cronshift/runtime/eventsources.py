@@ -29,7 +29,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import redis
+
 from cronshift.runtime.coalesce import Coalescer
+from cronshift.runtime.state import instants_between
 
 __all__ = ["call_key", "listen_postgres", "notify_call", "read_stream", "run_sources", "watch_path"]
 
@@ -46,8 +49,6 @@ def call_key(job_id: str) -> str:
 
 def notify_call(redis_url: str, job_id: str, payload: Any = None, maxlen: int = 100_000) -> str:
     """Ask for a coalesced run of `job_id`: one stream entry (the events process turns it into a run)."""
-    import redis
-
     r = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         entry = r.xadd(call_key(job_id), {"payload": json.dumps(payload)}, maxlen=maxlen, approximate=True)
@@ -71,7 +72,7 @@ def listen_postgres(
     on_connect: Callable[[], None] = lambda: None,
 ) -> None:
     """LISTEN on `channel` until `stop`; each NOTIFY is an event, each reconnect after a loss a gap event."""
-    import psycopg
+    import psycopg  # an optional dependency (cronshift[events]): only a postgres source needs it
     from psycopg import sql
 
     backoff, connected_before = 0.2, False
@@ -121,7 +122,7 @@ def watch_path(
     on_ready: Callable[[], None] = lambda: None,
 ) -> None:
     """Files closed after writing in, or moved into, `folder`: one event each (never a half-written file)."""
-    from inotify_simple import INotify, flags
+    from inotify_simple import INotify, flags  # an optional dependency: only a folder source needs it
 
     mask = flags.CLOSE_WRITE | flags.MOVED_TO | flags.DELETE_SELF | flags.MOVE_SELF | flags.ONLYDIR
     ino = INotify()
@@ -169,8 +170,6 @@ def read_stream(
     on_ready: Callable[[], None] = lambda: None,
 ) -> None:
     """New entries of an existing stream, resuming after the last one read by this job."""
-    import redis
-
     last_key = f"cronshift:events:last:{job_id}:{key}"
     backoff = 0.2
     while not stop.is_set():
@@ -229,10 +228,6 @@ def safety_net(
 
     For a safety net slower than the old schedule once its beat entry is removed: a lost notification then
     costs at most one interval of this schedule in freshness."""
-    import time
-
-    from cronshift.runtime.state import instants_between
-
     now = clock or time.time
     seen = co.events
     while not stop.is_set():

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from cronshift.runtime.spec import JobSpec, check_spec
+
 __all__ = [
     "DEFAULT_TIME_LIMIT",
     "KILL_GRACE",
@@ -103,7 +105,7 @@ def pam_environment(root: str = "/") -> dict[str, str]:
     return env
 
 
-def cron_environment(spec: dict[str, Any], entry: pwd.struct_passwd, root: str = "/") -> dict[str, str]:
+def cron_environment(spec: JobSpec, entry: pwd.struct_passwd, root: str = "/") -> dict[str, str]:
     """The job's environment as the dialect's cron builds it.
 
     Debian: PAM's variables first (pam_env: /etc/environment, /etc/default/locale), then cron's own
@@ -274,7 +276,7 @@ def _pump(
 
 
 def run_job(
-    spec: dict[str, Any],
+    spec: JobSpec,
     payload: Any = None,
     scheduled_for: float | None = None,
     on_start: Callable[[int], None] | None = None,
@@ -286,7 +288,9 @@ def run_job(
     (then SIGKILL). `spec["split_output"]` also keeps stdout and stderr apart (their tails, digests and
     sizes); the merged stream, as cron mails it, stays the primary record either way. With split output the
     merged stream interleaves the two pipes in the order reads returned them, not byte-exact as one pipe.
+    A SPEC of a version this runtime does not know raises SpecVersionError before anything runs.
     """
+    check_spec(spec)
     entry = pwd.getpwnam(spec["user"])
     uid, gid = entry.pw_uid, entry.pw_gid
     if os.geteuid() != 0 and os.geteuid() != uid:

@@ -27,10 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from cronshift.runtime import state
+from cronshift.runtime import lock, state
 from cronshift.runtime.deadletters import dead_letter_id, write_dead_letter
 from cronshift.runtime.execute import KILL_GRACE, JobFailed, kill_group, run_job
 from cronshift.runtime.records import record_from_result, write_run
+from cronshift.runtime.spec import JobSpec, check_spec
 
 __all__ = ["MAX_CATCH_UP", "JobDeadLettered", "PolicyRun", "Transport", "policy_of"]
 
@@ -61,7 +62,7 @@ class Transport(Protocol):
         ...
 
 
-def policy_of(spec: dict[str, Any]) -> dict[str, Any]:
+def policy_of(spec: JobSpec) -> dict[str, Any]:
     p = dict(spec.get("policy") or {})
     p.setdefault("overlap", spec.get("overlap", "allow"))
     return p
@@ -72,7 +73,7 @@ class PolicyRun:
     """One message's run under its job's policies (see the module docstring for the order)."""
 
     transport: Transport
-    spec: dict[str, Any]
+    spec: JobSpec
     payload: Any
     scheduled_for: float | None
     extra: dict[str, str]
@@ -82,6 +83,7 @@ class PolicyRun:
     sleep: Callable[[float], None] = time.sleep
 
     def __post_init__(self) -> None:
+        check_spec(self.spec)  # before any lock or claim: a SPEC this runtime cannot read runs nothing
         self.pol = policy_of(self.spec)
         self.deliveries = self.transport.deliveries or 1
 
@@ -177,8 +179,6 @@ class PolicyRun:
         overlap = pol.get("overlap", "allow")
         if overlap == "allow":
             return self.execute(None)
-        from cronshift.runtime import lock
-
         url = self.url
         if url is None:
             self.need_state(f"overlap policy {overlap}")

@@ -38,9 +38,11 @@ from typing import Any
 
 import redis
 
+from cronshift.runtime import state
 from cronshift.runtime.execute import JobFailed
 from cronshift.runtime.policy import JobDeadLettered, PolicyRun
 from cronshift.runtime.schedules import cronsim_schedule
+from cronshift.runtime.spec import check_spec
 
 __all__ = [
     "Consumer",
@@ -612,8 +614,6 @@ class Consumer:
         if url is None:
             return None
         if self._state is None:
-            from cronshift.runtime import state
-
             self._state = state.client(url)
         return self._state
 
@@ -692,6 +692,8 @@ def consumer_main(
     p.add_argument("--max-deliveries", type=int, default=None, help="override each job's policy")
     p.add_argument("--block", type=float, default=DEFAULT_BLOCK, help="seconds to wait for an entry")
     a = p.parse_args(argv)
+    for spec in jobs.values():  # refuse to start, rather than dead-letter every run, on an unknown SPEC
+        check_spec(spec)
     _logging()
     retention = dict(retention or {})
     if "ledger" in retention:  # a Redis ledger (CRONSHIFT_LEDGER_REDIS) is trimmed as runs are added

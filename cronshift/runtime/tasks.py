@@ -13,6 +13,8 @@ from typing import Any
 from cronshift.runtime import state
 from cronshift.runtime.execute import JobFailed
 from cronshift.runtime.policy import MAX_CATCH_UP, JobDeadLettered, PolicyRun
+from cronshift.runtime.schedules import beat_schedules, fires_between_of
+from cronshift.runtime.spec import JobSpec
 
 __all__ = ["MAX_CATCH_UP", "JobDeadLettered", "run_cron_task"]
 
@@ -43,16 +45,12 @@ class _Celery:
         entries = _beat_entries(self.task)
         if not entries:
             return None
-        from cronshift.runtime.schedules import fires_between_of
-
         a, b = datetime.fromtimestamp(after, UTC), datetime.fromtimestamp(until, UTC)
         return [t.timestamp() for t in fires_between_of(entries, a, b, limit)]
 
 
 def _beat_entries(task: Any) -> list[Any]:
     """The schedules of the beat entries in the task's app that send it (none for a plain trigger app)."""
-    from cronshift.runtime.schedules import beat_schedules
-
     app, name = getattr(task, "app", None), getattr(task, "name", None)
     if app is None or not isinstance(name, str):
         return []
@@ -64,7 +62,7 @@ def _beat_entries(task: Any) -> list[Any]:
 
 def run_cron_task(
     task: Any,
-    spec: dict[str, Any],
+    spec: JobSpec,
     payload: Any = None,
     scheduled_for: float | None = None,
     clock: Callable[[], float] = time.time,

@@ -31,6 +31,7 @@ from typing import Any
 
 from cronshift.model import CronJob
 from cronshift.runtime.execute import OUTPUT_COPY_ENV
+from cronshift.runtime.spec import SPEC_VERSION, JobSpec
 from cronshift.shadow.compare import SideRun
 
 __all__ = [
@@ -47,12 +48,13 @@ MODES = ("sandbox", "allow", "dry-run")
 HELPER_MARGIN = 60.0  # seconds the helper gets beyond the side's own timeout to kill, wait and read layers
 
 
-def cron_spec(job: CronJob) -> dict[str, Any]:
+def cron_spec(job: CronJob) -> JobSpec:
     """The runtime spec of the job exactly as cron has it (the shape `cronshift generate` embeds as SPEC).
 
     Built here from the crontab line on purpose, not with generate.common.job_spec: the cron side is the
     reference the generated SPEC is compared against, so a mistake in job_spec must not reach both sides."""
     return {
+        "version": SPEC_VERSION,
         "id": job.id,
         "user": job.user,
         "shell": job.shell,

@@ -41,6 +41,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from cronshift.discover.schedule import CronExpr, fires_between
+from cronshift.ledger.kinds import LIVE_KIND
 from cronshift.model import RunRecord
 from cronshift.shadow.compare import Difference, duration_outlier
 from cronshift.shadow.normalize import Normalizer
@@ -59,7 +60,6 @@ __all__ = [
     "schedule_patterns",
 ]
 
-LIVE_KIND = "shadow-live"
 CRON_SOURCE = "record"
 EVENT_SOURCES = frozenset({"celery", "streams"})
 MAX_TIME_PATTERNS = 24

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cronshift.ledger.kinds import OBSERVATION_KIND, VERDICT_KIND
 from cronshift.ledger.schema import private_dir
 from cronshift.ledger.state import STATE_DIR
 
@@ -21,8 +22,6 @@ __all__ = [
     "write_verdict_file",
 ]
 
-OBSERVATION_KIND = "shadow-observation"
-VERDICT_KIND = "shadow-verdict"
 SHADOW_DIR = (*STATE_DIR, "shadow")
 
 
