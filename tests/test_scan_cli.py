@@ -38,6 +38,8 @@ def test_scan_json_schema_and_order(debian_root: Path) -> None:
         assert key in top
     assert {"text", "points", "evidence"} <= set(top["reasons"][0])
     assert top["reasons"][0]["text"].startswith("failed 78 of 697 runs")
+    # points are a number of their own; the text says what was seen, without ": +21.2" appended again
+    assert not any(r["text"].endswith(f": +{r['points']:g}") for r in top["reasons"])
     assert top["score"] == round(sum(r["points"] for r in top["reasons"]), 1)
     m = top["metrics"]
     for key in (

@@ -176,7 +176,7 @@ def job_to_dict(
         "score": None if score is None else score.value,
         "reasons": []
         if score is None
-        else [{"text": text(str(r)), "points": r.points, "evidence": r.evidence} for r in score.reasons],
+        else [{"text": text(r.text), "points": r.points, "evidence": r.evidence} for r in score.reasons],
         "unknown": [] if score is None else list(score.unknown),
         "metrics": metrics,
     }
