@@ -8,6 +8,7 @@ import json
 import pwd
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ MONDAY = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday
 JOB_SCRIPT = """#!/bin/sh
 echo "report at $(date -u +%Y-%m-%dT%H:%M:%S.%N)Z"
 echo "rows: ${LIVE_ROWS:-3}"
+echo "batch[${LIVE_BATCH:-41}] digest ${LIVE_DIGEST:-3f9a0c1b7e2d4a65}"
 exit ${LIVE_EXIT:-0}
 """
 
@@ -224,6 +226,10 @@ def test_faithful_sequence_reaches_parity_and_opens_the_retire_gate(
         ],
     )
     assert text.exit_code == 0 and "parity" in text.stdout and "instant" in text.stdout
+    assert "masked (cron): iso-timestamp 6" in text.stdout
+    assert "masked (event): iso-timestamp 6" in text.stdout
+    assert v["summary"]["masked"]["event"] == {"iso-timestamp": 6}
+    assert v["noise_floor_text"] == ["output: iso-timestamp varies at 1 place(s) (masked)"]
     # The verdict holds for the generated files the live worker ran, not for an edited project.
     app = root.parent / "gen/jobs/app.py"
     app.write_text(app.read_text() + "# edited after the parity run\n")
@@ -308,7 +314,7 @@ def test_changed_output_is_caught_even_with_every_normaliser_on(
     rep = evaluate(root, job, ts[-1] + timedelta(minutes=4))
     assert rep.verdict.label == "mismatch"
     (diff,) = rep.instants[3].real
-    assert diff.what == "output line 2: 'rows: 3' (cron) vs 'rows: 4' (event) (after normalising)"
+    assert diff.what == "output line 2: '3' (cron) vs '4' (event), in 'rows: 3' vs 'rows: 4'"
     assert "-rows: 3" in diff.diff and "+rows: 4" in diff.diff
 
 
@@ -345,6 +351,75 @@ def test_instants_before_the_event_path_started_are_warm_up_and_young_ones_pendi
     assert rep.warmup == 2 and rep.pending == 1
     assert rep.verdict.label == "parity", rep.verdict.missing + rep.verdict.differences
     assert len(rep.instants) == 5
+
+
+# -- the noise floor is learned from the cron side's own runs ----------------------------------------------
+
+
+def fire_pairs(
+    root: Path, job: CronJob, ts: list[datetime], monkeypatch: pytest.MonkeyPatch, **event_env: str
+) -> None:
+    """Cron and event side at each instant; a pause between instants, as real runs are minutes apart (a
+    second-granular value must get the chance to tick between cron runs)."""
+    for t in ts:
+        cron_fire(root, job, t)
+        event_fire(root, job, t, monkeypatch, **event_env)
+        time.sleep(0.45)
+
+
+def test_a_pid_shaped_number_constant_across_cron_runs_is_compared_not_masked(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broken migration first: cron always prints batch[41]; the event side batch[42]. It looks like a
+    # pid (`x[NNN]`), but it never varied between cron runs, so no rule may mask it.
+    job = job_at(root, 2)
+    ts = instants(6)
+    fire_pairs(root, job, ts, monkeypatch, LIVE_BATCH="42")
+    rep = evaluate(root, job, ts[-1] + timedelta(minutes=4))
+    assert rep.verdict.label == "mismatch", rep.verdict.missing
+    assert rep.verdict.differences[0].endswith(
+        "output line 3: '41' (cron) vs '42' (event), in 'batch[41] digest 3f9a0c1b7e2d4a65' vs "
+        "'batch[42] digest 3f9a0c1b7e2d4a65'"
+    ), rep.verdict.differences
+
+
+def test_a_digest_constant_across_cron_runs_is_compared_not_masked(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = job_at(root, 2)
+    ts = instants(6)
+    fire_pairs(root, job, ts, monkeypatch, LIVE_DIGEST="3f9a0c1b7e2d4a66")
+    rep = evaluate(root, job, ts[-1] + timedelta(minutes=4))
+    assert rep.verdict.label == "mismatch", rep.verdict.missing
+    assert rep.verdict.differences[0].endswith(
+        "output line 3: '65' (cron) vs '66' (event), in 'batch[41] digest 3f9a0c1b7e2d4a65' vs "
+        "'batch[41] digest 3f9a0c1b7e2d4a66'"
+    ), rep.verdict.differences
+
+
+def test_a_timestamp_that_varies_across_cron_runs_is_masked_counted_and_shown(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = job_at(root, 2)
+    ts = instants(6)
+    fire_pairs(root, job, ts, monkeypatch)
+    rep = evaluate(root, job, ts[-1] + timedelta(minutes=4))
+    assert rep.verdict.label == "parity", rep.verdict.missing + rep.verdict.differences
+    # only what varied among the cron runs was masked: the timestamp, on both sides, once per run
+    assert rep.masked == {"cron": {"iso-timestamp": 6}, "event": {"iso-timestamp": 6}}
+    assert rep.floor_text == ["output: iso-timestamp varies at 1 place(s) (masked)"]
+    assert all("iso-timestamp" in (d.explained or "") for i in rep.instants for d in i.differences)
+
+
+def test_too_few_cron_runs_to_judge_a_value_is_insufficient_and_says_how_many_more(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = job_at(root, 2)
+    ts = instants(2)
+    fire_pairs(root, job, ts, monkeypatch, LIVE_BATCH="42")
+    rep = evaluate(root, job, ts[-1] + timedelta(minutes=4), gate=2)
+    assert rep.verdict.label == "insufficient evidence", rep.verdict.differences
+    assert any("wait for 3 more cron-side run(s)" in m for m in rep.verdict.missing), rep.verdict.missing
 
 
 def test_or_branches_are_patterns() -> None:

@@ -86,6 +86,20 @@ def definition_diff(cron: dict[str, Any] | None, event: dict[str, Any] | None) -
     return out
 
 
+def _render_masked(env: Env, masked: dict[str, dict[str, int]], none: str) -> None:
+    """Masked spans per side and rule: every span a normaliser hid from the comparison is counted."""
+    if not any(masked.values()):
+        env.out.print(f"masked: nothing ({none})")
+        return
+    for side in ("cron", "event"):
+        counts = masked.get(side) or {}
+        if counts:
+            env.out.print(
+                f"masked ({side}): " + ", ".join(f"{escape(r)} {n}" for r, n in sorted(counts.items())),
+                highlight=False,
+            )
+
+
 def _render(env: Env, doc: dict[str, Any], pairs: list[dict[str, Any]]) -> None:
     """One screen first (verdict, evidence, masks, contained writes, duration), then each difference once."""
     out = env.out
@@ -102,17 +116,7 @@ def _render(env: Env, doc: dict[str, Any], pairs: list[dict[str, Any]]) -> None:
         f"writes declared: {escape(', '.join(ev.get('writes') or [])) or 'none'}",
         highlight=False,
     )
-    masked = sm.get("masked") or {}
-    if any(masked.values()):
-        for side in ("cron", "event"):
-            counts = masked.get(side) or {}
-            if counts:
-                out.print(
-                    f"masked ({side}): " + ", ".join(f"{escape(r)} {n}" for r, n in sorted(counts.items())),
-                    highlight=False,
-                )
-    else:
-        out.print("masked: nothing (no rule span varied between cron runs)")
+    _render_masked(env, sm.get("masked") or {}, "no rule span varied between cron runs")
     for w in sm.get("undeclared_writes") or []:
         out.print(
             f"[yellow]contained undeclared write:[/] {escape(w['path'])} ({', '.join(w['sides'])})",
@@ -311,6 +315,9 @@ def _render_live(env: Env, doc: dict[str, Any], rep: live.LiveReport) -> None:
             f"{escape(p)} {'[green]seen[/]' if ok else '[yellow]not yet[/]'}" for p, ok in seen.items()
         )
     )
+    _render_masked(env, rep.masked, "no rule span varied between cron's own runs")
+    for line in rep.floor_text:
+        out.print(f"[dim]noise learned from cron's own runs:[/] {escape(line)}", highlight=False)
     shown = [i for i in rep.instants if not i.matched]
     tail = rep.instants[-rep.gate_pairs :]
     rows = sorted({id(i): i for i in shown + tail}.values(), key=lambda i: i.instant)

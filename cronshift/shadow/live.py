@@ -42,7 +42,14 @@ from zoneinfo import ZoneInfo
 
 from cronshift.discover.schedule import CronExpr, fires_between
 from cronshift.model import RunRecord
-from cronshift.shadow.compare import Difference, duration_outlier
+from cronshift.shadow.compare import (
+    Difference,
+    NoiseFloor,
+    SideRun,
+    compare_output,
+    duration_outlier,
+    learn_noise,
+)
 from cronshift.shadow.normalize import Normalizer
 from cronshift.shadow.verdict import GATE_PAIRS, LABELS, Verdict
 
@@ -54,6 +61,7 @@ __all__ = [
     "LiveReport",
     "compare_runs",
     "evaluate",
+    "learn_floors",
     "live_doc",
     "pattern_of",
     "schedule_patterns",
@@ -66,6 +74,8 @@ MAX_TIME_PATTERNS = 24
 DEFAULT_GRACE = 120.0
 TAIL = 4096  # bytes of output both writers keep as text
 DIFF_LINES = 60
+# What to do when the cron runs so far cannot tell noise from a change ({more}: runs still needed).
+LIVE_ADVICE = "wait for {more} more cron-side run(s) (live mode learns its noise from cron's own runs)"
 _DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")  # cron: 0 = Sunday
 DOM_BRANCH, DOW_BRANCH = "day-of-month branch", "day-of-week branch"
 
@@ -153,23 +163,47 @@ def _udiff(name: str, a: str, b: str) -> str:
     return "\n".join(lines)
 
 
-def _first_line_change(a: list[str], b: list[str]) -> str:
-    for i in range(max(len(a), len(b))):
-        x = a[i] if i < len(a) else None
-        y = b[i] if i < len(b) else None
-        if x != y:
-            if x is None:
-                return f"line {i + 1}: {y!r} printed by the event side only"
-            if y is None:
-                return f"line {i + 1}: {x!r} printed by cron only"
-            return f"line {i + 1}: {x!r} (cron) vs {y!r} (event)"
-    return "line endings or final newline differ"
+def _side(r: RunRecord, c: _Channel) -> SideRun:
+    """One channel of a run, as the calibrated comparison reads runs."""
+    return SideRun(
+        side=r.source,
+        exit_status=r.exit_status,
+        signal=r.signal,
+        output=c.tail,
+        output_bytes=c.size,
+        duration=r.duration or 0.0,
+        started=r.start,
+    )
 
 
-def _compare_channel(name: str, a: _Channel, b: _Channel, normalize: Normalizer) -> list[Difference]:
+def learn_floors(cron_runs: Iterable[RunRecord], normalize: Normalizer) -> dict[str, NoiseFloor]:
+    """Live calibration: the cron side's own finished runs, in start order, are the A/A runs (per channel:
+    merged output, or stdout and stderr). The same learning as now mode's (compare.learn_noise): a rule may
+    mask only a span that varied between these runs. A channel whose tail does not hold the whole output
+    is left out: it cannot be compared by content either."""
+    by: dict[str, list[SideRun]] = {}
+    for r in sorted(cron_runs, key=lambda r: r.start):
+        if r.end is None:
+            continue  # lost or still running: no output to learn from
+        for name, c in _channels(r).items():
+            if _complete(c):
+                by.setdefault(name, []).append(_side(r, c))
+    return {name: learn_noise(runs, normalize) for name, runs in by.items()}
+
+
+def _compare_channel(
+    name: str,
+    cron: RunRecord,
+    event: RunRecord,
+    a: _Channel,
+    b: _Channel,
+    normalize: Normalizer,
+    floor: NoiseFloor | None,
+    masked: tuple[dict[str, int], dict[str, int]],
+) -> list[Difference]:
     if a.sha256 == b.sha256:
         return []
-    if not (_complete(a) and _complete(b)):
+    if not (_complete(a) and _complete(b)) or floor is None:
         return [
             Difference(
                 "unverifiable",
@@ -178,22 +212,28 @@ def _compare_channel(name: str, a: _Channel, b: _Channel, normalize: Normalizer)
                 _udiff(name, a.tail, b.tail),
             )
         ]
-    na, nb = normalize(a.tail), normalize(b.tail)
-    if na == nb:
-        fired = [r.name for r in normalize.rules if r.pattern.search(a.tail) or r.pattern.search(b.tail)]
+    here: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    found = compare_output(
+        _side(cron, a), _side(event, b), normalize, floor, here, label=name, advice=LIVE_ADVICE
+    )
+    for total, counts in zip(masked, here, strict=True):
+        for rule, n in counts.items():
+            total[rule] = total.get(rule, 0) + n
+    if found:
+        return found
+    rules = sorted(set(here[0]) | set(here[1]))
+    if not rules:
         return [
             Difference(
-                "output",
-                f"{name}: raw sha256 differs, equal after normalising",
-                _udiff(name, a.tail, b.tail),
-                explained="normaliser: " + ", ".join(fired or ["(none named)"]),
+                "output", f"{name}: line endings or final newline differ", _udiff(name, a.tail, b.tail)
             )
         ]
     return [
         Difference(
             "output",
-            f"{name} {_first_line_change(na.splitlines(), nb.splitlines())} (after normalising)",
+            f"{name}: raw sha256 differs, equal once the spans cron's own runs vary in are masked",
             _udiff(name, a.tail, b.tail),
+            explained="normaliser: " + ", ".join(rules) + " (varied between cron runs)",
         )
     ]
 
@@ -204,9 +244,13 @@ def compare_runs(
     normalize: Normalizer,
     cron_durations: list[float],
     *,
+    floors: dict[str, NoiseFloor],
+    masked: tuple[dict[str, int], dict[str, int]] | None = None,
     compare_output: bool = True,
 ) -> list[Difference]:
-    """Every difference between the cron run and the event run of one instant (`explained` set for noise)."""
+    """Every difference between the cron run and the event run of one instant (`explained` set for noise,
+    `unjudged` where the cron runs so far are too few to tell). `floors`: learn_floors of the cron side."""
+    counts = masked if masked is not None else ({}, {})
     out: list[Difference] = []
     if cron.signal != event.signal:
         out.append(Difference("signal", f"killed by signal {cron.signal} (cron) vs {event.signal} (event)"))
@@ -218,7 +262,9 @@ def compare_runs(
         ca, cb = _channels(cron), _channels(event)
         if set(ca) == set(cb):
             for name in ca:
-                out += _compare_channel(name, ca[name], cb[name], normalize)
+                out += _compare_channel(
+                    name, cron, event, ca[name], cb[name], normalize, floors.get(name), counts
+                )
         elif "output" in ca and event.extra.get("output_sha256"):
             if ca["output"].sha256 != event.extra["output_sha256"]:
                 out.append(
@@ -279,11 +325,16 @@ class InstantResult:
 
     @property
     def real(self) -> list[Difference]:
-        return [d for d in self.differences if d.explained is None and d.kind != "unverifiable"]
+        return [
+            d
+            for d in self.differences
+            if d.explained is None and d.unjudged is None and d.kind != "unverifiable"
+        ]
 
     @property
     def unverifiable(self) -> list[Difference]:
-        return [d for d in self.differences if d.kind == "unverifiable"]
+        """Differences the evidence cannot judge: too long to compare, or too few cron runs to tell."""
+        return [d for d in self.differences if d.kind == "unverifiable" or d.unjudged is not None]
 
     @property
     def matched(self) -> bool:
@@ -335,6 +386,17 @@ class LiveReport:
     notes: list[str]
     verdict: Verdict
     gate_pairs: int
+    masked: dict[str, dict[str, int]] = field(default_factory=dict)  # side -> rule -> spans masked
+    floors: dict[str, NoiseFloor] = field(default_factory=dict)  # channel -> learned from cron's runs
+
+    @property
+    def floor_text(self) -> list[str]:
+        """What the cron side's own runs showed to vary (what may be masked), per channel."""
+        return [
+            line if name == "output" else f"{name} {line}"
+            for name, f in sorted(self.floors.items())
+            for line in f.describe()
+        ]
 
     @property
     def pairs(self) -> int:
@@ -414,6 +476,8 @@ def evaluate(
     all_patterns = schedule_patterns(expr)
     seen = dict.fromkeys(all_patterns, False)
     cron_durations = [r.duration for t in expected for r in cron_runs.get(t, []) if r.duration is not None]
+    floors = learn_floors((r for rs in cron_runs.values() for r in rs), normalize) if compare_output else {}
+    masked: dict[str, dict[str, int]] = {"cron": {}, "event": {}}
     instants: list[InstantResult] = []
     dup_sends = 0
     for t in expected:
@@ -438,7 +502,13 @@ def evaluate(
             i.notes.append(f"event side: {dup} duplicate send(s), skipped by the instant's claim")
         if i.status == "both":
             i.differences = compare_runs(
-                i.cron[0], i.event[0], normalize, cron_durations, compare_output=compare_output
+                i.cron[0],
+                i.event[0],
+                normalize,
+                cron_durations,
+                floors=floors,
+                masked=(masked["cron"], masked["event"]),
+                compare_output=compare_output,
             )
         if i.matched:
             for p in i.patterns:
@@ -466,6 +536,8 @@ def evaluate(
         notes,
         verdict,
         gate_pairs,
+        masked,
+        floors,
     )
 
 
@@ -487,7 +559,9 @@ def _judge(
         missing.append("no event-side run recorded yet: start the worker and beat with CRONSHIFT_LEDGER set")
     if start is not None and not instants:
         missing.append("no cron instant has passed since both sides started")
-    missing += [f"{i.local}: cannot tell: {d.what}" for i in instants for d in i.unverifiable]
+    missing += _grouped(
+        [(i.local, d.what, d.unjudged) for i in instants for d in i.unverifiable], len(instants)
+    )
     missing += [f"{i.local}: neither side fired" for i in instants if i.status == "neither"]
     tail = 0
     for i in reversed(instants):
@@ -500,6 +574,18 @@ def _judge(
     if real:
         return Verdict("mismatch", missing, real, tail)
     return Verdict("insufficient evidence" if missing else "parity", missing, [], tail)
+
+
+def _grouped(items: list[tuple[str, str, str | None]], total: int) -> list[str]:
+    """Each thing that cannot be judged once, with the instants it was seen at (not once per instant)."""
+    at: dict[tuple[str, str | None], list[str]] = {}
+    for local, what, why in items:
+        at.setdefault((what, why), []).append(local)
+    out = []
+    for (what, why), where in at.items():
+        when = where[0] if len(where) == 1 else f"{len(where)} of {total} instants"
+        out.append(f"{when}: cannot tell: {what}" + (f": {why}" if why else ""))
+    return out
 
 
 def live_doc(
@@ -548,7 +634,12 @@ def live_doc(
         },
         "instants": [i.to_doc() for i in rep.instants],
         "notes": rep.notes,
-        "noise_floor_text": [],
+        "noise_floor_text": rep.floor_text,
+        "noise_floor": {name: f.to_doc() for name, f in sorted(rep.floors.items())},
+        "summary": {
+            "masked": rep.masked,
+            "calibration_runs": max((f.runs for f in rep.floors.values()), default=0),
+        },
         "evidence": {
             **setup,
             "event_path": "beat (live)",
