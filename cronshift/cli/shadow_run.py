@@ -32,7 +32,7 @@ from cronshift.edit.crontab import EditFailed, EditRefused
 from cronshift.edit.wrap import WRAPPER_KIND, apply_plan, plan_wrap
 from cronshift.ledger.store import DEFAULT_STORE, open_ledger
 from cronshift.model import CronJob, Format, ScanResult
-from cronshift.shadow import live
+from cronshift.shadow import effects, live
 from cronshift.shadow.live import DEFAULT_GRACE, LIVE_KIND
 from cronshift.shadow.normalize import RuleError, build_normalizer
 from cronshift.shadow.store import (
@@ -186,6 +186,7 @@ def _live_setup(
     package: str | None,
     now: str | None,
     json: bool,
+    probe: str | None = None,
 ) -> None:
     """Wrap the cron line if needed (through edit.crontab), record the shadow-live doc, say what to run."""
     why = live.mode_refusal(mode, dry_run_flag)
@@ -193,10 +194,15 @@ def _live_setup(
         fail(env, why, ExitStatus.USAGE)
     _expr(env, result, j)
     digests: dict[str, str] = {}
+    triggers: list[dict[str, Any]] = []
     if project is not None:
         if not package or not (project / package).is_dir():
             fail(env, f"--project {project}: no generated package {package!r} there", ExitStatus.USAGE)
         digests = project_digests(project, package)
+        triggers = effects.project_triggers(project, package, j.id)
+    why = live.trigger_refusal(triggers, probe, mode)
+    if why:
+        fail(env, why, ExitStatus.USAGE)
     t = clock(now, result.system_timezone)
     # The wrapper on the line must write where --report reads: name the store unless it is the default.
     store_abs = None if redis else os.path.abspath(store or os.path.join(str(root), DEFAULT_STORE))
@@ -239,6 +245,8 @@ def _live_setup(
         project=None if project is None else str(project.resolve()),
         package=package,
         project_digests=digests,
+        triggers=triggers,
+        probe=probe,
     )
     with open_ledger(root, store=store, redis_url=redis) as led:
         led.put(LIVE_KIND, j.id, doc)
@@ -249,9 +257,16 @@ def _live_setup(
         project=str(project) if project else None,
         package=package,
     )
-    report_cmd = shlex.join(
-        ["cronshift", "shadow-run", j.id, "--report", "--root", str(root)]
-        + (["--redis", redis] if redis else ["--store", store_abs] if store else [])
+    where = ["--root", str(root)] + (["--redis", redis] if redis else ["--store", store_abs] if store else [])
+    report_cmd = shlex.join(["cronshift", "shadow-run", j.id, "--report", *where])
+    probe_cmds = (
+        [shlex.join(["cronshift", "shadow-run", j.id, "--probe-watch", *where])]
+        + [
+            shlex.join(["cronshift", "shadow-run", j.id, "--probe-now", "--side", s, *where])
+            for s in effects.SIDES
+        ]
+        if triggers
+        else []
     )
     if json:
         emit_json(
@@ -262,6 +277,7 @@ def _live_setup(
                 "diff": diff,
                 "backup": backup,
                 "event_path": cmds,
+                "probes": probe_cmds,
                 "report": report_cmd,
             },
         )
@@ -279,6 +295,18 @@ def _live_setup(
     out.print("start the event path in shadow, writing to the same ledger:")
     for c in cmds:
         out.print(f"  {escape(c)}", highlight=False)
+    if triggers:
+        kinds = ", ".join(
+            f"{t.get('kind')}:{t.get('table') or t.get('dir') or t.get('key') or ''}" for t in triggers
+        )
+        out.print(
+            f"the event path is event-triggered ({escape(kinds.rstrip(':'))}), with the events process "
+            f"(python -m {escape(package or '<package>')}.events): effects are compared per cron interval. "
+            "Probe the effect after each cron run and before the next (the watcher does both), or by hand:",
+            highlight=False,
+        )
+        for c in probe_cmds:
+            out.print(f"  {escape(c)}", highlight=False)
     out.print(f"then, any time: {escape(report_cmd)}", highlight=False)
 
 
@@ -376,6 +404,124 @@ def _render_live(env: Env, doc: dict[str, Any], rep: live.LiveReport) -> None:
         out.print(f"[yellow]missing:[/] {escape(m)}")
 
 
+def _render_triggered(env: Env, doc: dict[str, Any], rep: effects.TriggeredReport) -> None:
+    """Intervals (cron run, event runs, the two probes), then each difference and what is missing."""
+    from rich.table import Table
+
+    out = env.out
+    colour = {"parity": "green", "mismatch": "red"}.get(doc["label"], "yellow")
+    f = doc["fidelity"]
+    out.print(
+        f"[bold {colour}]{doc['label']}[/] for {escape(doc['job'])} "
+        "(live, event-triggered; effects compared): "
+        f"{f['intervals']} interval(s) judged, {doc['matched_consecutive']} matched in a row (gate: "
+        f"{doc['gate']['consecutive_pairs']}), {rep.exercised} matched with an event-triggered run; "
+        f"{f['pending']} pending",
+        highlight=False,
+    )
+    out.print(f"probe: {escape(str(doc['evidence'].get('probe')))}", highlight=False)
+    table = Table("interval from", "cron", "event runs", "effect", "result")
+    for i in rep.intervals:
+        effect = (
+            "-"
+            if i.cron_probe is None or i.event_probe is None
+            else ("same" if not any("effect differs" in d for d in i.differences) else "differs")
+        )
+        res = (
+            "[green]match[/]"
+            if i.matched
+            else "[red]differs[/]"
+            if i.differences
+            else "[yellow]cannot tell[/]"
+        )
+        table.add_row(
+            escape(i.local),
+            f"exit {i.cron.exit_status}" if i.cron.signal is None else f"sig {i.cron.signal}",
+            f"{len(i.event)} ({i.triggered} triggered)",
+            effect,
+            res,
+        )
+    out.print(table)
+    for line in doc["differences"]:
+        out.print(f"[red]mismatch:[/] {escape(line)}", highlight=False)
+    for n in doc["notes"]:
+        out.print(f"[dim]note:[/] {escape(n)}", highlight=False)
+    for m in doc["missing"]:
+        out.print(f"[yellow]missing:[/] {escape(m)}", highlight=False)
+
+
+def _probes(
+    env: Env,
+    result: ScanResult,
+    j: CronJob,
+    root: Path,
+    store: str | None,
+    redis: str | None,
+    side: str | None,
+    watch: bool,
+    json: bool,
+) -> None:
+    """Take the effect probe of an event-triggered live shadow: once (--probe-now), or at every interval's
+    two times (--probe-watch: after each cron run, and shortly before the next cron instant)."""
+    with open_ledger(root, store=store, redis_url=redis) as led:
+        setup = led.get(LIVE_KIND, j.id)
+    if not setup or setup.get("event_path") != "triggered" or not setup.get("probe"):
+        fail(
+            env,
+            f"{j.id}: no event-triggered live shadow with an effect probe: set it up with "
+            "`--live --mode allow --project OUT --package PKG --probe CMD`",
+            ExitStatus.USAGE,
+        )
+    command = str(setup["probe"])
+
+    def store_probe(doc: dict[str, Any]) -> None:
+        with open_ledger(root, store=store, redis_url=redis) as led:
+            led.put(effects.EFFECT_KIND, effects.probe_key(j.id, doc), doc)
+
+    def said(doc: dict[str, Any]) -> None:
+        if json:
+            emit_json(env, {"job_id": j.id, "probe": doc})
+        else:
+            env.out.print(
+                f"{doc['side']}-side probe at {time.strftime('%H:%M:%S', time.localtime(doc['started']))}: "
+                f"exit {doc['exit_status']}, {doc['output_bytes']} byte(s)"
+                + (f"; {escape(doc['error'])}" if doc.get("error") else ""),
+                highlight=False,
+            )
+
+    if not watch:
+        assert side is not None
+        doc = effects.run_probe(command, side)
+        store_probe(doc)
+        said(doc)
+        return
+    expr = _expr(env, result, j)
+    tz = j.timezone or result.system_timezone
+    started = float(setup["started"])
+
+    def read() -> tuple[list[Any], list[dict[str, Any]]]:
+        with open_ledger(root, store=store, redis_url=redis) as led:
+            runs = [r for r in led.runs(j.id) if r.source == live.CRON_SOURCE and r.start >= started]
+            return runs, led.list(effects.EFFECT_KIND, prefix=f"{j.id}/")
+
+    def next_instant(t: float) -> float:
+        from datetime import UTC, datetime, timedelta
+
+        from cronshift.discover.schedule import fires_between
+
+        a = datetime.fromtimestamp(t, UTC)
+        nxt = next(iter(fires_between(expr, tz, a, a + timedelta(days=400))), None)
+        return float("inf") if nxt is None else nxt.timestamp()
+
+    env.err.print(
+        f"probing {escape(j.id)}'s effect at every cron interval; stop with Ctrl-C", highlight=False
+    )
+    try:
+        effects.watch(read, store_probe, command, next_instant, on_probe=said)
+    except KeyboardInterrupt:
+        return
+
+
 def _live_report(
     env: Env,
     result: ScanResult,
@@ -400,6 +546,32 @@ def _live_report(
         fail(env, str(e), ExitStatus.USAGE)
     t_now = clock(now, result.system_timezone).timestamp()
     start = float(setup["started"]) if since is None else clock(since, tz).timestamp()
+    kept = ("mode", "dry_run_flag", "started_iso", "store", "redis", "session", "inner_command")
+    bound = ("project", "package", "project_digests")  # what retire's gate binds the verdict to
+    evidence = {k: setup.get(k) for k in (*kept, *bound)}
+    evidence |= {"writes": [], "rules": norm.names, "ignore": list(ignore or ())}
+    if setup.get("event_path") == "triggered":
+        evidence |= {"probe": setup.get("probe"), "triggers": setup.get("triggers")}
+        trep = effects.evaluate_triggered(
+            j.id,
+            led.runs(j.id),
+            led.list(effects.EFFECT_KIND, prefix=f"{j.id}/"),
+            since=start,
+            now=t_now,
+            user_rules=effects.user_only(norm),
+            gate_pairs=gate_pairs,
+            tz=tz,
+        )
+        doc = effects.triggered_doc(trep, command=j.command, setup=evidence, now=t_now)
+        led.put(VERDICT_KIND, j.id, doc)
+        doc["verdict_file"] = write_verdict_file(root, j.id, doc)
+        if json:
+            emit_json(env, {"job_id": j.id, "verdict": doc})
+        else:
+            _render_triggered(env, doc, trep)
+        if trep.verdict.label == "mismatch":
+            raise SystemExit(int(ExitStatus.DIFFERENCES))
+        return
     rep = live.evaluate(
         j.id,
         expr,
@@ -412,10 +584,6 @@ def _live_report(
         gate_pairs=gate_pairs,
         compare_output=setup.get("mode") != "dry-run",
     )
-    kept = ("mode", "dry_run_flag", "started_iso", "store", "redis", "session", "inner_command")
-    bound = ("project", "package", "project_digests")  # what retire's gate binds the verdict to
-    evidence = {k: setup.get(k) for k in (*kept, *bound)}
-    evidence |= {"writes": [], "rules": norm.names, "ignore": list(ignore or ())}
     doc = live.live_doc(rep, command=j.command, setup=evidence, now=t_now)
     led.put(VERDICT_KIND, j.id, doc)
     doc["verdict_file"] = write_verdict_file(root, j.id, doc)
@@ -474,6 +642,20 @@ def shadow_run(
     grace: Annotated[
         float, typer.Option("--grace", min=0, help="Live --report: seconds an instant may take to report.")
     ] = DEFAULT_GRACE,
+    probe: Annotated[
+        str | None,
+        typer.Option("--probe", help="Live, event-triggered: a command summarising the job's effect."),
+    ] = None,
+    probe_now: Annotated[
+        bool, typer.Option("--probe-now", help="Live, event-triggered: take one effect probe now (--side).")
+    ] = False,
+    side: Annotated[
+        str | None, typer.Option("--side", help="--probe-now: cron (after cron's run) or event.")
+    ] = None,
+    probe_watch: Annotated[
+        bool,
+        typer.Option("--probe-watch", help="Live, event-triggered: take every interval's probes (runs on)."),
+    ] = False,
     now: NowOpt = None,
     store: Annotated[str | None, typer.Option("--store", help="Ledger (SQLite) path.")] = None,
     redis: Annotated[str | None, typer.Option("--redis", help="Redis ledger URL.")] = None,
@@ -482,8 +664,14 @@ def shadow_run(
 ) -> None:
     """Run a job through cron's path and the event path N times each and judge parity (exit 3: mismatch)."""
     env = Env()
-    if live and report:
-        fail(env, "--live sets live shadowing up; --report judges it: give one of them", ExitStatus.USAGE)
+    if sum((live, report, probe_now, probe_watch)) > 1:
+        fail(
+            env,
+            "--live sets live shadowing up, --probe-now/--probe-watch probe it, --report judges it: give one",
+            ExitStatus.USAGE,
+        )
+    if probe_now and side not in effects.SIDES:
+        fail(env, "--probe-now needs --side cron or --side event", ExitStatus.USAGE)
     if broker:
         check_url(env, "--broker", broker, CELERY_BROKER_SCHEMES)
     from cronshift.shadow import execute as ex
@@ -495,7 +683,12 @@ def shadow_run(
     except JobNotFound as e:
         fail(env, str(e), ExitStatus.USAGE)
     if live:
-        _live_setup(env, result, j, root, mode, dry_run_flag, store, redis, project, package, now, json)
+        _live_setup(
+            env, result, j, root, mode, dry_run_flag, store, redis, project, package, now, json, probe
+        )
+        return
+    if probe_now or probe_watch:
+        _probes(env, result, j, root, store, redis, side, probe_watch, json)
         return
     if report:
         with open_ledger(root, store=store, redis_url=redis) as led:

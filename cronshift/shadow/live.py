@@ -659,6 +659,29 @@ def live_doc(
 LIVE_MODES = ("allow", "dry-run")
 
 
+def trigger_refusal(triggers: list[dict[str, Any]], probe: str | None, mode: str) -> str | None:
+    """Why live shadowing may not start with this probe for this project's event path (None: it may)."""
+    if triggers and not probe:
+        kinds = ", ".join(sorted({str(t.get("kind")) for t in triggers}))
+        return (
+            f"the generated project runs this job on events ({kinds}): its runs do not line up with cron "
+            "instants, so live mode compares effects per cron interval; declare an effect probe, "
+            "--probe CMD, whose output summarises what the job achieves (e.g. a SQL count of rows not "
+            "yet synced, the files still waiting in a folder)"
+        )
+    if probe and not triggers:
+        return (
+            "--probe is for an event-triggered event path (a project generated with --trigger for this job); "
+            "this job's event path fires at cron's instants and is compared run by run"
+        )
+    if triggers and mode != "allow":
+        return (
+            "an event-triggered event path is judged by its effects: both sides must really run "
+            "(--mode allow)"
+        )
+    return None
+
+
 def mode_refusal(mode: str, dry_run_flag: str | None) -> str | None:
     """Why live shadowing may not start with this side-effect mode (None: it may)."""
     if mode == "dry-run" and not dry_run_flag:
@@ -690,6 +713,8 @@ def setup_doc(
     project: str | None = None,
     package: str | None = None,
     project_digests: dict[str, str] | None = None,
+    triggers: list[dict[str, Any]] | None = None,
+    probe: str | None = None,
 ) -> dict[str, Any]:
     """The `shadow-live` ledger document: what live shadowing of one job started with. The generated
     project's file digests bind a later parity verdict to the code the live worker ran (retire's gate)."""
@@ -711,6 +736,10 @@ def setup_doc(
         "project": project,
         "package": package,
         "project_digests": project_digests or {},
+        # An event-triggered event path (shadow/effects.py): intervals and effects, not instants and output.
+        "event_path": "triggered" if triggers else "beat",
+        "triggers": triggers or [],
+        "probe": probe,
     }
 
 
