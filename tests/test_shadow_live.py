@@ -583,6 +583,27 @@ def test_a_triggered_project_needs_an_effect_probe(root: Path) -> None:
     assert r.exit_code == 2 and "--probe" in r.stderr
 
 
+def test_the_probe_watcher_probes_the_cron_side_after_its_run(root: Path) -> None:
+    from cronshift.shadow.effects import EFFECT_KIND
+
+    job = triggered(root)
+    argv = [str(CONSOLE_SCRIPT), "shadow-run", job.id, "--root", str(root), "--store", store(root)]
+    watcher = subprocess.Popen([*argv, "--probe-watch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        cron_fire(root, job, datetime.now(UTC), script="sync.sh")
+        deadline = time.monotonic() + 30
+        got: list[Any] = []
+        while time.monotonic() < deadline and not got:
+            time.sleep(0.2)
+            with open_ledger(root, store=store(root)) as led:
+                got = led.list(EFFECT_KIND, prefix=f"{job.id}/")
+        # the cron side first; the event side's probe follows only near the next */5 instant
+        assert got[0]["side"] == "cron" and got[0]["output"] == "checked\n", got
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=15)
+
+
 def test_the_probe_watcher_probes_after_each_cron_run_and_before_the_next_instant() -> None:
     from cronshift.model import RunRecord
     from cronshift.shadow.effects import due_probe
