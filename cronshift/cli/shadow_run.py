@@ -42,7 +42,7 @@ from cronshift.shadow.store import (
     read_report,
     write_verdict_file,
 )
-from cronshift.shadow.verdict import GATE_PAIRS
+from cronshift.shadow.verdict import GATE_PAIRS, Verdict, make_verdict_doc
 
 
 class EventPathKind(StrEnum):
@@ -781,11 +781,15 @@ def shadow_run(
             soft_wrap=True,
             highlight=False,
         )
-        doc = {
-            "verdict": "inconclusive", "label": "insufficient evidence", "job": j.id, "command": j.command,
-            "runs_compared": 0, "matched_consecutive": 0, "differences": [], "missing": [refused],
-            "evidence": evidence, "written_by": "cronshift shadow-run",
-        }  # fmt: skip
+        doc = make_verdict_doc(
+            Verdict("insufficient evidence", [refused]),
+            job_id=j.id,
+            command=j.command,
+            runs_compared=0,
+            gate={"consecutive_pairs": gate_pairs},
+            evidence=evidence,
+            written_by="cronshift shadow-run",
+        )
         with open_ledger(root, store=store, redis_url=redis) as led:
             led.put(VERDICT_KIND, j.id, doc)
         write_verdict_file(root, j.id, doc)

@@ -43,7 +43,7 @@ from typing import Any
 
 from cronshift.model import RunRecord
 from cronshift.shadow.normalize import USER_PREFIX, Normalizer
-from cronshift.shadow.verdict import LABELS, Verdict
+from cronshift.shadow.verdict import Verdict, VerdictDoc, make_verdict_doc
 
 __all__ = [
     "EFFECT_KIND",
@@ -370,41 +370,36 @@ def _judge(
     return Verdict("insufficient evidence" if missing else "parity", missing, [], tail)
 
 
-def triggered_doc(rep: TriggeredReport, *, command: str, setup: dict[str, Any], now: float) -> dict[str, Any]:
+def triggered_doc(rep: TriggeredReport, *, command: str, setup: dict[str, Any], now: float) -> VerdictDoc:
     """The verdict document retire reads (same kind, key, file and gate binding as every live verdict)."""
-    v = rep.verdict
     first = rep.intervals[0].start if rep.intervals else now
-    return {
-        "verdict": LABELS[v.label],
-        "label": v.label,
-        "job": rep.job_id,
-        "command": command,
-        "runs_compared": len(rep.intervals),
-        "matched_consecutive": v.matched_tail,
-        "differences": v.differences,
-        "missing": v.missing,
-        "gate": {
+    return make_verdict_doc(
+        rep.verdict,
+        job_id=rep.job_id,
+        command=command,
+        runs_compared=len(rep.intervals),
+        gate={
             "mode": "live",
             "event_path": "triggered",
             "consecutive_pairs": rep.gate_pairs,
             "exercised_intervals": rep.exercised,
             "compared": "effects (the declared probe), not output",
         },
-        "fidelity": {
+        evidence={**setup, "event_path": "triggered (live)"},
+        written_by="cronshift shadow-run --report (live, triggered)",
+        first=_iso(first),
+        last=_iso(now),
+        session=setup.get("session", ""),
+        fidelity={
             "intervals": len(rep.intervals),
             "pending": rep.pending,
             "event_runs": sum(len(i.event) for i in rep.intervals),
             "triggered_runs": sum(i.triggered for i in rep.intervals),
         },
-        "intervals": [i.to_doc() for i in rep.intervals],
-        "notes": rep.notes,
-        "evidence": {**setup, "event_path": "triggered (live)"},
-        "session": setup.get("session", ""),
-        "first": _iso(first),
-        "last": _iso(now),
-        "judged_at": _iso(now),
-        "written_by": "cronshift shadow-run --report (live, triggered)",
-    }
+        intervals=[i.to_doc() for i in rep.intervals],
+        notes=rep.notes,
+        judged_at=_iso(now),
+    )
 
 
 def user_only(normalize: Normalizer) -> Normalizer:

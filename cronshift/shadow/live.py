@@ -51,7 +51,7 @@ from cronshift.shadow.compare import (
     learn_noise,
 )
 from cronshift.shadow.normalize import Normalizer
-from cronshift.shadow.verdict import GATE_PAIRS, LABELS, Verdict
+from cronshift.shadow.verdict import GATE_PAIRS, Verdict, VerdictDoc, make_verdict_doc
 
 __all__ = [
     "CRON_SOURCE",
@@ -594,30 +594,35 @@ def live_doc(
     command: str,
     setup: dict[str, Any],
     now: float,
-) -> dict[str, Any]:
+) -> VerdictDoc:
     """The verdict document `cronshift retire` reads (same kind, key and file as now mode), with the live
     evidence: every judged instant with both sides, schedule fidelity and the patterns seen."""
     v = rep.verdict
     start, until = rep.window
     offsets = [o for i in rep.instants for o in i.offsets()["event"]]
     cron_offsets = [o for i in rep.instants for o in i.offsets()["cron"]]
-    doc = {
-        "verdict": LABELS[v.label],
-        "label": v.label,
-        "job": rep.job_id,
-        "command": command,
-        "runs_compared": rep.pairs,
-        "matched_consecutive": v.matched_tail,
-        "differences": v.differences,
-        "missing": v.missing,
-        "gate": {
+    return make_verdict_doc(
+        v,
+        job_id=rep.job_id,
+        command=command,
+        runs_compared=rep.pairs,
+        gate={
             "mode": "live",
             "consecutive_pairs": rep.gate_pairs,
             "patterns": list(rep.patterns),
             "no_missing_or_duplicate_fire": True,
         },
-        "patterns": rep.patterns,
-        "fidelity": {
+        evidence={
+            **setup,
+            "event_path": "beat (live)",
+            "window": {"since": None if start is None else _iso(start), "until": _iso(until)},
+        },
+        written_by="cronshift shadow-run --report (live)",
+        first=_iso(start if start is not None else until),
+        last=_iso(until),
+        session=setup.get("session", ""),
+        patterns=rep.patterns,
+        fidelity={
             "instants": len(rep.instants),
             "both": sum(1 for i in rep.instants if i.status == "both"),
             "only_cron": sum(1 for i in rep.instants if i.status == "only cron"),
@@ -632,26 +637,16 @@ def live_doc(
                 "event": max(offsets, default=None),
             },
         },
-        "instants": [i.to_doc() for i in rep.instants],
-        "notes": rep.notes,
-        "noise_floor_text": rep.floor_text,
-        "noise_floor": {name: f.to_doc() for name, f in sorted(rep.floors.items())},
-        "summary": {
+        instants=[i.to_doc() for i in rep.instants],
+        notes=rep.notes,
+        noise_floor_text=rep.floor_text,
+        noise_floor={name: f.to_doc() for name, f in sorted(rep.floors.items())},
+        summary={
             "masked": rep.masked,
             "calibration_runs": max((f.runs for f in rep.floors.values()), default=0),
         },
-        "evidence": {
-            **setup,
-            "event_path": "beat (live)",
-            "window": {"since": None if start is None else _iso(start), "until": _iso(until)},
-        },
-        "session": setup.get("session", ""),
-        "first": _iso(start if start is not None else until),
-        "last": _iso(until),
-        "judged_at": _iso(now),
-        "written_by": "cronshift shadow-run --report (live)",
-    }
-    return doc
+        judged_at=_iso(now),
+    )
 
 
 # -- set-up -----------------------------------------------------------------------------------------------
