@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import socket
@@ -35,14 +36,12 @@ from cronshift.model import CronJob, Format, ScanResult
 from cronshift.shadow import effects, live
 from cronshift.shadow.live import DEFAULT_GRACE, LIVE_KIND
 from cronshift.shadow.normalize import RuleError, build_normalizer
+from cronshift.shadow.session import NowOptions, judge_live, run_now
 from cronshift.shadow.store import (
-    OBSERVATION_KIND,
-    VERDICT_KIND,
     project_digests,
     read_report,
-    write_verdict_file,
 )
-from cronshift.shadow.verdict import GATE_PAIRS, Verdict, make_verdict_doc
+from cronshift.shadow.verdict import GATE_PAIRS
 
 
 class EventPathKind(StrEnum):
@@ -463,20 +462,14 @@ def _probes(
 ) -> None:
     """Take the effect probe of an event-triggered live shadow: once (--probe-now), or at every interval's
     two times (--probe-watch: after each cron run, and shortly before the next cron instant)."""
-    with open_ledger(root, store=store, redis_url=redis) as led:
-        setup = led.get(LIVE_KIND, j.id)
-    if not setup or setup.get("event_path") != "triggered" or not setup.get("probe"):
+    setup = effects.probe_setup(root, j.id, store, redis)
+    if setup is None:
         fail(
             env,
             f"{j.id}: no event-triggered live shadow with an effect probe: set it up with "
             "`--live --mode allow --project OUT --package PKG --probe CMD`",
             ExitStatus.USAGE,
         )
-    command = str(setup["probe"])
-
-    def store_probe(doc: dict[str, Any]) -> None:
-        with open_ledger(root, store=store, redis_url=redis) as led:
-            led.put(effects.EFFECT_KIND, effects.probe_key(j.id, doc), doc)
 
     def said(doc: dict[str, Any]) -> None:
         if json:
@@ -491,35 +484,16 @@ def _probes(
 
     if not watch:
         assert side is not None
-        doc = effects.run_probe(command, side)
-        store_probe(doc)
-        said(doc)
+        said(effects.probe_once(root, j.id, setup, side, store, redis))
         return
     expr = _expr(env, result, j)
-    tz = j.timezone or result.system_timezone
-    started = float(setup["started"])
-
-    def read() -> tuple[list[Any], list[dict[str, Any]]]:
-        with open_ledger(root, store=store, redis_url=redis) as led:
-            runs = [r for r in led.runs(j.id) if r.source == live.CRON_SOURCE and r.start >= started]
-            return runs, led.list(effects.EFFECT_KIND, prefix=f"{j.id}/")
-
-    def next_instant(t: float) -> float:
-        from datetime import UTC, datetime, timedelta
-
-        from cronshift.discover.schedule import fires_between
-
-        a = datetime.fromtimestamp(t, UTC)
-        nxt = next(iter(fires_between(expr, tz, a, a + timedelta(days=400))), None)
-        return float("inf") if nxt is None else nxt.timestamp()
-
     env.err.print(
         f"probing {escape(j.id)}'s effect at every cron interval; stop with Ctrl-C", highlight=False
     )
-    try:
-        effects.watch(read, store_probe, command, next_instant, on_probe=said)
-    except KeyboardInterrupt:
-        return
+    with contextlib.suppress(KeyboardInterrupt):
+        effects.watch_job(
+            root, j.id, setup, expr, j.timezone or result.system_timezone, store, redis, on_probe=said
+        )
 
 
 def _live_report(
@@ -546,52 +520,28 @@ def _live_report(
         fail(env, str(e), ExitStatus.USAGE)
     t_now = clock(now, result.system_timezone).timestamp()
     start = float(setup["started"]) if since is None else clock(since, tz).timestamp()
-    kept = ("mode", "dry_run_flag", "started_iso", "store", "redis", "session", "inner_command")
-    bound = ("project", "package", "project_digests")  # what retire's gate binds the verdict to
-    evidence = {k: setup.get(k) for k in (*kept, *bound)}
-    evidence |= {"writes": [], "rules": norm.names, "ignore": list(ignore or ())}
-    if setup.get("event_path") == "triggered":
-        evidence |= {"probe": setup.get("probe"), "triggers": setup.get("triggers")}
-        trep = effects.evaluate_triggered(
-            j.id,
-            led.runs(j.id),
-            led.list(effects.EFFECT_KIND, prefix=f"{j.id}/"),
-            since=start,
-            now=t_now,
-            user_rules=effects.user_only(norm),
-            gate_pairs=gate_pairs,
-            tz=tz,
-        )
-        doc = effects.triggered_doc(trep, command=j.command, setup=evidence, now=t_now)
-        led.put(VERDICT_KIND, j.id, doc)
-        doc["verdict_file"] = write_verdict_file(root, j.id, doc)
-        if json:
-            emit_json(env, {"job_id": j.id, "verdict": doc})
-        else:
-            _render_triggered(env, doc, trep)
-        if trep.verdict.label == "mismatch":
-            raise SystemExit(int(ExitStatus.DIFFERENCES))
-        return
-    rep = live.evaluate(
-        j.id,
-        expr,
-        tz,
-        led.runs(j.id),
-        since=start,
+    got = judge_live(
+        j,
+        led,
+        setup,
+        root=root,
+        expr=expr,
+        tz=tz,
+        start=start,
         now=t_now,
-        normalize=norm,
+        normalizer=norm,
+        ignore=tuple(ignore or ()),
         grace=grace,
         gate_pairs=gate_pairs,
-        compare_output=setup.get("mode") != "dry-run",
     )
-    doc = live.live_doc(rep, command=j.command, setup=evidence, now=t_now)
-    led.put(VERDICT_KIND, j.id, doc)
-    doc["verdict_file"] = write_verdict_file(root, j.id, doc)
+    doc = dict(got.doc)
     if json:
         emit_json(env, {"job_id": j.id, "verdict": doc})
+    elif isinstance(got.report, effects.TriggeredReport):
+        _render_triggered(env, doc, got.report)
     else:
-        _render_live(env, doc, rep)
-    if rep.verdict.label == "mismatch":
+        _render_live(env, doc, got.report)
+    if got.label == "mismatch":
         raise SystemExit(int(ExitStatus.DIFFERENCES))
 
 
@@ -674,8 +624,7 @@ def shadow_run(
         fail(env, "--probe-now needs --side cron or --side event", ExitStatus.USAGE)
     if broker:
         check_url(env, "--broker", broker, CELERY_BROKER_SCHEMES)
-    from cronshift.shadow import execute as ex
-    from cronshift.shadow.session import run_session
+    from cronshift.shadow import execute as ex  # deferred: the sandbox is only needed by now mode
 
     result = do_scan(env, root, dialect)
     try:
@@ -746,111 +695,47 @@ def shadow_run(
         norm = build_normalizer(no_rule or (), ignore or (), hosts=(socket.gethostname(), socket.getfqdn()))
     except RuleError as e:
         fail(env, str(e), ExitStatus.USAGE)
-    from cronshift.shadow.celery_side import CelerySide, EventPathError, LocalTaskSide, Project, ScratchStore
-
-    try:
-        proj = Project(project, package, j)
-    except EventPathError as e:
-        fail(env, str(e), ExitStatus.ERROR)
-    session = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(2).hex()
-    refused = ex.sandbox_available() if mode == "sandbox" else None
-    cron_spec = ex.cron_spec(j)
-    evidence: dict[str, Any] = {
-        "mode": mode,
-        "writes": list(paths),
-        "event_path": event_path,
-        "project": str(proj.path),
-        "package": proj.package,
-        "module": proj.module,
-        "project_digests": proj.digests(),
-        "broker": broker if event_path == "celery" else "none (in-process apply(), scratch store)",
-        "command_line": shlex.join(["cronshift", "shadow-run", *sys.argv[2:]])
+    opts = NowOptions(
+        root=root,
+        project=project,
+        package=package,
+        mode=mode,
+        writes=paths,
+        normalizer=norm,
+        ignore=tuple(ignore or ()),
+        dry_run_flag=dry_run_flag,
+        event_path=event_path,
+        broker=broker,
+        runs=runs,
+        calibration=calibration,
+        gate_pairs=gate_pairs,
+        timeout=timeout,
+        store=store,
+        redis=redis,
+        command_line=shlex.join(["cronshift", "shadow-run", *sys.argv[2:]])
         if sys.argv[1:2] == ["shadow-run"]
         else None,
-        "cron_spec": cron_spec,
-        "rules": norm.names,
-        "ignore": list(ignore or ()),
-        "calibration": calibration,
-        "runs": runs,
-    }
-    if refused:
-        # One line, and no verdict a gate could use: nothing ran, so nothing real was written either.
+    )
+    from cronshift.shadow.celery_side import EventPathError
+
+    try:
+        with progress_bar(env, "shadow runs") as update:
+            res = run_now(j, opts, progress=update)
+    except EventPathError as e:
+        fail(env, str(e), ExitStatus.ERROR)
+    if res.refused:
         env.err.print(
-            f"cronshift: {escape(refused)}; verdict: insufficient evidence "
+            f"cronshift: {escape(res.refused)}; verdict: insufficient evidence "
             "(--mode dry-run skips side effects)",
             soft_wrap=True,
             highlight=False,
         )
-        doc = make_verdict_doc(
-            Verdict("insufficient evidence", [refused]),
-            job_id=j.id,
-            command=j.command,
-            runs_compared=0,
-            gate={"consecutive_pairs": gate_pairs},
-            evidence=evidence,
-            written_by="cronshift shadow-run",
-        )
-        with open_ledger(root, store=store, redis_url=redis) as led:
-            led.put(VERDICT_KIND, j.id, doc)
-        write_verdict_file(root, j.id, doc)
         if json:
-            emit_json(env, {"job_id": j.id, "verdict": doc, "pairs": []})
+            emit_json(env, {"job_id": j.id, "verdict": res.doc, "pairs": []})
         return
-    scratch = ex.new_scratch(root, session)
-    scratch_store = ScratchStore(scratch)
-    setup = ex.SideSetup(mode, paths, scratch, root, dry_run_flag, timeout, scratch_store.env())
-    evidence |= setup.evidence()
-    try:
-        try:
-            if event_path == "celery":
-                assert broker is not None
-                event: Any = CelerySide(proj, broker, setup, session)
-            else:
-                event = LocalTaskSide(proj, setup)
-        except EventPathError as e:
-            fail(env, str(e), ExitStatus.ERROR)
-        with (
-            open_ledger(root, store=store, redis_url=redis) as led,
-            progress_bar(env, "shadow runs") as update,
-        ):
-            done, total = [0], calibration + 2 * runs
-
-            def counted(side: Any) -> Any:
-                """Each side's run ticks the bar (a terminal only): calibration runs, then both sides."""
-
-                def run(label: str) -> Any:
-                    try:
-                        return side(label)
-                    finally:
-                        done[0] += 1
-                        update(done[0], max(total, done[0]))
-
-                return run
-
-            res = run_session(
-                j,
-                cron_side=counted(
-                    lambda label: ex.run_side(setup, label, {"action": "job", "spec": cron_spec})
-                ),
-                event_side=counted(event),
-                runs=runs,
-                normalizer=norm,
-                evidence=evidence,
-                clock=time.time,
-                calibration=calibration,
-                gate_pairs=gate_pairs,
-                record=lambda key, doc: led.put(OBSERVATION_KIND, key, doc),
-                session=session,
-            )
-            led.put(VERDICT_KIND, j.id, res.doc)
-    finally:
-        scratch_store.close()
-        ex.remove_scratch(scratch)
-    res.doc["verdict_file"] = write_verdict_file(root, j.id, res.doc)
-    pairs = [o for o in res.observations if o.get("phase") == "pair"]
     if json:
-        emit_json(env, {"job_id": j.id, "verdict": res.doc, "pairs": pairs})
+        emit_json(env, {"job_id": j.id, "verdict": res.doc, "pairs": res.pairs})
     else:
-        _render(env, res.doc, pairs)
-    if res.verdict.label == "mismatch":
+        _render(env, dict(res.doc), res.pairs)
+    if res.label == "mismatch":
         raise SystemExit(int(ExitStatus.DIFFERENCES))

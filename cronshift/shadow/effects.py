@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from cronshift.model import RunRecord
+from cronshift.shadow.live import CRON_SOURCE, EVENT_SOURCES, LIVE_KIND
 from cronshift.shadow.normalize import USER_PREFIX, Normalizer
 from cronshift.shadow.verdict import Verdict, VerdictDoc, make_verdict_doc
 
@@ -52,19 +53,20 @@ __all__ = [
     "due_probe",
     "evaluate_triggered",
     "probe_doc",
+    "probe_once",
+    "probe_setup",
     "project_triggers",
     "run_probe",
     "triggered_doc",
     "user_only",
     "watch",
+    "watch_job",
 ]
 
 EFFECT_KIND = "shadow-effect"
 SIDES = ("cron", "event")
 PROBE_TIMEOUT = 120.0
 OUTPUT_KEPT = 8192  # bytes of probe output kept (a probe is a summary; the sha256 covers all of it)
-CRON_SOURCE = "record"
-EVENT_SOURCES = frozenset({"celery", "streams"})
 
 
 def project_triggers(project: Path, package: str, job_id: str) -> list[dict[str, Any]]:
@@ -460,3 +462,64 @@ def watch(
             on_probe(doc)
             continue
         sleep(poll)
+
+
+def _ledger(root: Path, store: str | None, redis: str | None) -> Any:
+    from cronshift.ledger.store import open_ledger  # deferred: a probe is a short process
+
+    return open_ledger(root, store=store, redis_url=redis)
+
+
+def probe_setup(root: Path, job_id: str, store: str | None, redis: str | None) -> dict[str, Any] | None:
+    """The job's live setup when it is an event-triggered one with an effect probe; else None."""
+    with _ledger(root, store, redis) as led:
+        setup = led.get(LIVE_KIND, job_id)
+    if not setup or setup.get("event_path") != "triggered" or not setup.get("probe"):
+        return None
+    return dict(setup)
+
+
+def probe_once(
+    root: Path, job_id: str, setup: dict[str, Any], side: str, store: str | None, redis: str | None
+) -> dict[str, Any]:
+    """Take the declared probe now for `side` and store it in the ledger."""
+    doc = run_probe(str(setup["probe"]), side)
+    with _ledger(root, store, redis) as led:
+        led.put(EFFECT_KIND, probe_key(job_id, doc), doc)
+    return doc
+
+
+def watch_job(
+    root: Path,
+    job_id: str,
+    setup: dict[str, Any],
+    expr: Any,
+    tz: str | None,
+    store: str | None,
+    redis: str | None,
+    *,
+    on_probe: Any = lambda doc: None,
+    stop: Any = lambda: False,
+) -> None:
+    """Take every interval's two probes, at their times, until `stop()` (or an interrupt)."""
+    from datetime import timedelta
+
+    from cronshift.discover.schedule import fires_between
+
+    started = float(setup["started"])
+
+    def read() -> tuple[list[RunRecord], list[dict[str, Any]]]:
+        with _ledger(root, store, redis) as led:
+            runs = [r for r in led.runs(job_id) if r.source == CRON_SOURCE and r.start >= started]
+            return runs, led.list(EFFECT_KIND, prefix=f"{job_id}/")
+
+    def write(doc: dict[str, Any]) -> None:
+        with _ledger(root, store, redis) as led:
+            led.put(EFFECT_KIND, probe_key(job_id, doc), doc)
+
+    def next_instant(t: float) -> float:
+        a = datetime.fromtimestamp(t, UTC)
+        nxt = next(iter(fires_between(expr, tz, a, a + timedelta(days=400))), None)
+        return float("inf") if nxt is None else nxt.timestamp()
+
+    watch(read, write, str(setup["probe"]), next_instant, on_probe=on_probe, stop=stop)
