@@ -255,6 +255,7 @@ def _live_setup(
         redis_url=redis,
         project=str(project) if project else None,
         package=package,
+        triggered=bool(triggers),
     )
     where = ["--root", str(root)] + (["--redis", redis] if redis else ["--store", store_abs] if store else [])
     report_cmd = shlex.join(["cronshift", "shadow-run", j.id, "--report", *where])
@@ -299,8 +300,8 @@ def _live_setup(
             f"{t.get('kind')}:{t.get('table') or t.get('dir') or t.get('key') or ''}" for t in triggers
         )
         out.print(
-            f"the event path is event-triggered ({escape(kinds.rstrip(':'))}), with the events process "
-            f"(python -m {escape(package or '<package>')}.events): effects are compared per cron interval. "
+            f"the event path is event-triggered ({escape(kinds.rstrip(':'))}): effects are compared per cron "
+            "interval. "
             "Probe the effect after each cron run and before the next (the watcher does both), or by hand:",
             highlight=False,
         )

@@ -739,7 +739,13 @@ def setup_doc(
 
 
 def event_path_commands(
-    *, root: str, store: str | None, redis_url: str | None, project: str | None, package: str | None
+    *,
+    root: str,
+    store: str | None,
+    redis_url: str | None,
+    project: str | None,
+    package: str | None,
+    triggered: bool = False,
 ) -> list[str]:
     """What to run so the generated project's worker and beat write to the same ledger as the wrapper."""
     pkg = package or "<package>"
@@ -750,4 +756,5 @@ def event_path_commands(
         cd,
         f"{env} celery -A {pkg}.app worker --loglevel info",
         f"{env} celery -A {pkg}.app beat --schedule celerybeat-schedule   # exactly one beat",
+        *([f"{env} python -m {pkg}.events   # the event sources (settings: EVENTS.md)"] if triggered else []),
     ]
