@@ -404,6 +404,8 @@ def test_a_pid_shaped_number_constant_across_cron_runs_is_compared_not_masked(
     fire_pairs(root, job, ts, monkeypatch, LIVE_BATCH="42")
     rep = evaluate(root, job, ts[-1] + timedelta(minutes=4))
     assert rep.verdict.label == "mismatch", rep.verdict.missing
+    (only,) = rep.verdict.differences  # once, not once per instant
+    assert only.startswith(f"6 of 6 instants from {rep.instants[0].local}: "), only
     assert rep.verdict.differences[0].endswith(
         "output line 3: '41' (cron) vs '42' (event), in 'batch[41] digest 3f9a0c1b7e2d4a65' vs "
         "'batch[42] digest 3f9a0c1b7e2d4a65'"

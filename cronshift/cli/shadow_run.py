@@ -383,21 +383,15 @@ def _render_live(env: Env, doc: dict[str, Any], rep: live.LiveReport) -> None:
                 noise[key] = noise.get(key, 0) + 1
     for what, n in noise.items():
         out.print(f"[dim]noise at {n} instant(s):[/] {escape(what)}")
+    for line in doc["differences"]:  # each difference once, with the instants it was seen at
+        out.print(f"[red]mismatch:[/] {escape(line)}", highlight=False)
+    diffs: set[str] = set()
     for i in rep.instants:
-        for d in i.differences:
-            if d.explained:
-                continue
-            tag = "[red]DIFF[/]"
-            out.print(
-                f"{tag} {escape(i.local)}: {escape(d.what)}"
-                + (f" [dim]({escape(d.explained)})[/]" if d.explained else "")
-            )
-            if d.diff and not d.explained:
+        for d in i.real:
+            if d.diff and d.what not in diffs:
+                diffs.add(d.what)
+                out.print(f"[dim]{escape(i.local)}:[/]", highlight=False)
                 _diff_lines(out, d.diff)
-    for line in doc["differences"]:
-        if ": " in line and any(line.endswith(d.what) for i in rep.instants for d in i.real):
-            continue
-        out.print(f"[red]mismatch:[/] {escape(line)}")
     for n in doc["notes"]:
         out.print(f"[dim]note:[/] {escape(n)}")
     for m in doc["missing"]:

@@ -270,11 +270,11 @@ def evaluate_triggered(
         cp = next((p for p in inside if p["side"] == "cron"), None)
         ep = next((p for p in reversed(inside) if p["side"] == "event"), None)
         runs = [r for r in event if c.start <= r.start < hi]
-        i = IntervalResult(c.start, end, c, runs, cp, ep, local=_iso(c.start, zone))
+        when = datetime.fromtimestamp(c.start, zone).strftime("%a %Y-%m-%d %H:%M:%S")
+        i = IntervalResult(c.start, end, c, runs, cp, ep, local=when)
         if end is None and (cp is None or ep is None):
             pending += 1  # the open interval, its probes not taken yet
             continue
-        when = datetime.fromtimestamp(c.start, zone).strftime("%a %Y-%m-%d %H:%M:%S")
         if cp is None:
             i.unjudged.append(
                 f"interval from {when}: no cron-side probe after cron's run (--probe-now --side cron)"

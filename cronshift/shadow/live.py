@@ -551,7 +551,7 @@ def _judge(
     gate_pairs: int,
 ) -> Verdict:
     real: list[str] = [f for i in instants for f in i.fidelity] + off
-    real += [f"{i.local}: {d.what}" for i in instants for d in i.real]
+    real += _once_each(instants)
     missing: list[str] = []
     if not cron_runs:
         missing.append("no cron-side run recorded yet: is the cron line wrapped by `cronshift record`?")
@@ -574,6 +574,26 @@ def _judge(
     if real:
         return Verdict("mismatch", missing, real, tail)
     return Verdict("insufficient evidence" if missing else "parity", missing, [], tail)
+
+
+def _once_each(instants: list[InstantResult]) -> list[str]:
+    """Each real difference once, with the instants it was seen at (a duration is one difference)."""
+    at: dict[str, list[InstantResult]] = {}
+    first: dict[str, str] = {}
+    for i in instants:
+        for d in i.real:
+            key = d.kind if d.kind == "duration" else d.what
+            at.setdefault(key, []).append(i)
+            first.setdefault(key, d.what)
+    out = []
+    for key, where in at.items():
+        when = (
+            where[0].local
+            if len(where) == 1
+            else f"{len(where)} of {len(instants)} instants from {where[0].local}"
+        )
+        out.append(f"{when}: {first[key]}")
+    return out
 
 
 def _grouped(items: list[tuple[str, str, str | None]], total: int) -> list[str]:
