@@ -3,9 +3,11 @@
 It runs on every cron run of every wrapped job, so it must be invisible and cheap:
 - invisible: the job gets the wrapper's original environment (read back from /proc/self/environ, because
   Python itself may have added LC_CTYPE at start-up - PEP 538 - when cron's C locale is in force), the same
-  stdin (inherited), its output copied through unchanged as it arrives, the same exit status, and if it died
-  of a signal the wrapper kills itself with that signal so cron sees the same wait status. CRONSHIFT_STORE
-  and CRONSHIFT_REDIS_URL configure the wrapper but are the user's variables: they reach the job unchanged.
+  stdin (inherited), its output copied through unchanged as it arrives (or, where the line redirected it
+  to a regular file and no --digest is asked for, that file itself: no pipe), the same exit status, and if
+  it died of a signal the wrapper kills itself with that signal so cron sees the same wait status.
+  CRONSHIFT_STORE and CRONSHIFT_REDIS_URL configure the wrapper but are the user's variables: they reach the
+  job unchanged.
 - never breaks a job: everything after the spawn is best effort; the record goes to a spool if the store
   will not take it, and complaints go to syslog (<root>/dev/log), never to the job's output.
 - cheap: standard library only, and mostly C modules (`_signal` not `signal`, `_socket` not `socket`: their
@@ -26,7 +28,7 @@ from cronshift import __version__  # already loaded: the package holds this modu
 
 USAGE = (
     "usage: cronshift record [--job ID] [--store PATH] [--redis URL | --redis-config FILE] [--root DIR]\n"
-    "                        [--scheduled-for ISO|EPOCH] [--drain-at BYTES] -- CMD [ARGS...]\n"
+    "                        [--scheduled-for ISO|EPOCH] [--drain-at BYTES] [--digest] -- CMD [ARGS...]\n"
 )
 TAIL = 4096
 REDIS_BACKOFF = 60  # after a Redis failure, runs spool at once for this long (seconds), then one retries
@@ -38,7 +40,7 @@ _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 
 
 class Options:
-    __slots__ = ("drain_at", "job", "redis", "root", "scheduled_for", "store", "warnings")
+    __slots__ = ("digest", "drain_at", "job", "redis", "root", "scheduled_for", "store", "warnings")
 
     def __init__(self) -> None:
         self.job: str | None = None
@@ -47,6 +49,7 @@ class Options:
         self.root = "/"
         self.scheduled_for: str | None = None
         self.drain_at = DRAIN_AT
+        self.digest = False  # hash output even where the line sends it to a file (costs the job its file)
         self.warnings: list[str] = []
 
 
@@ -84,6 +87,8 @@ def parse(argv: list[str]) -> tuple[Options, list[str]]:
                     o.warnings.append(f"--drain-at {value!r} is not a number of bytes; using {DRAIN_AT}")
             else:
                 setattr(o, names[name], value)
+        elif a == "--digest":
+            o.digest = True
         elif a in ("-h", "--help"):
             raise ValueError("help")
         elif a == "--version":  # `wrap` runs `<wrapper> record --version` as cron would, to prove the line
@@ -250,6 +255,44 @@ def _write_all(s: Stream, data: bytes) -> None:
         except OSError:
             s.out = -1
             return
+
+
+class FileOut(Stream):
+    """An output stream the line sent to a regular file: handed to the job as it is (no pipe), so the job
+    sees its file (fstat, lseek, O_APPEND) as bare. What can still be known honestly: how much the file
+    grew while the job ran (approximate: another writer to the file counts too, a job that rewrites in
+    place counts less) and its last bytes, read back through /proc/self/fd when we may read the file."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, fd: int, size: int) -> None:
+        super().__init__(fd, -1)
+        self.size = size
+
+    def sha256(self) -> str | None:  # type: ignore[override]
+        return None  # the bytes went past us: no digest (record --digest keeps the pipe for one)
+
+    def finish(self) -> None:
+        try:
+            st = os.fstat(self.fd)
+        except OSError:
+            return
+        self.n = max(st.st_size - self.size, 0)
+        want = min(self.n, TAIL)
+        if not want:
+            return
+        try:  # `>>` opened it write-only: reopen the same file for reading, by its /proc link
+            r = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError:
+            return  # not readable by us: no tail, never a guess
+        try:
+            rs = os.fstat(r)
+            if (rs.st_dev, rs.st_ino) == (st.st_dev, st.st_ino):
+                self.tail = os.pread(r, want, st.st_size - want)
+        except OSError:
+            pass
+        finally:
+            os.close(r)
 
 
 class Run:
@@ -719,18 +762,22 @@ def main(argv: list[str]) -> int:
             os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     # One pipe when stdout and stderr are the same file (cron hands jobs one pipe for both): that keeps
     # the order of the job's writes across the two streams, which two pipes cannot.
-    merged = False
-    if not closed & {1, 2}:
-        a, b = os.fstat(1), os.fstat(2)
-        merged = (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    stats = {fd: os.fstat(fd) for fd in (1, 2) if fd not in closed}
+    merged = len(stats) == 2 and (stats[1].st_dev, stats[1].st_ino) == (stats[2].st_dev, stats[2].st_ino)
     streams: list[Stream] = []
+    by_fd: dict[int, Stream | FileOut] = {}
     actions = []
     write_ends = []
     for fd in (1,) if merged else (1, 2):
         if fd in closed:
             continue
+        if not o.digest and stats[fd].st_mode & 0o170000 == 0o100000:
+            # The line redirected it to a regular file: the job keeps that file, no pipe in between.
+            by_fd[fd] = FileOut(fd, stats[fd].st_size)
+            continue
         r, w = os.pipe()
         streams.append(Stream(r, fd))
+        by_fd[fd] = streams[-1]
         actions.append((os.POSIX_SPAWN_DUP2, w, fd))
         if merged:
             actions.append((os.POSIX_SPAWN_DUP2, w, 2))
@@ -805,18 +852,21 @@ def main(argv: list[str]) -> int:
             extra["core_dumped"] = "1"
         if lingering:
             extra["output_open_after_exit"] = "1"  # counts cover what arrived before the job exited
-        for s, name in zip(streams, ("stdout", "stderr"), strict=False):
-            if s.closed_early:
-                extra[f"{name}_reader_closed"] = "1"
-        argv = [os.fsencode(a) for a in cmd]
-        if any(_clean(a) is not a for a in cmd):
-            extra["argv_b64"] = _b64(b"\0".join(argv))  # the exact bytes, NUL-separated
-        out = streams[0] if streams and 1 not in closed else None
-        err = None if merged or 2 in closed else streams[-1]
+        out = by_fd.get(1)
+        err = None if merged else by_fd.get(2)
         for s, name in ((out, "stdout"), (err, "stderr")):
+            if isinstance(s, FileOut):
+                s.finish()
+                # Not captured: straight to the file the line named; bytes = the file's growth, no digest.
+                extra[f"{name}_file"] = "1"
+            elif s is not None and s.closed_early:
+                extra[f"{name}_reader_closed"] = "1"
             raw = s.tail_b64() if s else None
             if raw:
                 extra[f"{name}_tail_b64"] = raw
+        argv = [os.fsencode(a) for a in cmd]
+        if any(_clean(a) is not a for a in cmd):
+            extra["argv_b64"] = _b64(b"\0".join(argv))  # the exact bytes, NUL-separated
         rec = _run_doc(o, run_uid, pid, cmd, scheduled, start) | {
             "end": start + elapsed,
             "exit_status": exit_status,

@@ -156,6 +156,76 @@ def test_order_across_stdout_and_stderr_kept_when_they_share_a_pipe(root: Path) 
     assert rec["extra"] == {"output": "merged"} and rec["stdout_bytes"] == len(bare.stdout)
 
 
+FILE_JOB = """
+import os, stat, sys
+st = os.fstat(1)
+kind = "file" if stat.S_ISREG(st.st_mode) else "pipe" if stat.S_ISFIFO(st.st_mode) else "other"
+log = os.stat(sys.argv[1])
+try:
+    where = "seekable at %d" % os.lseek(1, 0, os.SEEK_END)
+except OSError:
+    where = "unseekable"
+same = (st.st_dev, st.st_ino) == (log.st_dev, log.st_ino)
+os.write(1, ("stdout is a %s, same inode %s, %s\\n" % (kind, same, where)).encode())
+os.write(2, b"err\\n")
+sys.exit(3)
+"""
+
+
+def _to_file(root: Path, *opts: str, bare: bool = False, stderr: str = "same") -> tuple[int, bytes, Path]:
+    """Run FILE_JOB with stdout appending to a fresh log file, as `>> log 2>&1` would hand it over."""
+    log = root / "out.log"
+    log.write_bytes(b"before\n")
+    job = [sys.executable, "-c", FILE_JOB, str(log)]
+    with open(log, "ab") as f:
+        err = f if stderr == "same" else subprocess.PIPE
+        p = run(job, root, *opts, bare=bare, stdout=f, stderr=err)
+    return p.returncode, log.read_bytes(), log
+
+
+def test_a_line_redirected_to_a_file_hands_the_job_its_file_not_a_pipe(root: Path) -> None:
+    """`job >> log 2>&1`: bare, the job's stdout is the log (fstat, lseek work); the wrapper must not put
+    a pipe in between unless a digest is asked for."""
+    bare_code, bare_log, _ = _to_file(root, bare=True)
+    code, log, path = _to_file(root, "--job", "j")
+    assert b"stdout is a file, same inode True, seekable at " in bare_log
+    assert (code, log) == (bare_code, bare_log) == (3, bare_log)
+    (rec,) = spooled(root)
+    written = bare_log[len(b"before\n") :]
+    assert rec["extra"] == {"output": "merged", "stdout_file": "1"}
+    assert rec["stdout_bytes"] == len(written) and rec["stdout_sha256"] is None
+    assert rec["stdout_tail"] == written.decode()
+    path.chmod(0o200)  # only the wrapper's own fd may write it: no tail read back, never a guess
+    if os.geteuid() != 0:
+        _to_file(root, "--job", "j")
+        assert spooled(root)[-1]["stdout_tail"] == ""
+
+
+def test_only_the_stream_sent_to_a_file_bypasses_the_pipe(root: Path) -> None:
+    code, log, _ = _to_file(root, "--job", "j", stderr="pipe")
+    assert code == 3 and b"stdout is a file, same inode True" in log
+    (rec,) = spooled(root)
+    assert rec["extra"] == {"stdout_file": "1"}
+    assert rec["stderr_bytes"] == 4 and rec["stderr_sha256"] == hashlib.sha256(b"err\n").hexdigest()
+
+
+def test_digest_keeps_the_pipe_and_hashes_what_reached_the_file(root: Path) -> None:
+    code, log, _ = _to_file(root, "--job", "j", "--digest")
+    written = log[len(b"before\n") :]
+    assert code == 3 and written == b"stdout is a pipe, same inode False, unseekable\nerr\n"
+    (rec,) = spooled(root)
+    assert rec["extra"] == {"output": "merged"}
+    assert rec["stdout_sha256"] == hashlib.sha256(written).hexdigest() and rec["stdout_bytes"] == len(written)
+
+
+def test_show_says_output_went_to_a_file(root: Path) -> None:
+    from cronshift.cli.show import _size  # the runs table's output column, rendered from the record
+
+    _to_file(root, "--job", "j", "--drain-at", "0")
+    (r,) = stored(root)
+    assert _size(r) == f"≈{r.stdout_bytes}+0 B, stdout to a file (not captured)"
+
+
 def test_stdin_is_the_jobs(root: Path) -> None:
     data = os.urandom(300_000)
     bare, wrapped = both(["sh", "-c", "head -c 1000 >/dev/null; cat"], root, input=data, stdin=None)

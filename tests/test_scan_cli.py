@@ -178,6 +178,7 @@ def test_show_uses_the_ledger_store(debian_root: Path) -> None:
             "pid": None,
             "stdout_bytes": 12,
             "stderr_bytes": 40,
+            "output_to_file": [],
             "guessed_pairing": False,
             "pairing": None,
             "open_runs": None,

@@ -190,7 +190,7 @@ def test_live_wraps_the_cron_line_and_records_the_shadow_live_document(root: Pat
     line = (root / "etc/cron.d/live").read_text().splitlines()[1]
     (wrapper,) = Path(root, SHIM_DIR).glob("py-*/cronshift")  # the same wrapper resolution as `wrap`
     assert line == (
-        f"*/5 * * * * {USER} {wrapper} record --root {root} --job {job.id} --store {store(root)} -- "
+        f"*/5 * * * * {USER} {wrapper} record --root {root} --job {job.id} --digest --store {store(root)} -- "
         + str(root / "usr/local/bin/job.sh")
     )
     # The line runs under cron's minimal environment (no venv on PATH) and writes where --report reads.

@@ -325,12 +325,12 @@ def test_every_stream_is_bounded_after_ten_thousand_runs(
     readme = (p.out / p.pkg / "README.md").read_text()
     assert f"| jobs | `{stream_key(p.pkg)}` | 1 days | 1000 |" in readme
     assert f"| dead | `{dead_key(p.pkg)}` | 2 hours | 500 |" in readme
-    assert "| ledger | `cronshift:runs` | 30 days | 2000 |" in readme
+    assert "| ledger | `cronshift:runs:runtime` | 30 days | 2000 |" in readme
     jobs = importlib.import_module(f"{p.pkg}.jobs")
     assert jobs.RETENTION == {"jobs": (86400.0, 1000), "dead": (7200.0, 500), "ledger": (2592000.0, 2000)}
     (job,) = jobs.JOBS
     r = p.redis
-    for key in (stream_key(p.pkg), dead_key(p.pkg), "cronshift:runs"):
+    for key in (stream_key(p.pkg), dead_key(p.pkg), "cronshift:runs:runtime"):
         r.xadd(key, {"old": "1"}, id="1-0")  # from 1970: past every max age
 
     trigger = getattr(importlib.import_module(f"{p.pkg}.triggers"), p.doc["jobs"][0]["task"].rsplit(".")[-1])
@@ -348,8 +348,8 @@ def test_every_stream_is_bounded_after_ten_thousand_runs(
         for i in range(10_000):
             rec = RunRecord(job_id=job, source="streams", start=t0 + i, end=t0 + i + 1, exit_status=0)
             ledger.add_run(rec, jobs.RETENTION["ledger"])
-    lengths = {k: r.xlen(k) for k in (stream_key(p.pkg), dead_key(p.pkg), "cronshift:runs")}
-    bounds = {stream_key(p.pkg): 1000, dead_key(p.pkg): 500, "cronshift:runs": 2000}
+    lengths = {k: r.xlen(k) for k in (stream_key(p.pkg), dead_key(p.pkg), "cronshift:runs:runtime")}
+    bounds = {stream_key(p.pkg): 1000, dead_key(p.pkg): 500, "cronshift:runs:runtime": 2000}
     for key, n in lengths.items():
         # MAXLEN ~ trims whole radix-tree nodes (100 entries by default): the bound, plus at most a node
         assert bounds[key] <= n <= bounds[key] + 100, (key, n)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import subprocess
@@ -25,6 +26,7 @@ from cronshift.edit.wrap import (
     plan_wrap,
     resolve_wrapper,
 )
+from cronshift.ledger.store import open_ledger
 from cronshift.model import CronJob, Format
 from tests.support.install import installed_python, shared_tmp
 from tests.support.users import throwaway_user
@@ -316,3 +318,59 @@ def test_wrap_refuses_a_wrapper_the_jobs_user_cannot_run(throwaway_user: pwd.str
         assert "pipx install" in msg and "/usr/local/bin" in msg and user.pw_name in msg
         assert "\n" not in msg
         assert (root / "etc/cron.d/job").read_text() == f"* * * * * {user.pw_name} /bin/true\n"
+
+
+FILE_JOB_SH = """#!/bin/sh
+# what the job sees on stdout: its type and inode (the shell's own fd 1), and whether that fd can seek
+echo "stdout: $(stat -L -c '%F %i' /proc/$$/fd/1); log: $(stat -c %i "$1")"
+/usr/bin/python3 -c 'import os; os.lseek(1, 0, 2)' 2>/dev/null && echo seekable || echo unseekable
+tr '\\0' '\\n' < /proc/$$/environ | sort
+echo "err" >&2
+exit 3
+"""
+
+
+@pytest.mark.parametrize("digest", [False, True])
+def test_a_wrapped_line_that_redirects_to_a_file_gives_the_job_its_file(
+    throwaway_user: pwd.struct_passwd, digest: bool
+) -> None:
+    """`job >> log 2>&1` run by cron: bare, the job writes to its log (a regular file it can fstat and
+    seek). Wrapped, it must still, byte for byte, unless the line asks for a digest (live shadow-run)."""
+    user = throwaway_user
+    with shared_tmp("cs-cron-") as base:
+        root = base / "root"
+        job = base / "job.sh"
+        job.write_text(FILE_JOB_SH)
+        job.chmod(0o755)
+        logs = base / "logs"
+        logs.mkdir()
+        os.chown(logs, user.pw_uid, user.pw_gid)
+        log = logs / "x.log"
+        line = f"{job} {log} >> {log} 2>&1"
+        (root / "etc/cron.d").mkdir(parents=True)
+        (root / "etc/cron.d/job").write_text(f"* * * * * {user.pw_name} {line}\n")
+
+        bare = cron_run(line, {}, user)
+        bare_log = log.read_bytes()
+        ino = log.stat().st_ino
+        assert bare.returncode == 3 and bare.stdout == b""
+        assert bare_log.startswith(f"stdout: regular empty file {ino}; log: {ino}\nseekable\n".encode())
+        log.write_bytes(b"")  # the same file (inode) again, empty
+
+        code, _, err = cli("wrap", "etc/cron.d/job:1", "--root", str(root), *(["--digest"] if digest else []))
+        assert code == 0, err
+        (wrapped,) = scan(root).jobs
+        assert ("--digest" in wrapped.shell_command) is digest
+        got = cron_run(wrapped.shell_command, {}, user)
+        got_log = log.read_bytes()
+        with open_ledger(root) as led:
+            (rec,) = list(led.runs())
+        assert (got.returncode, got.stdout, rec.exit_status, rec.user) == (3, b"", 3, user.pw_name)
+        if not digest:
+            assert got_log == bare_log  # the job's view, its environment and every byte: as bare
+            assert rec.extra.get("stdout_file") == "1" and rec.stdout_sha256 is None
+            assert rec.stdout_bytes == len(got_log) and rec.stdout_tail == got_log.decode()
+        else:
+            assert got_log.startswith(b"stdout: fifo ") and b"\nunseekable\n" in got_log
+            assert got_log.split(b"\n", 2)[2] == bare_log.split(b"\n", 2)[2]  # environment, err: as bare
+            assert rec.stdout_sha256 == hashlib.sha256(got_log).hexdigest() and "stdout_file" not in rec.extra

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import socket
 import sys
@@ -216,9 +217,16 @@ def _live_setup(
                 f"[yellow]warning:[/] the line's wrapper writes to {escape(target or '')}, not the ledger "
                 "--report reads: pass the same --store/--redis"
             )
+        if "--digest" not in words and re.search(r"(^|[^<&0-9])>", j.command):
+            env.err.print(
+                "[yellow]warning:[/] the line's wrapper has no --digest, so output the line redirects to a "
+                "file is not hashed and live can compare it by size and tail only: unwrap the job and let "
+                "shadow-run wrap it"
+            )
     else:
         try:
-            plan = plan_wrap(root, j, store=line_store, redis_url=redis)
+            # --digest: live compares output digests, so the wrapper keeps a pipe even for `>> file`
+            plan = plan_wrap(root, j, store=line_store, redis_url=redis, digest=True)
             diff = plan.diff
             if not json:
                 env.stdout.write(diff)

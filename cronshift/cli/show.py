@@ -237,12 +237,23 @@ def _runs(env: Env, runs: list[RunRecord], now: datetime) -> None:
     for col in ("start", "duration", "status", "output", "source, end paired"):
         tab.add_column(col)
     for r in runs:
-        size = "" if r.stdout_bytes is None else f"{r.stdout_bytes}+{r.stderr_bytes or 0} B"
+        size = _size(r)
         src = r.source + _pairing(r)
         tab.add_row(_when(r.start, now), _secs(r.duration), _status(r), size, src)
     if not runs:
         tab.add_row("no runs in the evidence", "", "", "", "")
     env.out.print(tab)
+
+
+def _size(r: RunRecord) -> str:
+    """Bytes out+err; a stream the line sent straight to a file was not captured: say so, not "silent"."""
+    if r.stdout_bytes is None:
+        return ""
+    size = f"{r.stdout_bytes}+{r.stderr_bytes or 0} B"
+    to_file = [n for n in ("stdout", "stderr") if r.extra.get(f"{n}_file")]
+    if to_file:
+        size = f"≈{size}, {'+'.join(to_file)} to a file (not captured)"
+    return size
 
 
 def _pairing(r: RunRecord) -> str:
@@ -285,6 +296,7 @@ def _run_dict(r: RunRecord, now: datetime) -> dict[str, Any]:
         "pid": r.pid,
         "stdout_bytes": r.stdout_bytes,
         "stderr_bytes": r.stderr_bytes,
+        "output_to_file": [n for n in ("stdout", "stderr") if r.extra.get(f"{n}_file")],
         "guessed_pairing": bool(r.extra.get("guessed")),
         "pairing": r.extra.get("pairing"),  # "exact" | "inferred" | None (no end)
         "open_runs": int(r.extra["open_runs"]) if "open_runs" in r.extra else None,

@@ -77,6 +77,14 @@ def wrap(
             "installed cronshift scripts). Checked as the job's user under cron's environment.",
         ),
     ] = None,
+    digest: Annotated[
+        bool,
+        typer.Option(
+            "--digest",
+            help="Hash the job's output even where its line redirects it to a file (the job then writes "
+            "to a pipe, not its file). Live shadow-run asks for it.",
+        ),
+    ] = False,
     dry_run: DryRunOpt = False,
     json: JsonOpt = False,
     dialect: DialectOpt = None,
@@ -90,7 +98,9 @@ def wrap(
         now,
         json,
         dry_run,
-        lambda j: plan_wrap(root, j, store=store, redis_url=redis, python=python, dry_run=dry_run),
+        lambda j: plan_wrap(
+            root, j, store=store, redis_url=redis, python=python, dry_run=dry_run, digest=digest
+        ),
     )
 
 

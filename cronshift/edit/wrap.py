@@ -288,12 +288,16 @@ def wrapper_words(
     wrapper: str = "cronshift",
     root: str | None = None,
     redis_config: str | None = None,
+    digest: bool = False,
 ) -> str:
-    """The words put in front of the command, ending in `-- ` (one blank, which unwrap takes off again)."""
+    """The words put in front of the command, ending in `-- ` (one blank, which unwrap takes off again).
+    `digest`: keep a pipe (and hash the output) even where the line redirects output to a file."""
     words = [shlex.quote(wrapper), "record"]
     if root and root != "/":
         words += ["--root", shlex.quote(root)]
     words += ["--job", shlex.quote(job_id)]
+    if digest:
+        words.append("--digest")
     if redis_config:
         words += ["--redis-config", shlex.quote(redis_config)]
     if store:
@@ -405,10 +409,12 @@ def plan_wrap(
     wrapper: str | None = None,
     python: str | None = None,
     dry_run: bool = False,
+    digest: bool = False,
 ) -> WrapPlan:
     """Plan the wrapped line. `wrapper` (a path) skips resolve_wrapper's check: tests and callers that
-    already proved it."""
-    before, lines, digest = _read_line(root, job)
+    already proved it. `digest`: the wrapper hashes output even where the line sends it to a file (live
+    shadow-run compares output digests); without it, such output goes to the file untouched."""
+    before, lines, file_digest = _read_line(root, job)
     if not SAFE_ID.fullmatch(job.id):
         raise WrapRefused(job.source.path, job.source.line, f"job id {job.id!r} is not a plain id")
     if any(w.kind == WRAPPER_KIND for w in job.wrappers) or "cronshift record" in job.command:
@@ -441,10 +447,16 @@ def plan_wrap(
         secret = (redis_config, redis_url)
         redis_url = None
     words = wrapper_words(
-        job.id, store, redis_url, wrapper=wrapper, root=str(Path(root).resolve()), redis_config=redis_config
+        job.id,
+        store,
+        redis_url,
+        wrapper=wrapper,
+        root=str(Path(root).resolve()),
+        redis_config=redis_config,
+        digest=digest,
     )
     after = before[:at] + words.encode("utf-8", "surrogateescape") + before[at:]
-    plan = _plan(job, lines, digest, before, after, "wrap")
+    plan = _plan(job, lines, file_digest, before, after, "wrap")
     return dataclasses.replace(plan, owner=(pw.pw_uid, pw.pw_gid), secret=secret)
 
 

@@ -29,7 +29,7 @@ from cronshift.generate.common import (
 )
 from cronshift.generate.equivalence import BeatEntry, Translation, prove
 from cronshift.generate.plan import Plan, plan_for
-from cronshift.ledger.resp import STREAM as LEDGER_STREAM
+from cronshift.ledger.resp import RUNTIME_STREAM as LEDGER_STREAM  # where the consumers record runs
 from cronshift.model import CronJob, Dialect
 from cronshift.runtime.execute import DEFAULT_TIME_LIMIT
 from cronshift.runtime.streams import DEFAULT_RETENTION, dead_key, group_name, stream_key

@@ -8,7 +8,10 @@ The app's readers use redis-py (see ledger.py); both speak to the same stream.
 
 import time
 
-STREAM = "cronshift:runs"
+STREAM = "cronshift:runs"  # wrappers' records (and drained spools)
+# The Celery/Streams runtime's records: a stream of their own, so a Redis ACL can let only the runtime's
+# user write it, and a reader knows the writer from the key instead of trusting the record's `source`.
+RUNTIME_STREAM = "cronshift:runs:runtime"
 
 
 def _unquote(s: str) -> str:

@@ -20,12 +20,13 @@ from typing import Any
 from cronshift.ledger import schema as ledger_schema
 from cronshift.ledger import spool
 from cronshift.ledger.drain import drain_to_sqlite
-from cronshift.ledger.resp import STREAM
+from cronshift.ledger.resp import RUNTIME_STREAM, STREAM
 from cronshift.model import RunRecord
 
 DEFAULT_STORE = "var/lib/cronshift/ledger.db"
 DOC_PREFIX = "cronshift:doc:"
 _FIELDS = [c for c in ledger_schema.RUN_COLUMNS if c not in ("uid", "extra")]
+RUNTIME_SOURCES = frozenset({"celery", "streams"})  # written to RUNTIME_STREAM, trusted only from there
 
 
 def record_to_doc(rec: RunRecord, uid: str | None = None) -> dict[str, Any]:
@@ -102,13 +103,14 @@ class Ledger:
         doc = record_to_doc(rec)
         if self._redis is not None:
             fields = {"record": json.dumps(doc, separators=(",", ":"))}
+            stream = RUNTIME_STREAM if rec.source in RUNTIME_SOURCES else STREAM
             if retention is None:
-                self._redis.xadd(STREAM, fields)
+                self._redis.xadd(stream, fields)
                 return
             age, maxlen = retention
             pipe = self._redis.pipeline(transaction=False)
-            pipe.xadd(STREAM, fields, maxlen=maxlen, approximate=True)
-            pipe.xtrim(STREAM, minid=f"{int((time.time() - age) * 1000)}-0", approximate=False)
+            pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
+            pipe.xtrim(stream, minid=f"{int((time.time() - age) * 1000)}-0", approximate=False)
             pipe.execute()
             return
         row = [doc[c] for c in ledger_schema.RUN_COLUMNS[:-1]] + [json.dumps(doc["extra"])]
@@ -154,19 +156,23 @@ class Ledger:
         return out
 
     def _stream_runs(self) -> Iterator[RunRecord]:
-        last = "-"
-        while True:
-            batch = self._redis.xrange(STREAM, min=last, max="+", count=1000)
-            for _entry_id, fields in batch:
-                raw = fields.get(b"record")
-                if raw is not None:
-                    try:
-                        yield doc_to_record(json.loads(raw))
-                    except (ValueError, TypeError) as e:  # a foreign or damaged entry: never fatal
-                        self._skip(f"{STREAM} entry {_entry_id.decode()}", e)
-            if len(batch) < 1000:
-                return
-            last = "(" + batch[-1][0].decode()
+        """Both streams. The key says who wrote an entry (Redis ACLs decide who may write which key):
+        only RUNTIME_STREAM's entries may be runtime runs; every entry of the wrappers' stream is read as a
+        wrapper's record (source "record"), a different claim kept in extra["claimed_source"]."""
+        for stream in (STREAM, RUNTIME_STREAM):
+            last = "-"
+            while True:
+                batch = self._redis.xrange(stream, min=last, max="+", count=1000)
+                for _entry_id, fields in batch:
+                    raw = fields.get(b"record")
+                    if raw is not None:
+                        try:
+                            yield _from_stream(stream, json.loads(raw))
+                        except (ValueError, TypeError, AttributeError) as e:  # foreign or damaged: not fatal
+                            self._skip(f"{stream} entry {_entry_id.decode()}", e)
+                if len(batch) < 1000:
+                    break
+                last = "(" + batch[-1][0].decode()
 
     def _spooled(self) -> list[RunRecord]:
         """Records still waiting in spools we may read, with the same trust rules as a drain."""
@@ -273,6 +279,18 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _from_stream(stream: str, doc: dict[str, Any]) -> RunRecord:
+    """A stream entry's record, its `source` decided by the stream it was read from."""
+    claimed = doc.get("source") or "record"
+    source = "record"  # the wrappers' stream: whoever holds a wrapper's credential wrote it, whatever it says
+    if stream == RUNTIME_STREAM:
+        source = claimed if claimed in RUNTIME_SOURCES else "celery"
+    rec = doc_to_record(doc | {"source": source})
+    if source != claimed:
+        rec.extra["claimed_source"] = str(claimed)
+    return rec
 
 
 def _spooled_record(doc: dict[str, Any], uid: int) -> RunRecord:

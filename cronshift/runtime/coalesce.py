@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cronshift.runtime.records import LedgerConfigError, ledger_target
+
 __all__ = ["MAX_KEYS", "Coalescer", "Pending", "record_trigger"]
 
 log = logging.getLogger("cronshift.events")
@@ -57,7 +59,11 @@ class Pending:
 
 def record_trigger(doc: dict[str, Any]) -> bool:
     """Add a trigger record to the configured ledger; False when none is configured (or it refused)."""
-    store, url = os.environ.get("CRONSHIFT_LEDGER"), os.environ.get("CRONSHIFT_LEDGER_REDIS")
+    try:
+        store, url = ledger_target()
+    except LedgerConfigError:
+        log.exception("trigger record not written")
+        return False
     if not store and not url:
         return False
     from pathlib import Path

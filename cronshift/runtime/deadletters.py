@@ -12,6 +12,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from cronshift.runtime.records import ledger_target
+
 KIND = "dead-letter"
 
 __all__ = ["KIND", "dead_letter_id", "write_dead_letter"]
@@ -28,7 +30,7 @@ def write_dead_letter(doc: dict[str, Any], state_url: str | None) -> str:
 
     doc = {**doc, "host": socket.gethostname(), "status": "dead"}
     doc["id"] = dead_letter_id(float(doc["created"]), str(doc.get("task_id") or ""))
-    store, url = os.environ.get("CRONSHIFT_LEDGER"), os.environ.get("CRONSHIFT_LEDGER_REDIS")
+    store, url = ledger_target()
     if not store and not url:
         if state_url is None:
             raise RuntimeError(f"dead letter {doc['id']} for {doc.get('job_id')} has nowhere to go")

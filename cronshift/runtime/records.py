@@ -1,7 +1,11 @@
 """Run records from generated tasks: written to the cronshift ledger when one is configured.
 
 CRONSHIFT_LEDGER (a SQLite store path) or CRONSHIFT_LEDGER_REDIS (a Redis URL) on the worker turns it on;
-CRONSHIFT_ROOT names the root the ledger belongs to (default '/'). Without them nothing is written.
+CRONSHIFT_LEDGER_REDIS_CONFIG names a file holding that URL instead (private to the worker's user or root,
+as `record --redis-config`), so the password of the runtime's Redis ACL user is in no environment or unit
+file. CRONSHIFT_ROOT names the root the ledger belongs to (default '/'). Without them nothing is written.
+On Redis the runtime's records go to their own stream (ledger.resp.RUNTIME_STREAM): give the runtime an
+ACL user that alone may write it, and readers take `source` from the stream, never from the record.
 """
 
 from __future__ import annotations
@@ -57,9 +61,43 @@ def ledger_retention() -> tuple[float, int] | None:
         return None
 
 
+class LedgerConfigError(RuntimeError):
+    """CRONSHIFT_LEDGER_REDIS_CONFIG names a file that is missing, shared or not a plain file."""
+
+
+def ledger_target() -> tuple[str | None, str | None]:
+    """(SQLite store, Redis URL) from the worker's environment; the URL may be read from
+    CRONSHIFT_LEDGER_REDIS_CONFIG. Raises LedgerConfigError for a config file others could read or swap."""
+    store, url = os.environ.get("CRONSHIFT_LEDGER") or None, os.environ.get("CRONSHIFT_LEDGER_REDIS") or None
+    path = os.environ.get("CRONSHIFT_LEDGER_REDIS_CONFIG")
+    if path and not url:
+        url = read_private_url(path)
+    return store, url
+
+
+def read_private_url(path: str) -> str:
+    """The URL in `path`: a regular file (not a symlink) of root or this user, no group/other access."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as e:
+        raise LedgerConfigError(f"CRONSHIFT_LEDGER_REDIS_CONFIG {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o077 or (st.st_mode & 0o170000) != 0o100000:
+            raise LedgerConfigError(
+                f"CRONSHIFT_LEDGER_REDIS_CONFIG {path}: not a private file (0600) of root or this user"
+            )
+        url = os.read(fd, 65536).decode("utf-8").strip()
+    finally:
+        os.close(fd)
+    if not url:
+        raise LedgerConfigError(f"CRONSHIFT_LEDGER_REDIS_CONFIG {path}: empty")
+    return url
+
+
 def write_run(rec: RunRecord) -> bool:
     """Add `rec` to the configured ledger; False when none is configured."""
-    store, url = os.environ.get("CRONSHIFT_LEDGER"), os.environ.get("CRONSHIFT_LEDGER_REDIS")
+    store, url = ledger_target()
     if not store and not url:
         return False
     from cronshift.ledger.store import open_ledger  # lazily: the ledger is optional at run time
