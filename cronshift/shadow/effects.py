@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import os
 import subprocess
 import time
@@ -88,8 +89,6 @@ def project_triggers(project: Path, package: str, job_id: str) -> list[dict[str,
             value = value.args[0]
         try:
             raw = ast.literal_eval(value)
-            import json
-
             jobs = json.loads(raw) if isinstance(raw, str) else raw
         except (ValueError, TypeError, SyntaxError):
             return []

@@ -21,10 +21,14 @@ The live gate (`parity` only when all hold, over the judged window):
    event-side run; no run of either side at a minute cron would not fire; no event-side skip of an
    instant cron ran. Any breach is a `mismatch` (exit 3), named per instant ("only cron fired",
    "event side ran 2 times", "event fired at 09:03, not a cron instant").
-3. Behaviour per matched instant: same exit status and signal; output digests equal, or, where raw sha256
-   differs, the normalised outputs equal (the rules that fired are named); a run much longer or shorter
-   than cron's runs in the window is flagged. A difference a normaliser does not explain is a `mismatch`.
-   Output longer than the 4 KiB tail that differs in raw bytes cannot be cleared: `insufficient evidence`.
+3. Behaviour per matched instant: same exit status and signal; output digests equal, or the outputs equal
+   once the spans that varied among the cron side's own runs are masked (live calibration: the cron runs
+   since the start are the A/A runs, learned by compare.learn_noise as in now mode; a rule masks nothing
+   that stayed the same in every cron run, `--ignore` rules always mask; masked spans are counted). A value
+   the cron runs so far are too few to judge is unjudged: `insufficient evidence`, saying how many more
+   cron runs to wait for. A run much longer or shorter than cron's runs in the window is flagged. Anything
+   else that differs is a `mismatch`. Output longer than the 4 KiB tail that differs in raw bytes cannot be
+   cleared: `insufficient evidence`.
 4. The last N (default 5) judged instants are consecutive matched pairs.
 5. Every schedule pattern has been seen ("Monday 09:00 not yet seen").
 Otherwise `insufficient evidence`, with what is missing. A mismatch stays in the window: fix the cause,
