@@ -142,6 +142,32 @@ def test_gate_passes_on_parity_and_names_every_other_gap(debian_root: Path) -> N
     assert by_id(debian_root, job.id).retired
 
 
+def test_gate_reads_the_verdict_through_its_versioned_contract(debian_root: Path) -> None:
+    from cronshift.shadow.verdict import VERDICT_SCHEMA, Verdict, make_verdict_doc
+
+    job = job_at(debian_root, SYNC)
+    legacy = bound_parity(debian_root, job)  # schema 1: before the contract had a version
+    ev = legacy["evidence"]
+    assert isinstance(ev, dict)
+    doc = make_verdict_doc(
+        Verdict("parity", matched_tail=5), job_id=job.id, command=job.command, runs_compared=5,
+        gate={"consecutive_pairs": 5}, evidence=ev, written_by="test", last=str(legacy["last"]),
+    )  # fmt: skip
+    assert doc["schema"] == VERDICT_SCHEMA and doc["verdict"] == "parity"
+    write_verdict(debian_root, job.id, dict(doc))
+    assert shadow_gate(debian_root, job).ok
+    write_verdict(debian_root, job.id, {**doc, "schema": VERDICT_SCHEMA + 1})
+    gate = shadow_gate(debian_root, job)
+    assert not gate.ok and "written by a newer cronshift" in gate.missing[0]
+    write_verdict(debian_root, job.id, {**doc, "verdict": "yes"})
+    gate = shadow_gate(debian_root, job)
+    assert not gate.ok and any("is not one of parity, differences, inconclusive" in m for m in gate.missing)
+    write_verdict(debian_root, job.id, {**doc, "evidence": "everything"})
+    assert not shadow_gate(debian_root, job).ok
+    write_verdict(debian_root, job.id, legacy)
+    assert shadow_gate(debian_root, job).ok
+
+
 def test_gate_reads_the_ledger_document(debian_root: Path) -> None:
     ledger = pytest.importorskip("cronshift.ledger.store")
     job = job_at(debian_root, SYNC)

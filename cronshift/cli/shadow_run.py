@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -33,15 +34,13 @@ from cronshift.edit.crontab import EditFailed, EditRefused
 from cronshift.edit.wrap import WRAPPER_KIND, apply_plan, plan_wrap
 from cronshift.ledger.store import DEFAULT_STORE, open_ledger
 from cronshift.model import CronJob, Format, ScanResult
-from cronshift.shadow import live
+from cronshift.shadow import effects, live
 from cronshift.shadow.live import DEFAULT_GRACE, LIVE_KIND
 from cronshift.shadow.normalize import RuleError, build_normalizer
+from cronshift.shadow.session import NowOptions, judge_live, run_now
 from cronshift.shadow.store import (
-    OBSERVATION_KIND,
-    VERDICT_KIND,
     project_digests,
     read_report,
-    write_verdict_file,
 )
 from cronshift.shadow.verdict import GATE_PAIRS
 
@@ -87,6 +86,20 @@ def definition_diff(cron: dict[str, Any] | None, event: dict[str, Any] | None) -
     return out
 
 
+def _render_masked(env: Env, masked: dict[str, dict[str, int]], none: str) -> None:
+    """Masked spans per side and rule: every span a normaliser hid from the comparison is counted."""
+    if not any(masked.values()):
+        env.out.print(f"masked: nothing ({none})")
+        return
+    for side in ("cron", "event"):
+        counts = masked.get(side) or {}
+        if counts:
+            env.out.print(
+                f"masked ({side}): " + ", ".join(f"{escape(r)} {n}" for r, n in sorted(counts.items())),
+                highlight=False,
+            )
+
+
 def _render(env: Env, doc: dict[str, Any], pairs: list[dict[str, Any]]) -> None:
     """One screen first (verdict, evidence, masks, contained writes, duration), then each difference once."""
     out = env.out
@@ -103,17 +116,7 @@ def _render(env: Env, doc: dict[str, Any], pairs: list[dict[str, Any]]) -> None:
         f"writes declared: {escape(', '.join(ev.get('writes') or [])) or 'none'}",
         highlight=False,
     )
-    masked = sm.get("masked") or {}
-    if any(masked.values()):
-        for side in ("cron", "event"):
-            counts = masked.get(side) or {}
-            if counts:
-                out.print(
-                    f"masked ({side}): " + ", ".join(f"{escape(r)} {n}" for r, n in sorted(counts.items())),
-                    highlight=False,
-                )
-    else:
-        out.print("masked: nothing (no rule span varied between cron runs)")
+    _render_masked(env, sm.get("masked") or {}, "no rule span varied between cron runs")
     for w in sm.get("undeclared_writes") or []:
         out.print(
             f"[yellow]contained undeclared write:[/] {escape(w['path'])} ({', '.join(w['sides'])})",
@@ -183,6 +186,7 @@ def _live_setup(
     package: str | None,
     now: str | None,
     json: bool,
+    probe: str | None = None,
 ) -> None:
     """Wrap the cron line if needed (through edit.crontab), record the shadow-live doc, say what to run."""
     why = live.mode_refusal(mode, dry_run_flag)
@@ -190,10 +194,15 @@ def _live_setup(
         fail(env, why, ExitStatus.USAGE)
     _expr(env, result, j)
     digests: dict[str, str] = {}
+    triggers: list[dict[str, Any]] = []
     if project is not None:
         if not package or not (project / package).is_dir():
             fail(env, f"--project {project}: no generated package {package!r} there", ExitStatus.USAGE)
         digests = project_digests(project, package)
+        triggers = effects.project_triggers(project, package, j.id)
+    why = live.trigger_refusal(triggers, probe, mode)
+    if why:
+        fail(env, why, ExitStatus.USAGE)
     t = clock(now, result.system_timezone)
     # The wrapper on the line must write where --report reads: name the store unless it is the default.
     store_abs = None if redis else os.path.abspath(store or os.path.join(str(root), DEFAULT_STORE))
@@ -243,6 +252,8 @@ def _live_setup(
         project=None if project is None else str(project.resolve()),
         package=package,
         project_digests=digests,
+        triggers=triggers,
+        probe=probe,
     )
     with open_ledger(root, store=store, redis_url=redis) as led:
         led.put(LIVE_KIND, j.id, doc)
@@ -252,10 +263,18 @@ def _live_setup(
         redis_url=redis,
         project=str(project) if project else None,
         package=package,
+        triggered=bool(triggers),
     )
-    report_cmd = shlex.join(
-        ["cronshift", "shadow-run", j.id, "--report", "--root", str(root)]
-        + (["--redis", redis] if redis else ["--store", store_abs] if store else [])
+    where = ["--root", str(root)] + (["--redis", redis] if redis else ["--store", store_abs] if store else [])
+    report_cmd = shlex.join(["cronshift", "shadow-run", j.id, "--report", *where])
+    probe_cmds = (
+        [shlex.join(["cronshift", "shadow-run", j.id, "--probe-watch", *where])]
+        + [
+            shlex.join(["cronshift", "shadow-run", j.id, "--probe-now", "--side", s, *where])
+            for s in effects.SIDES
+        ]
+        if triggers
+        else []
     )
     if json:
         emit_json(
@@ -266,6 +285,7 @@ def _live_setup(
                 "diff": diff,
                 "backup": backup,
                 "event_path": cmds,
+                "probes": probe_cmds,
                 "report": report_cmd,
             },
         )
@@ -283,6 +303,18 @@ def _live_setup(
     out.print("start the event path in shadow, writing to the same ledger:")
     for c in cmds:
         out.print(f"  {escape(c)}", highlight=False)
+    if triggers:
+        kinds = ", ".join(
+            f"{t.get('kind')}:{t.get('table') or t.get('dir') or t.get('key') or ''}" for t in triggers
+        )
+        out.print(
+            f"the event path is event-triggered ({escape(kinds.rstrip(':'))}): effects are compared per cron "
+            "interval. "
+            "Probe the effect after each cron run and before the next (the watcher does both), or by hand:",
+            highlight=False,
+        )
+        for c in probe_cmds:
+            out.print(f"  {escape(c)}", highlight=False)
     out.print(f"then, any time: {escape(report_cmd)}", highlight=False)
 
 
@@ -319,6 +351,9 @@ def _render_live(env: Env, doc: dict[str, Any], rep: live.LiveReport) -> None:
             f"{escape(p)} {'[green]seen[/]' if ok else '[yellow]not yet[/]'}" for p, ok in seen.items()
         )
     )
+    _render_masked(env, rep.masked, "no rule span varied between cron's own runs")
+    for line in rep.floor_text:
+        out.print(f"[dim]noise learned from cron's own runs:[/] {escape(line)}", highlight=False)
     shown = [i for i in rep.instants if not i.matched]
     tail = rep.instants[-rep.gate_pairs :]
     rows = sorted({id(i): i for i in shown + tail}.values(), key=lambda i: i.instant)
@@ -356,25 +391,112 @@ def _render_live(env: Env, doc: dict[str, Any], rep: live.LiveReport) -> None:
                 noise[key] = noise.get(key, 0) + 1
     for what, n in noise.items():
         out.print(f"[dim]noise at {n} instant(s):[/] {escape(what)}")
+    for line in doc["differences"]:  # each difference once, with the instants it was seen at
+        out.print(f"[red]mismatch:[/] {escape(line)}", highlight=False)
+    diffs: set[str] = set()
     for i in rep.instants:
-        for d in i.differences:
-            if d.explained:
-                continue
-            tag = "[red]DIFF[/]"
-            out.print(
-                f"{tag} {escape(i.local)}: {escape(d.what)}"
-                + (f" [dim]({escape(d.explained)})[/]" if d.explained else "")
-            )
-            if d.diff and not d.explained:
+        for d in i.real:
+            if d.diff and d.what not in diffs:
+                diffs.add(d.what)
+                out.print(f"[dim]{escape(i.local)}:[/]", highlight=False)
                 _diff_lines(out, d.diff)
-    for line in doc["differences"]:
-        if ": " in line and any(line.endswith(d.what) for i in rep.instants for d in i.real):
-            continue
-        out.print(f"[red]mismatch:[/] {escape(line)}")
     for n in doc["notes"]:
         out.print(f"[dim]note:[/] {escape(n)}")
     for m in doc["missing"]:
         out.print(f"[yellow]missing:[/] {escape(m)}")
+
+
+def _render_triggered(env: Env, doc: dict[str, Any], rep: effects.TriggeredReport) -> None:
+    """Intervals (cron run, event runs, the two probes), then each difference and what is missing."""
+    from rich.table import Table
+
+    out = env.out
+    colour = {"parity": "green", "mismatch": "red"}.get(doc["label"], "yellow")
+    f = doc["fidelity"]
+    out.print(
+        f"[bold {colour}]{doc['label']}[/] for {escape(doc['job'])} "
+        "(live, event-triggered; effects compared): "
+        f"{f['intervals']} interval(s) judged, {doc['matched_consecutive']} matched in a row (gate: "
+        f"{doc['gate']['consecutive_pairs']}), {rep.exercised} matched with an event-triggered run; "
+        f"{f['pending']} pending",
+        highlight=False,
+    )
+    out.print(f"probe: {escape(str(doc['evidence'].get('probe')))}", highlight=False)
+    table = Table("interval from", "cron", "event runs", "effect", "result")
+    for i in rep.intervals:
+        effect = (
+            "-"
+            if i.cron_probe is None or i.event_probe is None
+            else ("same" if not any("effect differs" in d for d in i.differences) else "differs")
+        )
+        res = (
+            "[green]match[/]"
+            if i.matched
+            else "[red]differs[/]"
+            if i.differences
+            else "[yellow]cannot tell[/]"
+        )
+        table.add_row(
+            escape(i.local),
+            f"exit {i.cron.exit_status}" if i.cron.signal is None else f"sig {i.cron.signal}",
+            f"{len(i.event)} ({i.triggered} triggered)",
+            effect,
+            res,
+        )
+    out.print(table)
+    for line in doc["differences"]:
+        out.print(f"[red]mismatch:[/] {escape(line)}", highlight=False)
+    for n in doc["notes"]:
+        out.print(f"[dim]note:[/] {escape(n)}", highlight=False)
+    for m in doc["missing"]:
+        out.print(f"[yellow]missing:[/] {escape(m)}", highlight=False)
+
+
+def _probes(
+    env: Env,
+    result: ScanResult,
+    j: CronJob,
+    root: Path,
+    store: str | None,
+    redis: str | None,
+    side: str | None,
+    watch: bool,
+    json: bool,
+) -> None:
+    """Take the effect probe of an event-triggered live shadow: once (--probe-now), or at every interval's
+    two times (--probe-watch: after each cron run, and shortly before the next cron instant)."""
+    setup = effects.probe_setup(root, j.id, store, redis)
+    if setup is None:
+        fail(
+            env,
+            f"{j.id}: no event-triggered live shadow with an effect probe: set it up with "
+            "`--live --mode allow --project OUT --package PKG --probe CMD`",
+            ExitStatus.USAGE,
+        )
+
+    def said(doc: dict[str, Any]) -> None:
+        if json:
+            emit_json(env, {"job_id": j.id, "probe": doc})
+        else:
+            env.out.print(
+                f"{doc['side']}-side probe at {time.strftime('%H:%M:%S', time.localtime(doc['started']))}: "
+                f"exit {doc['exit_status']}, {doc['output_bytes']} byte(s)"
+                + (f"; {escape(doc['error'])}" if doc.get("error") else ""),
+                highlight=False,
+            )
+
+    if not watch:
+        assert side is not None
+        said(effects.probe_once(root, j.id, setup, side, store, redis))
+        return
+    expr = _expr(env, result, j)
+    env.err.print(
+        f"probing {escape(j.id)}'s effect at every cron interval; stop with Ctrl-C", highlight=False
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        effects.watch_job(
+            root, j.id, setup, expr, j.timezone or result.system_timezone, store, redis, on_probe=said
+        )
 
 
 def _live_report(
@@ -401,30 +523,28 @@ def _live_report(
         fail(env, str(e), ExitStatus.USAGE)
     t_now = clock(now, result.system_timezone).timestamp()
     start = float(setup["started"]) if since is None else clock(since, tz).timestamp()
-    rep = live.evaluate(
-        j.id,
-        expr,
-        tz,
-        led.runs(j.id),
-        since=start,
+    got = judge_live(
+        j,
+        led,
+        setup,
+        root=root,
+        expr=expr,
+        tz=tz,
+        start=start,
         now=t_now,
-        normalize=norm,
+        normalizer=norm,
+        ignore=tuple(ignore or ()),
         grace=grace,
         gate_pairs=gate_pairs,
-        compare_output=setup.get("mode") != "dry-run",
     )
-    kept = ("mode", "dry_run_flag", "started_iso", "store", "redis", "session", "inner_command")
-    bound = ("project", "package", "project_digests")  # what retire's gate binds the verdict to
-    evidence = {k: setup.get(k) for k in (*kept, *bound)}
-    evidence |= {"writes": [], "rules": norm.names, "ignore": list(ignore or ())}
-    doc = live.live_doc(rep, command=j.command, setup=evidence, now=t_now)
-    led.put(VERDICT_KIND, j.id, doc)
-    doc["verdict_file"] = write_verdict_file(root, j.id, doc)
+    doc = dict(got.doc)
     if json:
         emit_json(env, {"job_id": j.id, "verdict": doc})
+    elif isinstance(got.report, effects.TriggeredReport):
+        _render_triggered(env, doc, got.report)
     else:
-        _render_live(env, doc, rep)
-    if rep.verdict.label == "mismatch":
+        _render_live(env, doc, got.report)
+    if got.label == "mismatch":
         raise SystemExit(int(ExitStatus.DIFFERENCES))
 
 
@@ -475,6 +595,20 @@ def shadow_run(
     grace: Annotated[
         float, typer.Option("--grace", min=0, help="Live --report: seconds an instant may take to report.")
     ] = DEFAULT_GRACE,
+    probe: Annotated[
+        str | None,
+        typer.Option("--probe", help="Live, event-triggered: a command summarising the job's effect."),
+    ] = None,
+    probe_now: Annotated[
+        bool, typer.Option("--probe-now", help="Live, event-triggered: take one effect probe now (--side).")
+    ] = False,
+    side: Annotated[
+        str | None, typer.Option("--side", help="--probe-now: cron (after cron's run) or event.")
+    ] = None,
+    probe_watch: Annotated[
+        bool,
+        typer.Option("--probe-watch", help="Live, event-triggered: take every interval's probes (runs on)."),
+    ] = False,
     now: NowOpt = None,
     store: Annotated[str | None, typer.Option("--store", help="Ledger (SQLite) path.")] = None,
     redis: Annotated[str | None, typer.Option("--redis", help="Redis ledger URL.")] = None,
@@ -483,12 +617,17 @@ def shadow_run(
 ) -> None:
     """Run a job through cron's path and the event path N times each and judge parity (exit 3: mismatch)."""
     env = Env()
-    if live and report:
-        fail(env, "--live sets live shadowing up; --report judges it: give one of them", ExitStatus.USAGE)
+    if sum((live, report, probe_now, probe_watch)) > 1:
+        fail(
+            env,
+            "--live sets live shadowing up, --probe-now/--probe-watch probe it, --report judges it: give one",
+            ExitStatus.USAGE,
+        )
+    if probe_now and side not in effects.SIDES:
+        fail(env, "--probe-now needs --side cron or --side event", ExitStatus.USAGE)
     if broker:
         check_url(env, "--broker", broker, CELERY_BROKER_SCHEMES)
-    from cronshift.shadow import execute as ex
-    from cronshift.shadow.session import run_session
+    from cronshift.shadow import execute as ex  # deferred: the sandbox is only needed by now mode
 
     result = do_scan(env, root, dialect)
     try:
@@ -496,7 +635,12 @@ def shadow_run(
     except JobNotFound as e:
         fail(env, str(e), ExitStatus.USAGE)
     if live:
-        _live_setup(env, result, j, root, mode, dry_run_flag, store, redis, project, package, now, json)
+        _live_setup(
+            env, result, j, root, mode, dry_run_flag, store, redis, project, package, now, json, probe
+        )
+        return
+    if probe_now or probe_watch:
+        _probes(env, result, j, root, store, redis, side, probe_watch, json)
         return
     if report:
         with open_ledger(root, store=store, redis_url=redis) as led:
@@ -554,107 +698,47 @@ def shadow_run(
         norm = build_normalizer(no_rule or (), ignore or (), hosts=(socket.gethostname(), socket.getfqdn()))
     except RuleError as e:
         fail(env, str(e), ExitStatus.USAGE)
-    from cronshift.shadow.celery_side import CelerySide, EventPathError, LocalTaskSide, Project, ScratchStore
-
-    try:
-        proj = Project(project, package, j)
-    except EventPathError as e:
-        fail(env, str(e), ExitStatus.ERROR)
-    session = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(2).hex()
-    refused = ex.sandbox_available() if mode == "sandbox" else None
-    cron_spec = ex.cron_spec(j)
-    evidence: dict[str, Any] = {
-        "mode": mode,
-        "writes": list(paths),
-        "event_path": event_path,
-        "project": str(proj.path),
-        "package": proj.package,
-        "module": proj.module,
-        "project_digests": proj.digests(),
-        "broker": broker if event_path == "celery" else "none (in-process apply(), scratch store)",
-        "command_line": shlex.join(["cronshift", "shadow-run", *sys.argv[2:]])
+    opts = NowOptions(
+        root=root,
+        project=project,
+        package=package,
+        mode=mode,
+        writes=paths,
+        normalizer=norm,
+        ignore=tuple(ignore or ()),
+        dry_run_flag=dry_run_flag,
+        event_path=event_path,
+        broker=broker,
+        runs=runs,
+        calibration=calibration,
+        gate_pairs=gate_pairs,
+        timeout=timeout,
+        store=store,
+        redis=redis,
+        command_line=shlex.join(["cronshift", "shadow-run", *sys.argv[2:]])
         if sys.argv[1:2] == ["shadow-run"]
         else None,
-        "cron_spec": cron_spec,
-        "rules": norm.names,
-        "ignore": list(ignore or ()),
-        "calibration": calibration,
-        "runs": runs,
-    }
-    if refused:
-        # One line, and no verdict a gate could use: nothing ran, so nothing real was written either.
+    )
+    from cronshift.shadow.celery_side import EventPathError
+
+    try:
+        with progress_bar(env, "shadow runs") as update:
+            res = run_now(j, opts, progress=update)
+    except EventPathError as e:
+        fail(env, str(e), ExitStatus.ERROR)
+    if res.refused:
         env.err.print(
-            f"cronshift: {escape(refused)}; verdict: insufficient evidence "
+            f"cronshift: {escape(res.refused)}; verdict: insufficient evidence "
             "(--mode dry-run skips side effects)",
             soft_wrap=True,
             highlight=False,
         )
-        doc = {
-            "verdict": "inconclusive", "label": "insufficient evidence", "job": j.id, "command": j.command,
-            "runs_compared": 0, "matched_consecutive": 0, "differences": [], "missing": [refused],
-            "evidence": evidence, "written_by": "cronshift shadow-run",
-        }  # fmt: skip
-        with open_ledger(root, store=store, redis_url=redis) as led:
-            led.put(VERDICT_KIND, j.id, doc)
-        write_verdict_file(root, j.id, doc)
         if json:
-            emit_json(env, {"job_id": j.id, "verdict": doc, "pairs": []})
+            emit_json(env, {"job_id": j.id, "verdict": res.doc, "pairs": []})
         return
-    scratch = ex.new_scratch(root, session)
-    scratch_store = ScratchStore(scratch)
-    setup = ex.SideSetup(mode, paths, scratch, root, dry_run_flag, timeout, scratch_store.env())
-    evidence |= setup.evidence()
-    try:
-        try:
-            if event_path == "celery":
-                assert broker is not None
-                event: Any = CelerySide(proj, broker, setup, session)
-            else:
-                event = LocalTaskSide(proj, setup)
-        except EventPathError as e:
-            fail(env, str(e), ExitStatus.ERROR)
-        with (
-            open_ledger(root, store=store, redis_url=redis) as led,
-            progress_bar(env, "shadow runs") as update,
-        ):
-            done, total = [0], calibration + 2 * runs
-
-            def counted(side: Any) -> Any:
-                """Each side's run ticks the bar (a terminal only): calibration runs, then both sides."""
-
-                def run(label: str) -> Any:
-                    try:
-                        return side(label)
-                    finally:
-                        done[0] += 1
-                        update(done[0], max(total, done[0]))
-
-                return run
-
-            res = run_session(
-                j,
-                cron_side=counted(
-                    lambda label: ex.run_side(setup, label, {"action": "job", "spec": cron_spec})
-                ),
-                event_side=counted(event),
-                runs=runs,
-                normalizer=norm,
-                evidence=evidence,
-                clock=time.time,
-                calibration=calibration,
-                gate_pairs=gate_pairs,
-                record=lambda key, doc: led.put(OBSERVATION_KIND, key, doc),
-                session=session,
-            )
-            led.put(VERDICT_KIND, j.id, res.doc)
-    finally:
-        scratch_store.close()
-        ex.remove_scratch(scratch)
-    res.doc["verdict_file"] = write_verdict_file(root, j.id, res.doc)
-    pairs = [o for o in res.observations if o.get("phase") == "pair"]
     if json:
-        emit_json(env, {"job_id": j.id, "verdict": res.doc, "pairs": pairs})
+        emit_json(env, {"job_id": j.id, "verdict": res.doc, "pairs": res.pairs})
     else:
-        _render(env, res.doc, pairs)
-    if res.verdict.label == "mismatch":
+        _render(env, dict(res.doc), res.pairs)
+    if res.label == "mismatch":
         raise SystemExit(int(ExitStatus.DIFFERENCES))

@@ -39,6 +39,7 @@ from cronshift.ledger.state import Journal
 from cronshift.ledger.store import DEFAULT_STORE, open_ledger
 from cronshift.model import CronJob, Format
 from cronshift.shadow.store import SHADOW_DIR, VERDICT_KIND, project_digests, verdict_path
+from cronshift.shadow.verdict import ReadVerdict, parse_verdict_doc
 
 _RD = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _EXEC = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
@@ -96,17 +97,12 @@ def shadow_gate(
     """May this job be retired? Only with a shadow-run verdict of parity for this very job and command.
 
     The verdict document (ledger kind "shadow-verdict", key = job id; or the file
-    var/lib/cronshift/shadow/<job-id>.json), as `cronshift shadow-run` writes it:
-
-        {"verdict": "parity" | "differences" | "inconclusive",   required
-         "job": "<job id>",                  optional; must equal the key
-         "command": "<job.command>",         optional; a verdict for another command is stale
-         "runs_compared": 12,                optional; must be >= 1 when given
-         "differences": ["..."],             optional; shown when the verdict is not parity
-         "first": "<ISO time>", "last": "<ISO time>", "written_by": "cronshift shadow-run"}
+    var/lib/cronshift/shadow/<job-id>.json) is read through the one contract shadow-run writes it by
+    (`cronshift.shadow.verdict.VerdictDoc`, versioned; `parse_verdict_doc`): the verdict, the job and its
+    command when judged, the runs compared, and for parity the generated files it is bound to.
     """
-    doc, where = read_verdict(root, job.id, store=store, redis_url=redis_url)
-    if doc is None:
+    raw, where = read_verdict(root, job.id, store=store, redis_url=redis_url)
+    if raw is None:
         return GateResult(
             False,
             [
@@ -115,36 +111,36 @@ def shadow_gate(
                 f"{'/'.join(SHADOW_DIR)}/{job.id}.json)"
             ],
         )
-    missing: list[str] = []
-    if doc.get("_unreadable"):
-        missing.append(str(doc["_unreadable"]))
-    elif doc.get("verdict") != "parity":
-        diffs = doc.get("differences") or []
-        extra = f" ({len(diffs)} differences, first: {diffs[0]})" if isinstance(diffs, list) and diffs else ""
-        missing.append(f"shadow-run verdict is {doc.get('verdict')!r}, not 'parity'{extra}")
-    if doc.get("job") not in (None, job.id):
-        missing.append(f"the verdict in {where} is for job {doc.get('job')!r}, not {job.id}")
-    if doc.get("command") is not None and doc.get("command") != job.command:
+    if raw.get("_unreadable"):
+        return GateResult(False, [str(raw["_unreadable"])], where)
+    doc = parse_verdict_doc(raw, where)
+    missing: list[str] = list(doc.problems)
+    if doc.verdict != "parity":
+        diffs = doc.differences
+        extra = f" ({len(diffs)} differences, first: {diffs[0]})" if diffs else ""
+        missing.append(f"shadow-run verdict is {doc.verdict!r}, not 'parity'{extra}")
+    if doc.job not in (None, job.id):
+        missing.append(f"the verdict in {where} is for job {doc.job!r}, not {job.id}")
+    if doc.command is not None and doc.command != job.command:
         missing.append(
             "the verdict was reached for a different command: the job changed since; shadow-run again"
         )
-    runs = doc.get("runs_compared")
-    if runs is not None and (not isinstance(runs, int) or runs < 1):
+    runs = raw.get("runs_compared")
+    if runs is not None and (doc.runs_compared is None or doc.runs_compared < 1):
         missing.append(f"the verdict compared {runs!r} runs; at least one is needed")
-    if doc.get("verdict") == "parity":
+    if doc.verdict == "parity" and not doc.problems:
         missing += _binding_refusals(root, job, doc)
     return GateResult(not missing, missing, where)
 
 
-def _binding_refusals(root: Path, job: CronJob, doc: dict[str, Any]) -> list[str]:
+def _binding_refusals(root: Path, job: CronJob, doc: ReadVerdict) -> list[str]:
     """A parity verdict counts only for what it proved: the generated files it ran (unchanged since), and
     the job's crontab as it was (not edited after the evidence)."""
     out: list[str] = []
-    ev = doc.get("evidence") if isinstance(doc.get("evidence"), dict) else {}
-    live = isinstance(doc.get("gate"), dict) and doc["gate"].get("mode") == "live"
+    live = doc.live
     # Now and live mode alike: parity counts only for the generated files that ran.
-    project, package, digests = ev.get("project"), ev.get("package"), ev.get("project_digests")
-    if not project or not package or not isinstance(digests, dict) or not digests:
+    project, package, digests = doc.project, doc.package, doc.digests
+    if not project or not package or not digests:
         how = "--live --project OUT --package PKG" if live else "--project OUT"
         out.append(
             "no generated project was compared (the verdict names no generated files it ran): "
@@ -164,9 +160,9 @@ def _binding_refusals(root: Path, job: CronJob, doc: dict[str, Any]) -> list[str
         # Live evidence is cron's own runs of the line as it stands (its wrap is the edit that began it);
         # a changed line is a different job id or command, refused above.
         return out
-    last = doc.get("last")
+    last = doc.last
     try:
-        proved = datetime.fromisoformat(str(last)).timestamp() if last else None
+        proved = datetime.fromisoformat(last).timestamp() if last else None
     except ValueError:
         proved = None
     if proved is None:

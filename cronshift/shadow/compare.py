@@ -31,6 +31,7 @@ __all__ = [
     "Difference",
     "NoiseFloor",
     "SideRun",
+    "compare_output",
     "compare_pair",
     "duration_outlier",
     "learn_noise",
@@ -43,6 +44,7 @@ TIME_RULES = frozenset(
     {"duration", "clock-time", "date-output", "iso-timestamp", "syslog-timestamp", "epoch"}
 )  # values that change with the clock: a stable one in quick A/A runs is never proof of stability
 MIN_SPAN = 2.0  # seconds cron runs must span before a stable time-or-pid-shaped value is called real
+CALIBRATE_MORE = "run more --calibration runs"  # what to do when calibration saw too little (now mode)
 _TOKEN = re.compile(r"<[a-z0-9-]+>|\d+(?:\.\d+)?|[A-Za-z_]+|\s+|.", re.DOTALL)
 
 
@@ -315,8 +317,10 @@ def _compare_text(
     floor: NoiseFloor,
     normalize: Normalizer,
     counts: tuple[dict[str, int], dict[str, int]],
+    advice: str = CALIBRATE_MORE,
 ) -> list[Difference]:
     kind = "output" if channel == "output" else "file-content"
+    more = advice.format(more=max(1, MIN_STABLE_RUNS - floor.runs))
     la, lb = _channel_lines(cron, channel), _channel_lines(event, channel)
     assert la is not None and lb is not None
     real: list[str] = []
@@ -365,14 +369,13 @@ def _compare_text(
                 whys.append(
                     f"it looks like {shaped} noise, but {floor.runs} cron run(s) over {floor.span:.1f}s "
                     f"never varied there ({MIN_STABLE_RUNS} runs over {MIN_SPAN:.0f}s are needed to call it "
-                    "stable): "
-                    "run more --calibration runs, or name it with --ignore"
+                    f"stable): {more}, or name it with --ignore"
                 )
             elif _kind(x) == _kind(y) == "number" and not enough:
                 unjudged.append(where)
                 whys.append(
                     f"a number that {floor.runs} cron run(s) agreed on; {MIN_STABLE_RUNS} are needed to call "
-                    "it stable: run more --calibration runs, or name it with --ignore"
+                    f"it stable: {more}, or name it with --ignore"
                 )
             else:
                 real.append(where)
@@ -397,6 +400,22 @@ def _compare_text(
             )
         ]
     return []
+
+
+def compare_output(
+    cron: SideRun,
+    event: SideRun,
+    normalize: Normalizer,
+    floor: NoiseFloor,
+    masked: tuple[dict[str, int], dict[str, int]],
+    *,
+    label: str = "output",
+    advice: str = CALIBRATE_MORE,
+) -> list[Difference]:
+    """The whole output of a cron run and an event run, judged against a noise floor learned from cron runs
+    (live mode judges each instant's pair this way). `advice` ({more}: runs still needed) says how to get
+    the evidence an unjudged value lacks."""
+    return _compare_text("output", label, cron, event, floor, normalize, masked, advice)
 
 
 def _rule_at(normalize: Normalizer, line: str, offset: int) -> str | None:

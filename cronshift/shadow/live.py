@@ -21,10 +21,14 @@ The live gate (`parity` only when all hold, over the judged window):
    event-side run; no run of either side at a minute cron would not fire; no event-side skip of an
    instant cron ran. Any breach is a `mismatch` (exit 3), named per instant ("only cron fired",
    "event side ran 2 times", "event fired at 09:03, not a cron instant").
-3. Behaviour per matched instant: same exit status and signal; output digests equal, or, where raw sha256
-   differs, the normalised outputs equal (the rules that fired are named); a run much longer or shorter
-   than cron's runs in the window is flagged. A difference a normaliser does not explain is a `mismatch`.
-   Output longer than the 4 KiB tail that differs in raw bytes cannot be cleared: `insufficient evidence`.
+3. Behaviour per matched instant: same exit status and signal; output digests equal, or the outputs equal
+   once the spans that varied among the cron side's own runs are masked (live calibration: the cron runs
+   since the start are the A/A runs, learned by compare.learn_noise as in now mode; a rule masks nothing
+   that stayed the same in every cron run, `--ignore` rules always mask; masked spans are counted). A value
+   the cron runs so far are too few to judge is unjudged: `insufficient evidence`, saying how many more
+   cron runs to wait for. A run much longer or shorter than cron's runs in the window is flagged. Anything
+   else that differs is a `mismatch`. Output longer than the 4 KiB tail that differs in raw bytes cannot be
+   cleared: `insufficient evidence`.
 4. The last N (default 5) judged instants are consecutive matched pairs.
 5. Every schedule pattern has been seen ("Monday 09:00 not yet seen").
 Otherwise `insufficient evidence`, with what is missing. A mismatch stays in the window: fix the cause,
@@ -43,9 +47,16 @@ from zoneinfo import ZoneInfo
 from cronshift.discover.schedule import CronExpr, fires_between
 from cronshift.ledger.kinds import LIVE_KIND
 from cronshift.model import RunRecord
-from cronshift.shadow.compare import Difference, duration_outlier
+from cronshift.shadow.compare import (
+    Difference,
+    NoiseFloor,
+    SideRun,
+    compare_output,
+    duration_outlier,
+    learn_noise,
+)
 from cronshift.shadow.normalize import Normalizer
-from cronshift.shadow.verdict import GATE_PAIRS, LABELS, Verdict
+from cronshift.shadow.verdict import GATE_PAIRS, Verdict, VerdictDoc, make_verdict_doc
 
 __all__ = [
     "CRON_SOURCE",
@@ -55,6 +66,7 @@ __all__ = [
     "LiveReport",
     "compare_runs",
     "evaluate",
+    "learn_floors",
     "live_doc",
     "pattern_of",
     "schedule_patterns",
@@ -66,6 +78,8 @@ MAX_TIME_PATTERNS = 24
 DEFAULT_GRACE = 120.0
 TAIL = 4096  # bytes of output both writers keep as text
 DIFF_LINES = 60
+# What to do when the cron runs so far cannot tell noise from a change ({more}: runs still needed).
+LIVE_ADVICE = "wait for {more} more cron-side run(s) (live mode learns its noise from cron's own runs)"
 _DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")  # cron: 0 = Sunday
 DOM_BRANCH, DOW_BRANCH = "day-of-month branch", "day-of-week branch"
 
@@ -153,23 +167,47 @@ def _udiff(name: str, a: str, b: str) -> str:
     return "\n".join(lines)
 
 
-def _first_line_change(a: list[str], b: list[str]) -> str:
-    for i in range(max(len(a), len(b))):
-        x = a[i] if i < len(a) else None
-        y = b[i] if i < len(b) else None
-        if x != y:
-            if x is None:
-                return f"line {i + 1}: {y!r} printed by the event side only"
-            if y is None:
-                return f"line {i + 1}: {x!r} printed by cron only"
-            return f"line {i + 1}: {x!r} (cron) vs {y!r} (event)"
-    return "line endings or final newline differ"
+def _side(r: RunRecord, c: _Channel) -> SideRun:
+    """One channel of a run, as the calibrated comparison reads runs."""
+    return SideRun(
+        side=r.source,
+        exit_status=r.exit_status,
+        signal=r.signal,
+        output=c.tail,
+        output_bytes=c.size,
+        duration=r.duration or 0.0,
+        started=r.start,
+    )
 
 
-def _compare_channel(name: str, a: _Channel, b: _Channel, normalize: Normalizer) -> list[Difference]:
+def learn_floors(cron_runs: Iterable[RunRecord], normalize: Normalizer) -> dict[str, NoiseFloor]:
+    """Live calibration: the cron side's own finished runs, in start order, are the A/A runs (per channel:
+    merged output, or stdout and stderr). The same learning as now mode's (compare.learn_noise): a rule may
+    mask only a span that varied between these runs. A channel whose tail does not hold the whole output
+    is left out: it cannot be compared by content either."""
+    by: dict[str, list[SideRun]] = {}
+    for r in sorted(cron_runs, key=lambda r: r.start):
+        if r.end is None:
+            continue  # lost or still running: no output to learn from
+        for name, c in _channels(r).items():
+            if _complete(c):
+                by.setdefault(name, []).append(_side(r, c))
+    return {name: learn_noise(runs, normalize) for name, runs in by.items()}
+
+
+def _compare_channel(
+    name: str,
+    cron: RunRecord,
+    event: RunRecord,
+    a: _Channel,
+    b: _Channel,
+    normalize: Normalizer,
+    floor: NoiseFloor | None,
+    masked: tuple[dict[str, int], dict[str, int]],
+) -> list[Difference]:
     if a.sha256 == b.sha256:
         return []
-    if not (_complete(a) and _complete(b)):
+    if not (_complete(a) and _complete(b)) or floor is None:
         return [
             Difference(
                 "unverifiable",
@@ -178,22 +216,28 @@ def _compare_channel(name: str, a: _Channel, b: _Channel, normalize: Normalizer)
                 _udiff(name, a.tail, b.tail),
             )
         ]
-    na, nb = normalize(a.tail), normalize(b.tail)
-    if na == nb:
-        fired = [r.name for r in normalize.rules if r.pattern.search(a.tail) or r.pattern.search(b.tail)]
+    here: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    found = compare_output(
+        _side(cron, a), _side(event, b), normalize, floor, here, label=name, advice=LIVE_ADVICE
+    )
+    for total, counts in zip(masked, here, strict=True):
+        for rule, n in counts.items():
+            total[rule] = total.get(rule, 0) + n
+    if found:
+        return found
+    rules = sorted(set(here[0]) | set(here[1]))
+    if not rules:
         return [
             Difference(
-                "output",
-                f"{name}: raw sha256 differs, equal after normalising",
-                _udiff(name, a.tail, b.tail),
-                explained="normaliser: " + ", ".join(fired or ["(none named)"]),
+                "output", f"{name}: line endings or final newline differ", _udiff(name, a.tail, b.tail)
             )
         ]
     return [
         Difference(
             "output",
-            f"{name} {_first_line_change(na.splitlines(), nb.splitlines())} (after normalising)",
+            f"{name}: raw sha256 differs, equal once the spans cron's own runs vary in are masked",
             _udiff(name, a.tail, b.tail),
+            explained="normaliser: " + ", ".join(rules) + " (varied between cron runs)",
         )
     ]
 
@@ -204,9 +248,13 @@ def compare_runs(
     normalize: Normalizer,
     cron_durations: list[float],
     *,
+    floors: dict[str, NoiseFloor],
+    masked: tuple[dict[str, int], dict[str, int]] | None = None,
     compare_output: bool = True,
 ) -> list[Difference]:
-    """Every difference between the cron run and the event run of one instant (`explained` set for noise)."""
+    """Every difference between the cron run and the event run of one instant (`explained` set for noise,
+    `unjudged` where the cron runs so far are too few to tell). `floors`: learn_floors of the cron side."""
+    counts = masked if masked is not None else ({}, {})
     out: list[Difference] = []
     if cron.signal != event.signal:
         out.append(Difference("signal", f"killed by signal {cron.signal} (cron) vs {event.signal} (event)"))
@@ -218,7 +266,9 @@ def compare_runs(
         ca, cb = _channels(cron), _channels(event)
         if set(ca) == set(cb):
             for name in ca:
-                out += _compare_channel(name, ca[name], cb[name], normalize)
+                out += _compare_channel(
+                    name, cron, event, ca[name], cb[name], normalize, floors.get(name), counts
+                )
         elif "output" in ca and event.extra.get("output_sha256"):
             if ca["output"].sha256 != event.extra["output_sha256"]:
                 out.append(
@@ -279,11 +329,16 @@ class InstantResult:
 
     @property
     def real(self) -> list[Difference]:
-        return [d for d in self.differences if d.explained is None and d.kind != "unverifiable"]
+        return [
+            d
+            for d in self.differences
+            if d.explained is None and d.unjudged is None and d.kind != "unverifiable"
+        ]
 
     @property
     def unverifiable(self) -> list[Difference]:
-        return [d for d in self.differences if d.kind == "unverifiable"]
+        """Differences the evidence cannot judge: too long to compare, or too few cron runs to tell."""
+        return [d for d in self.differences if d.kind == "unverifiable" or d.unjudged is not None]
 
     @property
     def matched(self) -> bool:
@@ -335,6 +390,17 @@ class LiveReport:
     notes: list[str]
     verdict: Verdict
     gate_pairs: int
+    masked: dict[str, dict[str, int]] = field(default_factory=dict)  # side -> rule -> spans masked
+    floors: dict[str, NoiseFloor] = field(default_factory=dict)  # channel -> learned from cron's runs
+
+    @property
+    def floor_text(self) -> list[str]:
+        """What the cron side's own runs showed to vary (what may be masked), per channel."""
+        return [
+            line if name == "output" else f"{name} {line}"
+            for name, f in sorted(self.floors.items())
+            for line in f.describe()
+        ]
 
     @property
     def pairs(self) -> int:
@@ -414,6 +480,8 @@ def evaluate(
     all_patterns = schedule_patterns(expr)
     seen = dict.fromkeys(all_patterns, False)
     cron_durations = [r.duration for t in expected for r in cron_runs.get(t, []) if r.duration is not None]
+    floors = learn_floors((r for rs in cron_runs.values() for r in rs), normalize) if compare_output else {}
+    masked: dict[str, dict[str, int]] = {"cron": {}, "event": {}}
     instants: list[InstantResult] = []
     dup_sends = 0
     for t in expected:
@@ -438,7 +506,13 @@ def evaluate(
             i.notes.append(f"event side: {dup} duplicate send(s), skipped by the instant's claim")
         if i.status == "both":
             i.differences = compare_runs(
-                i.cron[0], i.event[0], normalize, cron_durations, compare_output=compare_output
+                i.cron[0],
+                i.event[0],
+                normalize,
+                cron_durations,
+                floors=floors,
+                masked=(masked["cron"], masked["event"]),
+                compare_output=compare_output,
             )
         if i.matched:
             for p in i.patterns:
@@ -466,6 +540,8 @@ def evaluate(
         notes,
         verdict,
         gate_pairs,
+        masked,
+        floors,
     )
 
 
@@ -479,7 +555,7 @@ def _judge(
     gate_pairs: int,
 ) -> Verdict:
     real: list[str] = [f for i in instants for f in i.fidelity] + off
-    real += [f"{i.local}: {d.what}" for i in instants for d in i.real]
+    real += _once_each(instants)
     missing: list[str] = []
     if not cron_runs:
         missing.append("no cron-side run recorded yet: is the cron line wrapped by `cronshift record`?")
@@ -487,7 +563,9 @@ def _judge(
         missing.append("no event-side run recorded yet: start the worker and beat with CRONSHIFT_LEDGER set")
     if start is not None and not instants:
         missing.append("no cron instant has passed since both sides started")
-    missing += [f"{i.local}: cannot tell: {d.what}" for i in instants for d in i.unverifiable]
+    missing += _grouped(
+        [(i.local, d.what, d.unjudged) for i in instants for d in i.unverifiable], len(instants)
+    )
     missing += [f"{i.local}: neither side fired" for i in instants if i.status == "neither"]
     tail = 0
     for i in reversed(instants):
@@ -502,36 +580,73 @@ def _judge(
     return Verdict("insufficient evidence" if missing else "parity", missing, [], tail)
 
 
+def _once_each(instants: list[InstantResult]) -> list[str]:
+    """Each real difference once, with the instants it was seen at (a duration is one difference)."""
+    at: dict[str, list[InstantResult]] = {}
+    first: dict[str, str] = {}
+    for i in instants:
+        for d in i.real:
+            key = d.kind if d.kind == "duration" else d.what
+            at.setdefault(key, []).append(i)
+            first.setdefault(key, d.what)
+    out = []
+    for key, where in at.items():
+        when = (
+            where[0].local
+            if len(where) == 1
+            else f"{len(where)} of {len(instants)} instants from {where[0].local}"
+        )
+        out.append(f"{when}: {first[key]}")
+    return out
+
+
+def _grouped(items: list[tuple[str, str, str | None]], total: int) -> list[str]:
+    """Each thing that cannot be judged once, with the instants it was seen at (not once per instant)."""
+    at: dict[tuple[str, str | None], list[str]] = {}
+    for local, what, why in items:
+        at.setdefault((what, why), []).append(local)
+    out = []
+    for (what, why), where in at.items():
+        when = where[0] if len(where) == 1 else f"{len(where)} of {total} instants"
+        out.append(f"{when}: cannot tell: {what}" + (f": {why}" if why else ""))
+    return out
+
+
 def live_doc(
     rep: LiveReport,
     *,
     command: str,
     setup: dict[str, Any],
     now: float,
-) -> dict[str, Any]:
+) -> VerdictDoc:
     """The verdict document `cronshift retire` reads (same kind, key and file as now mode), with the live
     evidence: every judged instant with both sides, schedule fidelity and the patterns seen."""
     v = rep.verdict
     start, until = rep.window
     offsets = [o for i in rep.instants for o in i.offsets()["event"]]
     cron_offsets = [o for i in rep.instants for o in i.offsets()["cron"]]
-    doc = {
-        "verdict": LABELS[v.label],
-        "label": v.label,
-        "job": rep.job_id,
-        "command": command,
-        "runs_compared": rep.pairs,
-        "matched_consecutive": v.matched_tail,
-        "differences": v.differences,
-        "missing": v.missing,
-        "gate": {
+    return make_verdict_doc(
+        v,
+        job_id=rep.job_id,
+        command=command,
+        runs_compared=rep.pairs,
+        gate={
             "mode": "live",
             "consecutive_pairs": rep.gate_pairs,
             "patterns": list(rep.patterns),
             "no_missing_or_duplicate_fire": True,
         },
-        "patterns": rep.patterns,
-        "fidelity": {
+        evidence={
+            **setup,
+            "event_path": "beat (live)",
+            "window": {"since": None if start is None else _iso(start), "until": _iso(until)},
+        },
+        written_by="cronshift shadow-run --report (live)",
+        first=_iso(start if start is not None else until),
+        last=_iso(until),
+        session=setup.get("session", ""),
+        patterns=rep.patterns,
+        fidelity={
             "instants": len(rep.instants),
             "both": sum(1 for i in rep.instants if i.status == "both"),
             "only_cron": sum(1 for i in rep.instants if i.status == "only cron"),
@@ -546,26 +661,44 @@ def live_doc(
                 "event": max(offsets, default=None),
             },
         },
-        "instants": [i.to_doc() for i in rep.instants],
-        "notes": rep.notes,
-        "noise_floor_text": [],
-        "evidence": {
-            **setup,
-            "event_path": "beat (live)",
-            "window": {"since": None if start is None else _iso(start), "until": _iso(until)},
+        instants=[i.to_doc() for i in rep.instants],
+        notes=rep.notes,
+        noise_floor_text=rep.floor_text,
+        noise_floor={name: f.to_doc() for name, f in sorted(rep.floors.items())},
+        summary={
+            "masked": rep.masked,
+            "calibration_runs": max((f.runs for f in rep.floors.values()), default=0),
         },
-        "session": setup.get("session", ""),
-        "first": _iso(start if start is not None else until),
-        "last": _iso(until),
-        "judged_at": _iso(now),
-        "written_by": "cronshift shadow-run --report (live)",
-    }
-    return doc
+        judged_at=_iso(now),
+    )
 
 
 # -- set-up -----------------------------------------------------------------------------------------------
 
 LIVE_MODES = ("allow", "dry-run")
+
+
+def trigger_refusal(triggers: list[dict[str, Any]], probe: str | None, mode: str) -> str | None:
+    """Why live shadowing may not start with this probe for this project's event path (None: it may)."""
+    if triggers and not probe:
+        kinds = ", ".join(sorted({str(t.get("kind")) for t in triggers}))
+        return (
+            f"the generated project runs this job on events ({kinds}): its runs do not line up with cron "
+            "instants, so live mode compares effects per cron interval; declare an effect probe, "
+            "--probe CMD, whose output summarises what the job achieves (e.g. a SQL count of rows not "
+            "yet synced, the files still waiting in a folder)"
+        )
+    if probe and not triggers:
+        return (
+            "--probe is for an event-triggered event path (a project generated with --trigger for this job); "
+            "this job's event path fires at cron's instants and is compared run by run"
+        )
+    if triggers and mode != "allow":
+        return (
+            "an event-triggered event path is judged by its effects: both sides must really run "
+            "(--mode allow)"
+        )
+    return None
 
 
 def mode_refusal(mode: str, dry_run_flag: str | None) -> str | None:
@@ -599,6 +732,8 @@ def setup_doc(
     project: str | None = None,
     package: str | None = None,
     project_digests: dict[str, str] | None = None,
+    triggers: list[dict[str, Any]] | None = None,
+    probe: str | None = None,
 ) -> dict[str, Any]:
     """The `shadow-live` ledger document: what live shadowing of one job started with. The generated
     project's file digests bind a later parity verdict to the code the live worker ran (retire's gate)."""
@@ -620,11 +755,21 @@ def setup_doc(
         "project": project,
         "package": package,
         "project_digests": project_digests or {},
+        # An event-triggered event path (shadow/effects.py): intervals and effects, not instants and output.
+        "event_path": "triggered" if triggers else "beat",
+        "triggers": triggers or [],
+        "probe": probe,
     }
 
 
 def event_path_commands(
-    *, root: str, store: str | None, redis_url: str | None, project: str | None, package: str | None
+    *,
+    root: str,
+    store: str | None,
+    redis_url: str | None,
+    project: str | None,
+    package: str | None,
+    triggered: bool = False,
 ) -> list[str]:
     """What to run so the generated project's worker and beat write to the same ledger as the wrapper."""
     pkg = package or "<package>"
@@ -635,4 +780,5 @@ def event_path_commands(
         cd,
         f"{env} celery -A {pkg}.app worker --loglevel info",
         f"{env} celery -A {pkg}.app beat --schedule celerybeat-schedule   # exactly one beat",
+        *([f"{env} python -m {pkg}.events   # the event sources (settings: EVENTS.md)"] if triggered else []),
     ]

@@ -14,14 +14,38 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from cronshift.discover.schedule import CronExpr
+from cronshift.ledger.store import open_ledger
 from cronshift.model import CronJob
+from cronshift.shadow import effects, live
 from cronshift.shadow.compare import NoiseFloor, SideRun, compare_pair, duration_outlier, learn_noise
+from cronshift.shadow.effects import TriggeredReport
+from cronshift.shadow.live import DEFAULT_GRACE, LiveReport
 from cronshift.shadow.normalize import Normalizer
-from cronshift.shadow.verdict import GATE_PAIRS, PairResult, Verdict, judge, verdict_doc
+from cronshift.shadow.store import OBSERVATION_KIND, VERDICT_KIND, write_verdict_file
+from cronshift.shadow.verdict import (
+    GATE_PAIRS,
+    PairResult,
+    Verdict,
+    VerdictDoc,
+    judge,
+    make_verdict_doc,
+    verdict_doc,
+)
 
-__all__ = ["SessionResult", "run_session", "summary"]
+__all__ = [
+    "LiveJudgement",
+    "NowOptions",
+    "NowOutcome",
+    "SessionResult",
+    "judge_live",
+    "run_now",
+    "run_session",
+    "summary",
+]
 
 Side = Callable[[str], SideRun]
 RECALIBRATION_GAP = 1.1  # seconds between extra A/A runs, so second-granular values get a chance to tick
@@ -33,7 +57,7 @@ class SessionResult:
     floor: NoiseFloor
     pairs: list[PairResult]
     verdict: Verdict
-    doc: dict[str, Any]
+    doc: VerdictDoc
     observations: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -178,3 +202,201 @@ def run_session(
     )
     doc["summary"] = summary(cal_runs, ran, masked, list(evidence.get("writes") or []))
     return SessionResult(session, floor, pairs, v, doc, observations)
+
+
+# -- a whole "now" shadow-run: what the CLI asks for, orchestrated here ------------------------------------
+
+
+@dataclass(frozen=True)
+class NowOptions:
+    """Everything a now-mode shadow-run was asked for (already validated as usage by the CLI)."""
+
+    root: Path
+    project: Path
+    package: str | None
+    mode: str  # sandbox | allow | dry-run
+    writes: tuple[str, ...]  # absolute paths
+    normalizer: Normalizer
+    ignore: tuple[str, ...] = ()
+    dry_run_flag: str | None = None
+    event_path: str = "local"  # local | celery
+    broker: str | None = None
+    runs: int = GATE_PAIRS
+    calibration: int = 3
+    gate_pairs: int = GATE_PAIRS
+    timeout: float = 300.0
+    store: str | None = None
+    redis: str | None = None
+    command_line: str | None = None
+
+
+@dataclass
+class NowOutcome:
+    doc: VerdictDoc
+    pairs: list[dict[str, Any]]
+    refused: str | None = None  # the sandbox could not be set up: nothing ran (insufficient, said why)
+    label: str = ""
+
+
+def run_now(
+    job: CronJob, o: NowOptions, *, progress: Callable[[int, int], None] = lambda done, total: None
+) -> NowOutcome:
+    """Calibrate, run the pairs, judge, and store the verdict (ledger and the file retire reads).
+
+    The event path is the generated project (`--project`): imported with a scratch store so a shadow run
+    never touches the project's real broker, ledger, locks or claims. Raises celery_side.EventPathError when
+    the project cannot be loaded or its worker cannot start (the CLI names it)."""
+    # Deferred: the sandbox and the Celery side import heavy modules only a now-mode run needs.
+    from cronshift.shadow import execute as ex
+    from cronshift.shadow.celery_side import CelerySide, LocalTaskSide, Project, ScratchStore
+
+    proj = Project(o.project, o.package, job)
+    session = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(2).hex()
+    cron_spec = ex.cron_spec(job)
+    evidence: dict[str, Any] = {
+        "mode": o.mode,
+        "writes": list(o.writes),
+        "event_path": o.event_path,
+        "project": str(proj.path),
+        "package": proj.package,
+        "module": proj.module,
+        "project_digests": proj.digests(),
+        "broker": o.broker if o.event_path == "celery" else "none (in-process apply(), scratch store)",
+        "command_line": o.command_line,
+        "cron_spec": cron_spec,
+        "rules": o.normalizer.names,
+        "ignore": list(o.ignore),
+        "calibration": o.calibration,
+        "runs": o.runs,
+    }
+    refused = ex.sandbox_available() if o.mode == "sandbox" else None
+    if refused:
+        # No verdict a gate could use: nothing ran, so nothing real was written either.
+        doc = make_verdict_doc(
+            Verdict("insufficient evidence", [refused]),
+            job_id=job.id,
+            command=job.command,
+            runs_compared=0,
+            gate={"consecutive_pairs": o.gate_pairs},
+            evidence=evidence,
+            written_by="cronshift shadow-run",
+        )
+        _store_verdict(o, job.id, doc)
+        return NowOutcome(doc, [], refused, "insufficient evidence")
+    scratch = ex.new_scratch(o.root, session)
+    scratch_store = ScratchStore(scratch)
+    setup = ex.SideSetup(o.mode, o.writes, scratch, o.root, o.dry_run_flag, o.timeout, scratch_store.env())
+    evidence |= setup.evidence()
+    try:
+        if o.event_path == "celery":
+            assert o.broker is not None
+            event: Any = CelerySide(proj, o.broker, setup, session)
+        else:
+            event = LocalTaskSide(proj, setup)
+        with open_ledger(o.root, store=o.store, redis_url=o.redis) as led:
+            done, total = [0], o.calibration + 2 * o.runs
+
+            def counted(side: Side) -> Side:
+                """Each side's run ticks the progress: calibration runs, then both sides."""
+
+                def run(label: str) -> SideRun:
+                    try:
+                        return side(label)
+                    finally:
+                        done[0] += 1
+                        progress(done[0], max(total, done[0]))
+
+                return run
+
+            res = run_session(
+                job,
+                cron_side=counted(
+                    lambda label: ex.run_side(setup, label, {"action": "job", "spec": cron_spec})
+                ),
+                event_side=counted(event),
+                runs=o.runs,
+                normalizer=o.normalizer,
+                evidence=evidence,
+                clock=time.time,
+                calibration=o.calibration,
+                gate_pairs=o.gate_pairs,
+                record=lambda key, doc: led.put(OBSERVATION_KIND, key, doc),
+                session=session,
+            )
+            led.put(VERDICT_KIND, job.id, res.doc)
+    finally:
+        scratch_store.close()
+        ex.remove_scratch(scratch)
+    res.doc["verdict_file"] = write_verdict_file(o.root, job.id, res.doc)
+    pairs = [x for x in res.observations if x.get("phase") == "pair"]
+    return NowOutcome(res.doc, pairs, None, res.verdict.label)
+
+
+def _store_verdict(o: NowOptions, job_id: str, doc: VerdictDoc) -> None:
+    with open_ledger(o.root, store=o.store, redis_url=o.redis) as led:
+        led.put(VERDICT_KIND, job_id, doc)
+    write_verdict_file(o.root, job_id, doc)
+
+
+# -- judging live shadowing so far ------------------------------------------------------------------------
+
+
+@dataclass
+class LiveJudgement:
+    doc: VerdictDoc
+    report: LiveReport | TriggeredReport  # instants (beat) or intervals (an event-triggered event path)
+    label: str
+
+
+def judge_live(
+    job: CronJob,
+    led: Any,
+    setup: dict[str, Any],
+    *,
+    root: Path,
+    expr: CronExpr,
+    tz: str | None,
+    start: float,
+    now: float,
+    normalizer: Normalizer,
+    ignore: tuple[str, ...] = (),
+    grace: float = DEFAULT_GRACE,
+    gate_pairs: int = GATE_PAIRS,
+) -> LiveJudgement:
+    """Judge the live evidence in the ledger so far (by instant, or by interval and effect when the event
+    path is event-triggered), and store the verdict where retire reads it."""
+    kept = ("mode", "dry_run_flag", "started_iso", "store", "redis", "session", "inner_command")
+    bound = ("project", "package", "project_digests")  # what retire's gate binds the verdict to
+    evidence = {k: setup.get(k) for k in (*kept, *bound)}
+    evidence |= {"writes": [], "rules": normalizer.names, "ignore": list(ignore)}
+    rep: LiveReport | TriggeredReport
+    if setup.get("event_path") == "triggered":
+        evidence |= {"probe": setup.get("probe"), "triggers": setup.get("triggers")}
+        rep = effects.evaluate_triggered(
+            job.id,
+            led.runs(job.id),
+            led.list(effects.EFFECT_KIND, prefix=f"{job.id}/"),
+            since=start,
+            now=now,
+            user_rules=effects.user_only(normalizer),
+            gate_pairs=gate_pairs,
+            tz=tz,
+        )
+        doc = effects.triggered_doc(rep, command=job.command, setup=evidence, now=now)
+    else:
+        rep = live.evaluate(
+            job.id,
+            expr,
+            tz,
+            led.runs(job.id),
+            since=start,
+            now=now,
+            normalize=normalizer,
+            grace=grace,
+            gate_pairs=gate_pairs,
+            compare_output=setup.get("mode") != "dry-run",
+        )
+        doc = live.live_doc(rep, command=job.command, setup=evidence, now=now)
+    led.put(VERDICT_KIND, job.id, doc)
+    doc["verdict_file"] = write_verdict_file(root, job.id, doc)
+    return LiveJudgement(doc, rep, rep.verdict.label)

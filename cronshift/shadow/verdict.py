@@ -16,11 +16,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, Required, TypedDict
 
 from cronshift.shadow.compare import Difference, NoiseFloor
 
-__all__ = ["GATE_PAIRS", "LABELS", "PairResult", "Verdict", "judge", "verdict_doc"]
+__all__ = [
+    "GATE_PAIRS",
+    "LABELS",
+    "VERDICT_SCHEMA",
+    "PairResult",
+    "ReadVerdict",
+    "Verdict",
+    "VerdictDoc",
+    "judge",
+    "make_verdict_doc",
+    "parse_verdict_doc",
+    "verdict_doc",
+]
 
 GATE_PAIRS = 5
 MIN_CALIBRATION = 2
@@ -125,6 +137,150 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat()
 
 
+# -- the verdict document: one contract, written by every mode, read by retire ----------------------------
+
+VERDICT_SCHEMA = 2  # 1: the unversioned documents before the contract (same fields retire reads)
+VerdictValue = Literal["parity", "differences", "inconclusive"]
+
+
+class VerdictDoc(TypedDict, total=False):
+    """The verdict document (ledger kind "shadow-verdict", key = job id, and the file
+    var/lib/cronshift/shadow/<job-id>.json). Built only by `make_verdict_doc`; read only through
+    `parse_verdict_doc`. Mode-specific evidence (pairs, instants, intervals, the noise floor) rides along
+    under other keys and is for reports, never for the gate."""
+
+    schema: Required[int]
+    verdict: Required[VerdictValue]  # what the gate reads
+    label: Required[str]  # what the CLI says: parity | mismatch | insufficient evidence
+    job: Required[str]
+    command: Required[str]  # the job's command when judged: a verdict for another command is stale
+    runs_compared: Required[int]  # pairs, instants or intervals judged
+    matched_consecutive: Required[int]
+    differences: Required[list[str]]
+    missing: Required[list[str]]
+    gate: Required[dict[str, Any]]  # {"mode": "now" | "live", ...}
+    evidence: Required[dict[str, Any]]  # project, package, project_digests (the gate binds to these), ...
+    session: str
+    first: str  # ISO times of the evidence
+    last: str
+    written_by: Required[str]
+    # Evidence for reports (mode-specific; the gate never reads these):
+    judged_at: str
+    calibration_runs: int
+    noise_floor: dict[str, Any]
+    noise_floor_text: list[str]
+    summary: dict[str, Any]
+    patterns: dict[str, bool]
+    fidelity: dict[str, Any]
+    instants: list[dict[str, Any]]
+    intervals: list[dict[str, Any]]
+    notes: list[str]
+    verdict_file: str
+
+
+def make_verdict_doc(
+    v: Verdict,
+    *,
+    job_id: str,
+    command: str,
+    runs_compared: int,
+    gate: dict[str, Any],
+    evidence: dict[str, Any],
+    written_by: str,
+    first: str | None = None,
+    last: str | None = None,
+    session: str = "",
+    **details: Any,
+) -> VerdictDoc:
+    """The one builder of the verdict document (now, live and event-triggered live mode alike)."""
+    doc = VerdictDoc(
+        schema=VERDICT_SCHEMA,
+        verdict=LABELS[v.label],  # type: ignore[typeddict-item]
+        label=v.label,
+        job=job_id,
+        command=command,
+        runs_compared=runs_compared,
+        matched_consecutive=v.matched_tail,
+        differences=list(v.differences),
+        missing=list(v.missing),
+        gate={"mode": "now", **gate},
+        evidence=evidence,
+        session=session,
+        written_by=written_by,
+    )
+    if first is not None:
+        doc["first"] = first
+    if last is not None:
+        doc["last"] = last
+    for k, val in details.items():
+        doc[k] = val  # type: ignore[literal-required]
+    return doc
+
+
+@dataclass(frozen=True)
+class ReadVerdict:
+    """What retire's gate needs of a verdict document, checked against the contract."""
+
+    verdict: str | None
+    job: str | None
+    command: str | None
+    runs_compared: int | None
+    differences: list[str]
+    live: bool
+    project: str | None
+    package: str | None
+    digests: dict[str, str]
+    last: str | None
+    problems: list[str]  # why the document cannot be trusted as written (each refuses the gate)
+
+
+def parse_verdict_doc(raw: Any, where: str = "the verdict") -> ReadVerdict:
+    """Read a verdict document through the contract: a newer schema, a wrong type or an unknown verdict
+    value is a problem named, never a guess."""
+    problems: list[str] = []
+    doc: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where} is not a JSON object")
+    schema = doc.get("schema", 1)
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        problems.append(f"{where}: schema {schema!r} is not a number")
+    elif schema > VERDICT_SCHEMA:
+        problems.append(
+            f"{where} was written by a newer cronshift (verdict schema {schema}; this one reads up to "
+            f"{VERDICT_SCHEMA}): upgrade, or shadow-run again"
+        )
+
+    def field_of(key: str, kind: type | tuple[type, ...]) -> Any:
+        val = doc.get(key)
+        if val is None:
+            return None
+        if not isinstance(val, kind) or (kind is int and isinstance(val, bool)):
+            problems.append(f"{where}: {key} {val!r} is not a {getattr(kind, '__name__', kind)}")
+            return None
+        return val
+
+    verdict = field_of("verdict", str)
+    if verdict is not None and verdict not in LABELS.values():
+        problems.append(f"{where}: verdict {verdict!r} is not one of {', '.join(LABELS.values())}")
+    diffs = field_of("differences", list) or []
+    gate = field_of("gate", dict) or {}
+    ev = field_of("evidence", dict) or {}
+    digests = ev.get("project_digests")
+    return ReadVerdict(
+        verdict=verdict,
+        job=field_of("job", str),
+        command=field_of("command", str),
+        runs_compared=field_of("runs_compared", int),
+        differences=[str(d) for d in diffs],
+        live=gate.get("mode") == "live",
+        project=ev.get("project") if isinstance(ev.get("project"), str) else None,
+        package=ev.get("package") if isinstance(ev.get("package"), str) else None,
+        digests=dict(digests) if isinstance(digests, dict) else {},
+        last=doc.get("last") if isinstance(doc.get("last"), str) else None,
+        problems=problems,
+    )
+
+
 def verdict_doc(
     v: Verdict,
     *,
@@ -137,24 +293,20 @@ def verdict_doc(
     evidence: dict[str, Any],
     floor: NoiseFloor,
     gate_pairs: int,
-) -> dict[str, Any]:
-    """The document `cronshift retire` reads (ledger kind "shadow-verdict" and the JSON file)."""
-    return {
-        "verdict": v.doc_value,
-        "label": v.label,
-        "job": job_id,
-        "command": command,
-        "runs_compared": len(pairs),
-        "matched_consecutive": v.matched_tail,
-        "differences": v.differences,
-        "missing": v.missing,
-        "gate": {"consecutive_pairs": gate_pairs, "min_calibration_runs": MIN_CALIBRATION},
-        "calibration_runs": floor.runs,
-        "noise_floor": floor.to_doc(),
-        "noise_floor_text": floor.describe(),
-        "evidence": evidence,
-        "session": session,
-        "first": _iso(first),
-        "last": _iso(last),
-        "written_by": "cronshift shadow-run",
-    }
+) -> VerdictDoc:
+    """Now mode's verdict document (see `make_verdict_doc`)."""
+    return make_verdict_doc(
+        v,
+        job_id=job_id,
+        command=command,
+        runs_compared=len(pairs),
+        gate={"consecutive_pairs": gate_pairs, "min_calibration_runs": MIN_CALIBRATION},
+        evidence=evidence,
+        written_by="cronshift shadow-run",
+        first=_iso(first),
+        last=_iso(last),
+        session=session,
+        calibration_runs=floor.runs,
+        noise_floor=floor.to_doc(),
+        noise_floor_text=floor.describe(),
+    )
