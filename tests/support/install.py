@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.parallel import host_lock
+
 PROJECT = Path(__file__).resolve().parent.parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -22,11 +24,12 @@ def build_install(base: Path, python: str = SYSTEM_PYTHON) -> Path:
     """Build a wheel of the checkout and install it (no dependencies: the wrapper needs none) into
     base/venv; return the venv's python."""
     wheels = base / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(PROJECT)],
-        check=True,
-        capture_output=True,
-    )
+    with host_lock("wheel-build"):  # setuptools builds in the checkout (build/, *.egg-info): one at a time
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(PROJECT)],
+            check=True,
+            capture_output=True,
+        )
     venv = base / "venv"
     subprocess.run([python, "-m", "venv", str(venv)], check=True)
     (wheel,) = wheels.glob("cronshift-*.whl")
