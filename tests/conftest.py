@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the same way, as xdist requires; in one process the written order stays."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Name this test run, before xdist starts its workers (they inherit the environment): what the run's
+    workers build once and share (tests/support/install.py) is found by this name."""
+    os.environ.setdefault("CRONSHIFT_TEST_RUN", uuid.uuid4().hex[:12])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run is over (in the process that started it, not on a worker): remove what its workers shared."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        from tests.support.install import run_install_dir
+
+        shutil.rmtree(run_install_dir(), ignore_errors=True)
+        (run_install_dir().parent / f"cronshift-test-{run_install_dir().name}.lock").unlink(missing_ok=True)

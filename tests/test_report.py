@@ -34,6 +34,10 @@ def browse(page: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+# The page takes seconds of CPU to build: its two tests share one xdist worker, so it is built once.
+SAME_PAGE = pytest.mark.xdist_group("report-page")
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from .conftest import FIXTURES, copy_tree
@@ -47,6 +51,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return page
 
 
+@SAME_PAGE
 def test_the_page_is_self_contained(report: Path) -> None:
     text = report.read_text(encoding="utf-8")
     # No script, stylesheet or image is fetched: the markup (scripts' bodies apart) names no address.
@@ -59,6 +64,7 @@ def test_the_page_is_self_contained(report: Path) -> None:
     assert "failed 78 of 697 runs" in text  # the ranking's evidence
 
 
+@SAME_PAGE
 def test_chromium_renders_it_without_console_errors(report: Path, tmp_path: Path) -> None:
     dom = browse(report, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]

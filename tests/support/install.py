@@ -4,6 +4,7 @@ start it. Built once per test session."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -38,16 +39,26 @@ def build_install(base: Path, python: str = SYSTEM_PYTHON) -> Path:
     return venv / "bin/python"
 
 
+def run_install_dir() -> Path:
+    """Where this test run keeps its install: one for all its xdist workers (conftest names the run and
+    removes the folder when the run ends)."""
+    return Path("/var/tmp") / f"cs-install-{os.environ['CRONSHIFT_TEST_RUN']}"
+
+
 @pytest.fixture(scope="session")
 def installed_python() -> Iterator[str]:
+    """Built by the first worker that needs it; the others (and other modules) wait for it and reuse it."""
     if not Path(SYSTEM_PYTHON).exists():
         pytest.skip(f"no {SYSTEM_PYTHON} to make a venv every user can run")
-    base = Path(tempfile.mkdtemp(prefix="cs-install-", dir="/var/tmp"))
-    base.chmod(0o755)
-    try:
-        yield str(build_install(base))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    base = run_install_dir()
+    with host_lock(base.name):
+        if not (base / "built").exists():
+            shutil.rmtree(base, ignore_errors=True)  # a build cut short
+            base.mkdir(mode=0o755)
+            base.chmod(0o755)
+            build_install(base)
+            (base / "built").touch()
+    yield str(base / "venv/bin/python")
 
 
 @contextmanager
