@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,15 @@ def chromium() -> str:
 
 
 def browse(page: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Headless Chromium on the page with its console on stderr (one `CONSOLE` line per message)."""
-    return subprocess.run(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", NO_NETWORK,
-         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000", *args, page.as_uri()],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    """Headless Chromium on the page with its console on stderr (one `CONSOLE` line per message), with a
+    profile of its own: a Chromium another test run started on this host must not get the page instead."""
+    with tempfile.TemporaryDirectory(prefix="cs-chromium-") as profile:
+        return subprocess.run(
+            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", NO_NETWORK,
+             f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000",
+             *args, page.as_uri()],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
 
 
 # The page takes seconds of CPU to build: its two tests share one xdist worker, so it is built once.
