@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import time
@@ -56,3 +57,17 @@ def test_host_lock_admits_one_process_at_a_time() -> None:
     finally:
         holder.wait(timeout=10)
         Path(f"/var/tmp/cronshift-test-{name}.lock").unlink(missing_ok=True)
+
+
+def test_a_json_invocation_leaves_no_json_mode_for_the_next_one_in_the_process(tmp_path: Path) -> None:
+    """Under xdist a worker runs tests in another order: a `--json` command run in-process (test_cli_voice)
+    must not turn the errors of whatever runs next in that process (test_generate) into JSON."""
+    from cronshift.__main__ import main
+    from cronshift.cli.output import Env, fail
+
+    with pytest.raises(SystemExit):
+        main(["scan", "--root", str(tmp_path / "missing"), "--json"])
+    stdout = io.StringIO()
+    with pytest.raises(SystemExit):
+        fail(Env(stdout=stdout, stderr=io.StringIO()), "refused")
+    assert stdout.getvalue() == ""  # one line on stderr only, as without --json
