@@ -28,7 +28,10 @@ def host_lock(name: str) -> Iterator[None]:
     """Hold an exclusive flock on /var/tmp/cronshift-test-NAME.lock: one holder on the whole host at a time
     (xdist workers and other test runs alike). The kernel drops it if the holder dies."""
     path = LOCK_DIR / f"cronshift-test-{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:  # read-only and without O_CREAT: flock needs neither, and another user may own the file
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
