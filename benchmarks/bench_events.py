@@ -36,6 +36,7 @@ sys.path.append(str(PROJECT))  # for tests.support only: cronshift itself comes 
 from cronsim import CronSim  # noqa: E402
 
 from cronshift.ledger.store import open_ledger  # noqa: E402
+from tests.support.celery_worker import start_worker  # noqa: E402
 from tests.support.redis_server import start_redis  # noqa: E402
 
 PG = "host=127.0.0.1 port=5432 user=postgres dbname={db} connect_timeout=5"
@@ -139,14 +140,11 @@ def main(n: int) -> None:
         env = {**os.environ, "PYTHONPATH": str(out), "CRONSHIFT_LEDGER": str(ledger),
                "CRONSHIFT_ROOT": str(root), "CRONSHIFT_PG_DSN": PG.format(db=db),
                "CRONSHIFT_STATE_REDIS": rds.url}  # fmt: skip
-        for name, args in (
-            ("worker", [str(Path(sys.executable).with_name("celery")), "-A", f"{pkg}.app", "worker",
-                        "--pool", "prefork", "-c", "2", "--loglevel", "warning"]),
-            ("events", [sys.executable, "-m", f"{pkg}.events"]),
-        ):  # fmt: skip
-            with open(tmp / f"{name}.log", "wb") as log:
-                procs.append(subprocess.Popen(args, cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                              start_new_session=True))  # fmt: skip
+        procs.append(start_worker(pkg, cwd=out, env=env, log=tmp / "worker.log", loglevel="warning"))
+        with open(tmp / "events.log", "wb") as log:
+            events = [sys.executable, "-m", f"{pkg}.events"]
+            procs.append(subprocess.Popen(events, cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))  # fmt: skip
         sys.path.insert(0, str(out))
         events_mod = __import__(f"{pkg}.events", fromlist=["x"])
         notify = getattr(events_mod, "notify_" + ids["call"].replace("-", "_"))

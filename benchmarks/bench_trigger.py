@@ -27,6 +27,7 @@ from cronshift.discover.schedule import parse  # noqa: E402
 from cronshift.generate.celery import generate_project  # noqa: E402
 from cronshift.generate.streams import generate_streams_project  # noqa: E402
 from cronshift.model import CronJob, Format, SourceRef  # noqa: E402
+from tests.support.celery_worker import start_worker  # noqa: E402
 from tests.support.redis_server import start_redis  # noqa: E402
 
 # Workers import cronshift as this process does: installed (pip install .), else this checkout.
@@ -164,12 +165,8 @@ def main(n: int) -> None:
     )
     (out / "benchpkg/bench_noop.py").write_text(NOOP)
     env = {**os.environ, "PYTHONPATH": f"{out}:{PYPATH_EXTRA}"}
-    with open(tmp / "worker.log", "wb") as log:
-        worker = subprocess.Popen(
-            [str(Path(sys.executable).with_name("celery")), "-A", "benchpkg.app", "worker",
-             "--pool", "prefork", "-c", "2", "-I", "benchpkg.bench_noop", "--loglevel", "warning"],
-            cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    worker = start_worker("benchpkg", cwd=out, env=env, log=tmp / "worker.log", loglevel="warning",
+                          extra=["-I", "benchpkg.bench_noop"])  # fmt: skip
     sys.path.insert(0, str(out))
     try:
         from benchpkg.app import app  # type: ignore[import-not-found]

@@ -33,4 +33,7 @@ if ! pg_open && command -v pg_lsclusters >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; 
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
-exec .venv/bin/python -m pytest "$@"
+# Several pytest-xdist workers: most tests wait (Celery workers starting, cron minute boundaries), so more
+# workers than cores. Tests that share something one at a time carry an xdist_group mark (loadgroup keeps
+# a group on one worker). CRONSHIFT_TEST_WORKERS overrides the count; `-n 0` runs in one process.
+exec .venv/bin/python -m pytest -n "${CRONSHIFT_TEST_WORKERS:-4}" --dist loadgroup "$@"

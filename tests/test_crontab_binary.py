@@ -16,11 +16,16 @@ import pytest
 
 from cronshift.edit import crontab as ce
 from cronshift.edit.crontab import EditFailed, EditJournal, EditRefused, LineEdit, apply_edit, undo_edit
+from tests.support.parallel import host_lock
+from tests.support.users import add_user, remove_user
 
 if shutil.which("crontab") is None or shutil.which("useradd") is None:
     pytest.skip("the real `crontab` binary (Debian package cron) is not installed", allow_module_level=True)
 if os.geteuid() != 0:
     pytest.skip("creating a throwaway user and its spool needs root", allow_module_level=True)
+
+# The real spool is one folder for the host (a test asserts no cronshift temp file is in it): one worker.
+pytestmark = pytest.mark.xdist_group("crontab-spool")
 
 NOW = 1_767_225_600.0
 SPOOL = Path("/var/spool/cron/crontabs")
@@ -36,7 +41,12 @@ def crontab_list(user: str) -> bytes:
 @pytest.fixture
 def user(tmp_path: Path) -> Iterator[str]:
     name = f"cstest{uuid.uuid4().hex[:10]}"
-    subprocess.run(["useradd", "--create-home", name], check=True, capture_output=True)
+    with host_lock("crontab-spool"):  # another test run on this host may use the spool too
+        yield from _installed(name, tmp_path)
+
+
+def _installed(name: str, tmp_path: Path) -> Iterator[str]:
+    add_user(name, "--create-home")
     try:
         src = tmp_path / "install.crontab"
         src.write_bytes(BODY)
@@ -44,7 +54,7 @@ def user(tmp_path: Path) -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["crontab", "-u", name, "-r"], check=False, capture_output=True)
-        subprocess.run(["userdel", "-r", name], check=False, capture_output=True)
+        remove_user(name)
         assert not (SPOOL / name).exists()
         with pytest.raises(KeyError):
             pwd.getpwnam(name)

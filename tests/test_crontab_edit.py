@@ -464,6 +464,7 @@ def _crontabs(root: Path) -> list[str]:
     )
 
 
+@pytest.mark.slow  # a whole server, edit by edit, each fsynced: tens of seconds
 @pytest.mark.parametrize("server", ["debian_root", "rhel_root", "corpus_root"])
 def test_every_line_of_a_whole_server_retired_then_undone_in_another_order(
     server: str, request: pytest.FixtureRequest

@@ -23,12 +23,12 @@ from typer.testing import CliRunner
 from cronshift.ledger.store import open_ledger
 from cronshift.runtime.coalesce import Coalescer
 from cronshift.runtime.eventsources import listen_postgres, notify_call, read_stream, watch_path
+from tests.support.celery_worker import start_worker
 from tests.support.postgres import dsn, pg_db  # noqa: F401 - fixture
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401 - fixture
 from tests.test_generate import _cli
 
 PROJECT = Path(__file__).resolve().parent.parent
-CELERY = str(Path(sys.executable).with_name("celery"))
 CRONSHIFT = str(Path(sys.executable).with_name("cronshift"))
 
 
@@ -405,11 +405,8 @@ def test_the_orders_poller_moves_to_postgres_events_end_to_end(orders_project: d
     ledger = tmp / "ledger.db"
     env = {**os.environ, "PYTHONPATH": f"{out}:{PROJECT}", "CRONSHIFT_LEDGER": str(ledger),
            "CRONSHIFT_ROOT": str(root), "CRONSHIFT_PG_DSN": dsn(db)}  # fmt: skip
-    wlog, elog = open(tmp / "worker.log", "wb"), open(tmp / "events.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen(
-        [CELERY, "-A", f"{pkg}.app", "worker", "--pool", "prefork", "-c", "2", "--loglevel", "info"],
-        cwd=out, env=env, stdout=wlog, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    elog = open(tmp / "events.log", "wb")  # noqa: SIM115
+    worker = start_worker(pkg, cwd=out, env=env, log=tmp / "worker.log")
     events = subprocess.Popen([sys.executable, "-m", f"{pkg}.events"], cwd=out, env=env, stdout=elog,
                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     admin = psycopg.connect(dsn(db), autocommit=True)
@@ -484,7 +481,6 @@ def test_the_orders_poller_moves_to_postgres_events_end_to_end(orders_project: d
         admin.close()
         _stop(events)
         _stop(worker)
-        wlog.close()
         elog.close()
         for f in ("worker.log", "events.log"):
             sys.stderr.write(f"--- {f}\n" + (tmp / f).read_text(errors="replace")[-3000:])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import signal
 import subprocess
 import sys
 import time
@@ -17,12 +16,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.support.celery_worker import start_celery, start_worker
+from tests.support.celery_worker import stop as _stop
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401 - fixture
 from tests.support.users import throwaway_user  # noqa: F401 - fixture
 from tests.test_generate import _cli
 
 PROJECT = Path(__file__).resolve().parent.parent
-CELERY = str(Path(sys.executable).with_name("celery"))
 RUFF = str(Path(sys.executable).with_name("ruff"))
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a user and drop privileges")
@@ -59,26 +59,14 @@ def project(
     assert r.exit_code == 0, r.stderr
     subprocess.run([RUFF, "check", "--no-cache", str(out)], check=True)
     env = {**os.environ, "PYTHONPATH": f"{out}:{PROJECT}", "CRONSHIFT_LEDGER": str(tmp_path / "ledger.db")}
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - the worker outlives this statement
-    worker = subprocess.Popen(
-        [CELERY, "-A", f"{pkg}.app", "worker", "--pool", "prefork", "-c", "2", "--loglevel", "info"],
-        cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    worker = start_worker(pkg, cwd=out, env=env, log=tmp_path / "worker.log")
     sys.path.insert(0, str(out))
     try:
         yield out, pkg, u
         assert not marker.exists()
     finally:
         sys.path.remove(str(out))
-        log.close()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(worker.pid, sig)
-                worker.wait(timeout=15)
-                break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
+        _stop(worker)
 
 
 def _triggers(pkg: str) -> dict[str, object]:
@@ -140,16 +128,6 @@ def test_worker_runs_jobs_exactly_as_cron(
     assert [r.extra.get("payload_id") for r in runs if r.extra.get("payload_id")] == ["p1"]
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=15)
-            return
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            continue
-
-
 @pytest.mark.slow
 def test_beat_fires_every_minute_entry_on_the_minute(tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
     """Waits for a real minute boundary: the one test that lets real beat drive a generated entry.
@@ -178,21 +156,9 @@ def test_beat_fires_every_minute_entry_on_the_minute(tmp_path: Path, redis_serve
     env = {**os.environ, "PYTHONPATH": f"{out}:{PROJECT}"}
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        for args, name in (
-            (["worker", "--pool", "prefork", "-c", "2", "--loglevel", "info"], "worker"),
-            (["beat", "--schedule", str(tmp_path / "beat-schedule"), "--loglevel", "info"], "beat"),
-        ):
-            with open(tmp_path / f"{name}.log", "wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        [CELERY, "-A", f"{pkg}.app", *args],
-                        cwd=out,
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
+        procs.append(start_worker(pkg, cwd=out, env=env, log=tmp_path / "worker.log"))
+        beat = ["beat", "--schedule", str(tmp_path / "beat-schedule"), "--loglevel", "info"]
+        procs.append(start_celery(pkg, *beat, cwd=out, env=env, log=tmp_path / "beat.log"))
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and not (fired.exists() and fired.read_text().strip()):
             time.sleep(0.5)
@@ -227,15 +193,7 @@ def test_same_project_runs_on_rabbitmq(tmp_path: Path) -> None:
         'backend=os.environ.get("CRONSHIFT_RESULT_BACKEND", "rpc://")' in (out / pkg / "app.py").read_text()
     )
     env = {**os.environ, "PYTHONPATH": f"{out}:{PROJECT}"}
-    with open(tmp_path / "worker.log", "wb") as log:
-        worker = subprocess.Popen(
-            [CELERY, "-A", f"{pkg}.app", "worker", "--pool", "prefork", "-c", "2", "--loglevel", "info"],
-            cwd=out,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    worker = start_worker(pkg, cwd=out, env=env, log=tmp_path / "worker.log")
     sys.path.insert(0, str(out))
     try:
         (trigger,) = _triggers(pkg).values()

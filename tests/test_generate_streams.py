@@ -379,7 +379,8 @@ def test_consumer_killed_mid_job_leaves_entry_pending_and_another_claims_it(
     job = p.job("sleep 300")
     first = p.consumer("--min-idle", "1")
     p.trigger(job)
-    wait_for(starts.exists, why="the first run to start")
+    # its pid written, not only the file created: under load the two are apart
+    wait_for(lambda: starts.exists() and starts.read_text().strip(), why="the first run to start")
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=15)
     job_pid = int(starts.read_text().split()[0])

@@ -33,11 +33,11 @@ from cronshift.ledger.store import open_ledger
 from cronshift.runtime.deadletters import KIND
 from cronshift.runtime.execute import JobFailed
 from cronshift.runtime.lock import holder_info, lock_key
+from tests.support.celery_worker import start_celery, start_worker
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401 - fixture
 from tests.test_generate import _cli
 
 PROJECT = Path(__file__).resolve().parent.parent
-CELERY = str(Path(sys.executable).with_name("celery"))
 
 pytestmark = [
     pytest.mark.slow,
@@ -69,19 +69,17 @@ class Project:
         return self.tmp / "ledger.db"
 
     def start(self, *args: str, name: str) -> subprocess.Popen[bytes]:
-        with open(self.tmp / f"{name}.log", "ab") as log:
-            p = subprocess.Popen(
-                [CELERY, "-A", f"{self.pkg}.app", *args], cwd=self.out, env=self.env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+        p = start_celery(self.pkg, *args, cwd=self.out, env=self.env, log=self.tmp / f"{name}.log")
         self.procs.append(p)
         return p
 
     def worker(self, name: str, concurrency: int = 4) -> subprocess.Popen[bytes]:
-        return self.start(
-            "worker", "--pool", "prefork", "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel", "info",
-            "--without-mingle", "--without-gossip", name=name,
+        p = start_worker(
+            self.pkg, cwd=self.out, env=self.env, log=self.tmp / f"{name}.log", concurrency=concurrency,
+            name=name, extra=["--without-mingle", "--without-gossip"],
         )  # fmt: skip
+        self.procs.append(p)
+        return p
 
     def task(self, short: str) -> Any:
         mod = importlib.import_module(f"{self.pkg}.jobs.{self.ids[short].replace('-', '_')}")
@@ -168,6 +166,10 @@ def imported(request: pytest.FixtureRequest) -> Iterator[Callable[[Project], Pro
 # -- one project, two workers, for the policies that do not kill workers -------------------------------------
 
 
+# The tests on the shared project share one xdist worker: one project and two Celery workers, not one each.
+SHARED = pytest.mark.xdist_group("policies-shared")
+
+
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[Project]:  # noqa: F811
     tmp = tmp_path_factory.mktemp("policies")
@@ -212,6 +214,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) 
         os.environ.pop("CRONSHIFT_LEDGER", None)
 
 
+@SHARED
 def test_forbid_keeps_zero_overlaps_under_200_concurrent_triggers(shared: Project) -> None:
     task = shared.task("forbid")
     results = [task.apply_async() for _ in range(200)]
@@ -234,6 +237,7 @@ def test_forbid_keeps_zero_overlaps_under_200_concurrent_triggers(shared: Projec
     assert len(recs) == 200 and sum(1 for r in recs if r.extra.get("skipped")) == len(skipped)
 
 
+@SHARED
 def test_time_limit_kill_releases_the_lock_and_kills_children(
     shared: Project,
     redis_server: RedisServer,  # noqa: F811
@@ -256,6 +260,7 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+@SHARED
 def test_replace_terminates_the_older_run(shared: Project) -> None:
     task = shared.task("replace")
     older = task.apply_async()
@@ -275,6 +280,7 @@ def test_replace_terminates_the_older_run(shared: Project) -> None:
     assert recs[newer.id].extra.get("replaced") and recs[newer.id].exit_status == 0
 
 
+@SHARED
 def test_transient_failure_retries_and_succeeds(shared: Project) -> None:
     r = shared.task("transient").apply_async()
     assert r.get(timeout=60)["output_tail"] == "ok\n"
@@ -284,6 +290,7 @@ def test_transient_failure_retries_and_succeeds(shared: Project) -> None:
     assert not [d for d in shared.dead() if d["job_id"] == shared.ids["transient"]]
 
 
+@SHARED
 def test_permanent_failure_is_dead_lettered_after_the_maximum_and_replays(shared: Project) -> None:
     t = time.time() // 60 * 60 - 3600  # as if beat had sent it an hour ago
     r = shared.task("permanent").apply_async(kwargs={"scheduled_for": t})
@@ -315,6 +322,7 @@ def test_permanent_failure_is_dead_lettered_after_the_maximum_and_replays(shared
     assert len(again) == 1 and again[0]["status"] == "dead"  # the replay failed for good too: its own record
 
 
+@SHARED
 def test_a_job_that_kills_its_worker_is_dead_lettered_after_n_deliveries(shared: Project) -> None:
     r = shared.task("selfkill").apply_async()
     dl = wait_for(
@@ -326,6 +334,7 @@ def test_a_job_that_kills_its_worker_is_dead_lettered_after_n_deliveries(shared:
     assert type(r.result).__name__ == "JobDeadLettered"
 
 
+@SHARED
 def test_missed_run_policies(shared: Project) -> None:
     now = time.time()
     t0 = now - now % 60 - 600  # ten minutes ago, on a minute

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,19 @@ def chromium() -> str:
 
 
 def browse(page: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Headless Chromium on the page with its console on stderr (one `CONSOLE` line per message)."""
-    return subprocess.run(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", NO_NETWORK,
-         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000", *args, page.as_uri()],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    """Headless Chromium on the page with its console on stderr (one `CONSOLE` line per message), with a
+    profile of its own: a Chromium another test run started on this host must not get the page instead."""
+    with tempfile.TemporaryDirectory(prefix="cs-chromium-") as profile:
+        return subprocess.run(
+            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", NO_NETWORK,
+             f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000",
+             *args, page.as_uri()],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+
+# The page takes seconds of CPU to build: its two tests share one xdist worker, so it is built once.
+SAME_PAGE = pytest.mark.xdist_group("report-page")
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +55,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return page
 
 
+@SAME_PAGE
 def test_the_page_is_self_contained(report: Path) -> None:
     text = report.read_text(encoding="utf-8")
     # No script, stylesheet or image is fetched: the markup (scripts' bodies apart) names no address.
@@ -59,6 +68,7 @@ def test_the_page_is_self_contained(report: Path) -> None:
     assert "failed 78 of 697 runs" in text  # the ranking's evidence
 
 
+@SAME_PAGE
 def test_chromium_renders_it_without_console_errors(report: Path, tmp_path: Path) -> None:
     dom = browse(report, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]

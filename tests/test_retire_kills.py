@@ -214,6 +214,7 @@ def test_sigkill_loop_old_or_new_bytes_no_leftovers_undo_possible(
     assert _files(debian_root) == old
 
 
+@pytest.mark.slow  # a whole server, edit by edit, each fsynced: tens of seconds
 @pytest.mark.parametrize("server", ["debian_root", "rhel_root", "corpus_root"])
 def test_retire_every_job_by_the_ids_of_the_first_scan_and_undo_all(
     server: str, request: pytest.FixtureRequest

@@ -84,7 +84,7 @@ def run(argv: list[str]) -> None:
     CRONSHIFT_DEBUG=1 to see one). With --json, errors are also JSON on stdout."""
     command = friendly_help(typer.main.get_command(app))
     as_json = wants_json(argv)
-    JSON_ERRORS.set(as_json)
+    token = JSON_ERRORS.set(as_json)
     try:
         if not as_json:
             command.main(args=argv, prog_name="cronshift", standalone_mode=True)
@@ -111,6 +111,8 @@ def run(argv: list[str]) -> None:
             json_error(one_line(exc), ExitStatus.ERROR)
         sys.stderr.write(f"cronshift: {one_line(exc)}\n")
         raise SystemExit(int(ExitStatus.ERROR)) from None
+    finally:
+        JSON_ERRORS.reset(token)  # for this invocation only: a caller's next one in this process decides anew
 
 
 def one_line(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,11 +22,24 @@ from pathlib import Path
 
 import pytest
 
+# Below Linux's ephemeral range (32768-60999), where bind(0) and outgoing connections take their ports: a
+# port picked here and freed is not handed to a client socket before the server binds it.
+PORTS = range(20000, 32768)
+_pick = random.SystemRandom()  # not the global generator: a test may seed that, the same in every worker
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on now, at random: parallel workers rarely pick the same one, and a
+    server that then loses the race fails to bind (start_redis tries another) rather than sharing it."""
+    for _ in range(100):
+        p = _pick.choice(PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+            return p
+    raise RuntimeError(f"no free port in {PORTS}")
 
 
 def _ping(port: int, timeout: float = 0.2, password: str | None = None, ca: Path | None = None) -> bool:
@@ -139,7 +153,10 @@ def start_redis(
         server = RedisServer(port=p, pid=proc.pid, dir=tmp_dir, proc=proc, password=password, ca=ca)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.poll() is None:
-            if _ping(p, password=password, ca=ca):
+            # Its own log saying it listens, so that a PONG is from this server, not from another
+            # worker's that took the port first (this one then exits and the next port is tried).
+            ready = b"Ready to accept connections" in (tmp_dir / f"redis-{p}.log").read_bytes()
+            if ready and _ping(p, password=password, ca=ca):
                 return server
             time.sleep(0.02)
         server.stop()
