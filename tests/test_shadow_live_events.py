@@ -23,10 +23,10 @@ from typer.testing import CliRunner
 
 from cronshift.cli.app import app
 from cronshift.ledger.store import open_ledger
+from tests.support.celery_worker import CELERY
 from tests.support.postgres import dsn, pg_db  # noqa: F401 - fixture
 from tests.support.redis_server import redis_server  # noqa: F401 - fixture
 from tests.test_event_sources import (
-    CELERY,
     CRONSHIFT,
     PROJECT,
     _psql,
