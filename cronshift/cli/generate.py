@@ -212,10 +212,28 @@ def generate(
         raise SystemExit(int(ExitStatus.DIFFERENCES))
 
 
+def custom_class_jobs(res: GenerateResult) -> list[str]:
+    """Jobs whose beat entry is cronshift's schedule class (no stock crontab is exact for them)."""
+    return [j.id for j in res.jobs if any(e.kind == "cronsim" for e in j.entries)]
+
+
+CUSTOM_NOTE = (
+    "no stock crontab is exact for them in this app's zone, so they use cronshift's schedule class: "
+    "django-celery-beat's database scheduler cannot store them (celery beat's default file scheduler and "
+    "redbeat can)"
+)
+
+
 def to_json(res: GenerateResult) -> dict[str, Any]:
+    beat = {}
+    if res.beat_zone:
+        custom = custom_class_jobs(res)
+        beat = {"beat": {"timezone": res.beat_zone, "why": res.beat_zone_why, "custom_class_jobs": custom,
+                         **({"custom_class_note": CUSTOM_NOTE} if custom else {})}}  # fmt: skip
     return {
         "package": res.package,
         "out": res.out,
+        **beat,
         "files": res.files,
         "jobs": [
             {
@@ -242,5 +260,13 @@ def _print(env: Env, res: GenerateResult) -> None:
         env.stdout.write(f"{j.id}: {j.task} [{kinds}] {verdict}\n")
         for m in j.messages:
             env.stdout.write(f"    {m}\n")
+        conc = (j.policies or {}).get("concurrency") or {}
+        if conc.get("history_max") is not None:  # the evidence, when the history had runs with an end
+            env.stdout.write(f"    concurrency {conc['value']}: {conc['why']}\n")
+    custom = custom_class_jobs(res)
+    if res.beat_zone and (custom or res.beat_zone_why.startswith("cron runs in")):
+        env.stdout.write(f"beat timezone {res.beat_zone}: {res.beat_zone_why}\n")
+    if custom:
+        env.stdout.write(f"{len(custom)} job(s) ({', '.join(custom)}): {CUSTOM_NOTE}\n")
     written = sum(1 for f in res.files if f["status"] == "written")
     env.stdout.write(f"{written} file(s) written to {res.out}/{res.package}\n")

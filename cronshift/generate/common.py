@@ -161,6 +161,8 @@ class GenerateResult:
     files: list[dict[str, str]] = field(default_factory=list)  # {"path", "status"}
     jobs: list[JobOutput] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # edited by the user, left alone
+    beat_zone: str = ""  # the Celery app's timezone (cron's, or UTC where that keeps more crontabs stock)
+    beat_zone_why: str = ""
 
     @property
     def proofs_differ(self) -> bool:
