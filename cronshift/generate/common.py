@@ -280,7 +280,11 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "missed": {"value": plan.missed, "why": plan.missed_why, "starting_deadline": plan.starting_deadline},
         "retries": {"retry_on": list(plan.retry_on), "max_retries": plan.max_retries, "why": plan.retry_why},
         "max_deliveries": {"value": plan.max_deliveries, "why": plan.delivery_why},
-        "concurrency": {"value": plan.concurrency, "why": plan.concurrency_why},
+        "concurrency": {
+            "value": plan.concurrency,
+            "why": plan.concurrency_why,
+            "history_max": plan.peak_runs,  # most runs at once in the history (null: no start/end pairs)
+        },
         "overridden": list(plan.overridden),
     }
 
