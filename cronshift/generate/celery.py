@@ -260,9 +260,10 @@ class BeatZone:
             why = (
                 f"cron runs in {timezone}, but {local_class - utc_class} more job(s) get a stock crontab "
                 f"in UTC than in {timezone}: each of those fires at the same instants whatever {timezone}'s "
-                "offset, so its crontab is written in UTC; the rest follow the wall clock and use "
-                "cronshift's class, which carries its zone"
+                "offset, so its crontab is written in UTC"
             )
+            if utc_class:
+                why += f"; the {utc_class} that follow the wall clock use cronshift's class, with their zone"
             args = [(e, z, year, app, _follows_wall_clock(z), True) for e, z in keys]
         else:
             why = f"cron reads the wall clock of the server's zone ({timezone}); beat reads crontabs in it"
