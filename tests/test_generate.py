@@ -343,3 +343,26 @@ def test_concurrency_and_its_evidence_reach_json_app_and_readme(tmp_path: Path) 
     app = files["p/app.py"]
     assert '"CRONSHIFT_CONCURRENCY", "4"' in app  # 3 + 1
     assert "several at once: busy-1 3;" in re.sub(r"\n\s*#\s+", " ", app)
+
+
+def test_console_shows_the_concurrency_evidence_from_the_history(tmp_path: Path, debian_root: Path) -> None:
+    code, out, err = run(
+        "reindex-search-e299beff",
+        "--root",
+        str(debian_root),
+        "--out",
+        str(tmp_path / "o"),
+        "--package",
+        "shop",
+    )
+    assert code == 0, err
+    assert (
+        "    concurrency 1: overlap policy forbid: one run at a time; history shows up to 2 run(s) at once"
+        in out
+    )
+    code, out, err = run(
+        "reindex-search-e299beff", "--root", str(debian_root), "--out", str(tmp_path / "p"),
+        "--policy", "overlap=allow",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "    concurrency 2: history shows up to 2 run(s) at once" in out

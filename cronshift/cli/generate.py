@@ -191,7 +191,7 @@ def generate(
         extra = {"target": "streams"} if target == "streams" else {}
         emit_json(env, {**to_json(res), **extra, **({"event_sources": wired} if wired else {})})
     else:
-        _print(env, res)
+        _print(env, res, tz)
         for w in wired:
             srcs = ", ".join(s["kind"] + ":" + str(s.get("table") or s.get("dir") or s.get("key") or "")
                              for s in w["sources"])  # fmt: skip
@@ -252,7 +252,7 @@ def to_json(res: GenerateResult) -> dict[str, Any]:
     }
 
 
-def _print(env: Env, res: GenerateResult) -> None:
+def _print(env: Env, res: GenerateResult, cron_zone: str = "") -> None:
     for j in res.jobs:
         p = j.translation.proof
         verdict = "no beat entry" if p is None else ("proved identical" if p.identical else "DIFFERS")
@@ -263,8 +263,8 @@ def _print(env: Env, res: GenerateResult) -> None:
         conc = (j.policies or {}).get("concurrency") or {}
         if conc.get("history_max") is not None:  # the evidence, when the history had runs with an end
             env.stdout.write(f"    concurrency {conc['value']}: {conc['why']}\n")
-    custom = custom_class_jobs(res)
-    if res.beat_zone and (custom or res.beat_zone_why.startswith("cron runs in")):
+    custom = custom_class_jobs(res) if res.beat_zone else []  # a Celery beat (not the streams target)
+    if res.beat_zone and (custom or res.beat_zone != cron_zone):  # said when it matters
         env.stdout.write(f"beat timezone {res.beat_zone}: {res.beat_zone_why}\n")
     if custom:
         env.stdout.write(f"{len(custom)} job(s) ({', '.join(custom)}): {CUSTOM_NOTE}\n")
