@@ -289,8 +289,8 @@ class BeatZone:
 
 def _follows_wall_clock(zone: str) -> str:
     return (
-        f"this schedule follows {zone}'s wall clock: no crontab in UTC (the app's zone) fires at its "
-        f"instants across {zone}'s offset changes, so cronshift's class carries {zone} "
+        f"this schedule follows {zone}'s wall clock (cronshift writes a crontab in UTC, the app's zone, only "
+        f"for a schedule that selects every hour and day), so cronshift's class carries {zone} "
         "(django-celery-beat cannot store it)"
     )
 
