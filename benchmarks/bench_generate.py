@@ -89,7 +89,7 @@ def main(n: int, seed: int) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     zone = result.system_timezone
     print(f"{n} distinct expressions in {zone}: {len(proved)} proved ({identical} identical)")
-    print(f"{custom} need cronshift's schedule class (DST), the rest are stock crontab")
+    print(f"{custom} need cronshift's schedule class (DST), the others are stock; app zone {res.beat_zone}")
     print(f"generate + prove: {t_gen:.1f} s (goal < 60 s); scan of the same root: {t_scan:.3f} s")
     print(f"ratio generate/scan: {t_gen / t_scan:.0f}x; peak memory {peak:.0f} MB")
     load = os.getloadavg()[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,11 @@ from typer.testing import CliRunner
 
 from cronshift.cli.generate import generate
 from cronshift.discover.scan import scan
+from cronshift.generate.celery import render_project
+from cronshift.generate.plan import CONCURRENCY_CAP, max_at_once, plan_for
+from cronshift.history.evidence import JobInput
+from cronshift.model import CronJob, Dialect, Format, RunRecord, SourceRef
+from cronshift.rank import Metrics
 
 PROJECT = Path(__file__).resolve().parent.parent
 RUFF = str(Path(sys.executable).with_name("ruff"))
@@ -295,3 +301,95 @@ def test_generated_code_imports_only_the_runtime_api_and_names_its_version(
         assert f"RUNTIME_API = require_api({api.RUNTIME_API_VERSION})" in entry.read_text()
     with pytest.raises(api.RuntimeAPIError, match=r"generated for cronshift runtime API 99.*upgrade"):
         api.require_api(99)
+
+
+# -- concurrency: as many runs at once as the history shows, within the overlap policy ------------------
+
+
+def _cjob(job_id: str = "j-1") -> CronJob:
+    return CronJob(
+        id=job_id, source=SourceRef("etc/cron.d/x", 1), format=Format.SYSTEM, user="root",
+        schedule="*/5 * * * *", command="true", shell_command="true",
+    )  # fmt: skip
+
+
+def _ledger(intervals: list[tuple[float, float | None]]) -> JobInput:
+    return JobInput(
+        logs=None, ledger=tuple(RunRecord("j-1", "record", a, b, exit_status=0) for a, b in intervals)
+    )
+
+
+def test_max_at_once_counts_runs_that_really_overlap() -> None:
+    assert max_at_once([]) == 0
+    assert max_at_once([(0, 10), (10, 20), (20, 30)]) == 1  # one ends as the next starts: never two
+    assert max_at_once([(0, 100), (10, 20), (15, 30), (50, 60)]) == 3
+    assert max_at_once([(0, 10), (5, 5)]) == 2  # a run of no length still runs beside the other
+
+
+def test_concurrency_is_what_the_history_shows_within_the_overlap_policy() -> None:
+    three = _ledger([(0, 100), (10, 20), (15, 30), (50, 60), (200, None)])  # the open run is left out
+    overlapping = Metrics(overlaps=3, overlap_basis="start/end pairs", duration_p95=100.0)
+    forbid = plan_for(_cjob(), overlapping, three)
+    assert forbid.overlap == "forbid" and forbid.concurrency == 1
+    assert forbid.peak_runs == 3 and "history shows up to 3 run(s) at once" in forbid.concurrency_why
+    allowed = plan_for(_cjob(), overlapping, three, overrides={"overlap": "allow"})
+    assert allowed.concurrency == 3 and "history shows up to 3 run(s) at once" in allowed.concurrency_why
+    assert "4 run(s) with a start and an end in the ledger" in allowed.concurrency_why
+    back = plan_for(_cjob(), overlapping, three, overrides={"overlap": "replace"})
+    assert back.concurrency == 1
+    pile = _ledger([(0, 1000)] + [(k, k + 500) for k in range(1, 12)])
+    capped = plan_for(_cjob(), overlapping, pile, overrides={"overlap": "allow"})
+    assert (
+        capped.peak_runs == 12
+        and capped.concurrency == CONCURRENCY_CAP
+        and "capped at" in capped.concurrency_why
+    )
+    calm = plan_for(_cjob(), Metrics(overlaps=0, duration_p95=5.0), _ledger([(0, 5), (300, 305)]))
+    assert calm.overlap == "allow" and calm.concurrency == 1 and "up to 1 run(s)" in calm.concurrency_why
+    none = plan_for(_cjob())
+    assert none.concurrency == 1 and none.peak_runs is None
+
+
+def test_concurrency_and_its_evidence_reach_json_app_and_readme(tmp_path: Path) -> None:
+    jobs = [_cjob("busy-1"), _cjob("calm-2")]
+    three = _ledger([(0, 100), (10, 20), (15, 30)])
+    overlapping = Metrics(overlaps=2, overlap_basis="start/end pairs", duration_p95=100.0)
+    plans = {
+        "busy-1": plan_for(jobs[0], overlapping, three, overrides={"overlap": "allow"}),
+        "calm-2": plan_for(jobs[1], Metrics(overlaps=0, duration_p95=5.0), _ledger([(0, 5)])),
+    }
+    files, outs = render_project(
+        jobs, package="p", timezone="UTC", dialect=Dialect.DEBIAN, year=2026, plans=plans
+    )
+    busy = next(o for o in outs if o.id == "busy-1")
+    assert busy.policies is not None and busy.policies["concurrency"]["value"] == 3
+    assert busy.policies["concurrency"]["history_max"] == 3
+    readme = files["p/jobs/busy_1.md"]
+    assert "Concurrency: **3** run(s) at once. history shows up to 3 run(s) at once" in readme
+    assert "-Q p.busy_1 -c 3" in readme
+    app = files["p/app.py"]
+    assert '"CRONSHIFT_CONCURRENCY", "4"' in app  # 3 + 1
+    assert "several at once: busy-1 3;" in re.sub(r"\n\s*#\s+", " ", app)
+
+
+def test_console_shows_the_concurrency_evidence_from_the_history(tmp_path: Path, debian_root: Path) -> None:
+    code, out, err = run(
+        "reindex-search-e299beff",
+        "--root",
+        str(debian_root),
+        "--out",
+        str(tmp_path / "o"),
+        "--package",
+        "shop",
+    )
+    assert code == 0, err
+    assert (
+        "    concurrency 1: overlap policy forbid: one run at a time; history shows up to 2 run(s) at once"
+        in out
+    )
+    code, out, err = run(
+        "reindex-search-e299beff", "--root", str(debian_root), "--out", str(tmp_path / "p"),
+        "--policy", "overlap=allow",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "    concurrency 2: history shows up to 2 run(s) at once" in out

@@ -172,6 +172,48 @@ def test_beat_fires_every_minute_entry_on_the_minute(tmp_path: Path, redis_serve
 
 
 @pytest.mark.slow
+def test_real_beat_runs_a_utc_app_made_from_a_dst_zone(tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
+    """Berlin: an every-minute job is a stock crontab in a UTC app, beside a wall-clock job on the class.
+    Real beat sends it on the minute and the run is not skipped: the instant beat stamps (from the UTC
+    entry) is the one cron would have used."""
+    fired = tmp_path / "fired.txt"
+    root = tmp_path / "root"
+    (root / "etc/cron.d").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc/timezone").write_text("Europe/Berlin\n")
+    (root / "etc/cron.d/tick").write_text(
+        f"* * * * * root date -u --iso-8601=seconds >> {fired}\n*/15 * * * * root true\n"
+        "30 2 * * * root true\n"
+    )
+    out = tmp_path / "out"
+    pkg = "utc_" + uuid.uuid4().hex[:6]
+    r = CliRunner().invoke(
+        _cli(),
+        ["generate", "--all", "--root", str(root), "--out", str(out), "--package", pkg,
+         "--broker", redis_server.url, "--now", "2026-03-01T00:00"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    app_py = (out / pkg / "app.py").read_text()
+    assert 'timezone="UTC"' in app_py and 'cronsim_schedule("30 2 * * *", "Europe/Berlin")' in app_py
+    assert 'crontab(minute="*", hour="*", day_of_month="*", month_of_year="*", day_of_week="*")' in app_py
+    env = {**os.environ, "PYTHONPATH": f"{out}:{PROJECT}"}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(start_worker(pkg, cwd=out, env=env, log=tmp_path / "worker.log"))
+        beat = ["beat", "--schedule", str(tmp_path / "beat-schedule"), "--loglevel", "info"]
+        procs.append(start_celery(pkg, *beat, cwd=out, env=env, log=tmp_path / "beat.log"))
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not (fired.exists() and fired.read_text().strip()):
+            time.sleep(0.5)
+    finally:
+        for p in procs:
+            _stop(p)
+    lines = fired.read_text().split() if fired.exists() else []
+    assert lines, "beat never ran the every-minute entry: " + (tmp_path / "worker.log").read_text()[-2000:]
+    assert datetime.fromisoformat(lines[0]).second < 10, f"ran at {lines[0]}, not on the minute"
+
+
+@pytest.mark.slow
 def test_same_project_runs_on_rabbitmq(tmp_path: Path) -> None:
     import socket
 

@@ -353,3 +353,238 @@ def test_reboot_and_never_firing_have_no_entry() -> None:
     assert translate(parse("@reboot"), "UTC", YEAR).entries == ()
     never = translate(parse("0 0 31 2 *"), "UTC", YEAR)
     assert never.entries == () and "never fires" in never.message
+
+
+# -- schedules that do not follow the wall clock: stock crontabs written in UTC ---------------------------
+
+DST_ZONES = ("Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata")
+OFFSET_FREE = ["*/15 * * * *", "0 * * * *", "@hourly", "* * * * *", "*/30 * * * *", "7,37 * * * *"]
+# UTC minutes of each, per zone; None: the schedule follows the wall clock there (Lord Howe's +10:30 and
+# +11:00 put a local ':00' at ':30' and at ':00' UTC) and keeps cronshift's class.
+UTC_MINUTE = {
+    "*/15 * * * *": {"Australia/Lord_Howe": "*/15", "Asia/Kolkata": "*/15"},
+    "0 * * * *": {"Australia/Lord_Howe": None, "Asia/Kolkata": "30"},
+    "@hourly": {"Australia/Lord_Howe": None, "Asia/Kolkata": "30"},
+    "* * * * *": {"Australia/Lord_Howe": "*", "Asia/Kolkata": "*"},
+    "*/30 * * * *": {"Australia/Lord_Howe": "*/30", "Asia/Kolkata": "*/30"},
+    "7,37 * * * *": {"Australia/Lord_Howe": "7,37", "Asia/Kolkata": "7,37"},
+}
+
+
+@pytest.mark.parametrize("text", OFFSET_FREE)
+def test_offset_free_schedules_are_stock_crontabs_in_a_utc_app(text: str) -> None:
+    expr = parse(text, Dialect.DEBIAN)
+    for zone in DST_ZONES:
+        tr = translate(expr, zone, YEAR, app_zone="UTC")
+        assert tr.proof is not None and tr.proof.identical, (zone, tr.proof and tr.proof.differences[:3])
+        start, end = proof_range(zone, YEAR)
+        assert tr.proof.window == (start.isoformat(), end.isoformat()) and tr.proof.fires > 0
+        if zone in ("Europe/Berlin", "America/New_York"):  # whole-hour offsets: the same minutes in UTC
+            want = {"@hourly": "0"}.get(text, text.split()[0])
+        else:
+            want = UTC_MINUTE[text][zone]
+        if want is None:
+            assert [e.kind for e in tr.entries] == ["cronsim"], zone
+            continue
+        (entry,) = tr.entries
+        assert entry.kind == "crontab" and entry.zone == "UTC", zone
+        assert dict(entry.fields) == {"minute": want, "hour": "*", "day_of_month": "*",
+                                      "month_of_year": "*", "day_of_week": "*"}, zone  # fmt: skip
+        assert "UTC" in entry.why and zone in entry.why
+
+
+def test_wall_clock_schedules_are_never_written_in_utc() -> None:
+    for text in ["0 3 * * *", "30 2 * * *", "5 */2 * * *", "*/15 * * * 1", "0 * 1 * *", "*/15 0-23 * * *"]:
+        for zone in DST_ZONES:
+            tr = translate(parse(text), zone, YEAR, app_zone="UTC")
+            assert [e.kind for e in tr.entries] == ["cronsim"], (text, zone)
+            assert tr.proof is not None and tr.proof.identical, (text, zone)
+
+
+def test_a_utc_entry_that_ignores_the_offset_is_caught() -> None:
+    """Kolkata is +5:30 all year: a ':00' job is at ':30' UTC. An entry that keeps ':00' differs every hour;
+    in Lord Howe ':00' UTC is right only while the zone is on +11:00."""
+    hourly = parse("0 * * * *")
+    naive = (BeatEntry("crontab", (("minute", "0"), ("hour", "*"), ("day_of_month", "*"),
+                                   ("month_of_year", "*"), ("day_of_week", "*")), zone="UTC"),)  # fmt: skip
+    kolkata = prove(hourly, naive, "Asia/Kolkata", YEAR, app_zone="UTC")
+    assert not kolkata.identical
+    assert kolkata.differences[0] == {"instant": "2026-01-01T00:00:00+05:30", "cron": 1, "celery": 0}
+    lord_howe = prove(hourly, naive, "Australia/Lord_Howe", YEAR, app_zone="UTC")
+    assert not lord_howe.identical
+    assert {"instant": "2026-04-05T02:00:00+10:30", "cron": 1, "celery": 0} in lord_howe.differences
+    # The same naive entry read in Berlin's own zone is exactly what the local proof rejects.
+    assert not prove(hourly, naive, "Europe/Berlin", YEAR).identical
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
+@pytest.mark.parametrize("text", ["*/15 * * * *", "* * * * *", "0 * * * *"])
+def test_utc_entries_match_crons_loop_around_every_change(text: str, zone: str) -> None:
+    """Independently of prove(): Celery's own crontab code in a UTC app, driven over the days around each
+    offset change of 2027-2030, against cron.c's loop run on every minute."""
+    tr = translate(parse(text), zone, YEAR, app_zone="UTC")
+    if tr.entries[0].kind != "crontab":
+        assert zone == "Australia/Lord_Howe" and text == "0 * * * *"
+        return
+    start, end = proof_range(zone, YEAR)
+    for t in transitions(zone, start.astimezone(UTC), end.astimezone(UTC)):
+        if t.at.year < 2027:
+            continue
+        lo, hi = t.at - timedelta(hours=6), t.at + timedelta(hours=6)
+        got = Counter(x.replace(second=0) for e in tr.entries for x in celery_fires(e, "UTC", lo, hi))
+        assert got == _brute_force(text, zone, lo, hi), (text, zone, t.at)
+
+
+def _zone_root(tmp_path: Path, zone: str, lines: list[str]) -> Path:
+    root = tmp_path / "root"
+    (root / "etc/cron.d").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc/timezone").write_text(zone + "\n")
+    (root / "etc/cron.d/jobs").write_text(
+        "".join(f"{x} root /usr/local/bin/job{k}\n" for k, x in enumerate(lines))
+    )
+    return root
+
+
+def _generate(root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    argv = [
+        "generate",
+        "--all",
+        "--out",
+        str(out),
+        "--root",
+        str(root),
+        "--no-history",
+        "--now",
+        "2026-03-01T00:00",
+    ]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(out.parent)}
+    return subprocess.run([sys.executable, "-m", "cronshift", *argv, *extra], capture_output=True, text=True,
+                          env=env, cwd=PROJECT)  # fmt: skip
+
+
+def test_an_app_of_offset_free_jobs_runs_in_utc_with_stock_crontabs(tmp_path: Path) -> None:
+    """Berlin: `*/15`, `0 *`, `@hourly`, `* * * * *` used the class (17 of 76 cases); in a UTC app all four
+    are stock crontabs, which django-celery-beat stores with their zone. A wall-clock job keeps the class."""
+    root = _zone_root(
+        tmp_path, "Europe/Berlin", ["*/15 * * * *", "0 * * * *", "@hourly", "* * * * *", "30 2 * * *"]
+    )
+    r = _generate(root, tmp_path / "out", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["beat"]["timezone"] == "UTC" and "Europe/Berlin" in doc["beat"]["why"]
+    every = 'hour="*", day_of_month="*", month_of_year="*", day_of_week="*")'
+    assert sorted(j["beat_entries"][0]["schedule"] for j in doc["jobs"]) == [
+        'cronsim_schedule("30 2 * * *", "Europe/Berlin")',
+        'crontab(minute="*", ' + every,
+        'crontab(minute="*/15", ' + every,
+        'crontab(minute="0", ' + every,
+        'crontab(minute="0", ' + every,
+    ]
+    assert all(j["schedule_proof"]["identical"] for j in doc["jobs"])
+    (wall,) = [j for j in doc["jobs"] if j["beat_entries"][0]["kind"] == "cronsim"]
+    assert doc["beat"]["custom_class_jobs"] == [wall["id"]]
+    assert "django-celery-beat" in doc["beat"]["custom_class_note"]
+    # The app really is in UTC with those entries (imported, as beat would).
+    script = (
+        "import json\nfrom cronjobs.app import app\nfrom celery.schedules import crontab\n"
+        "print(json.dumps([str(app.conf.timezone), sorted(type(e['schedule']).__name__"
+        " for e in app.conf.beat_schedule.values())]))\n"
+    )
+    path = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{tmp_path / 'out'}:{PROJECT}"}
+    p = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path / "out", env=path
+    )
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == ["UTC", ["cronsim_schedule"] + ["crontab"] * 4]
+    console = _generate(root, tmp_path / "out2")
+    assert "beat timezone UTC: cron runs in Europe/Berlin" in console.stdout
+    assert f"1 job(s) ({wall['id']}): " in console.stdout and "cannot store them" in console.stdout
+
+
+def test_a_mostly_wall_clock_app_keeps_its_zone_and_says_why(tmp_path: Path) -> None:
+    root = _zone_root(tmp_path, "America/New_York", ["*/15 * * * *", "30 2 * * *", "30 1 * * *", "0 3 * * *"])
+    r = _generate(root, tmp_path / "out", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["beat"]["timezone"] == "America/New_York"
+    assert "no fewer, so the app keeps cron's zone" in doc["beat"]["why"]
+    (quarter,) = [j for j in doc["jobs"] if "*/15" in j["beat_entries"][0]["schedule"]]
+    assert quarter["beat_entries"][0]["kind"] == "cronsim"
+    assert "A stock crontab in UTC would be exact" in quarter["beat_entries"][0]["why"]
+    assert set(doc["beat"]["custom_class_jobs"]) >= {quarter["id"]}
+    assert all(j["schedule_proof"]["identical"] for j in doc["jobs"])
+
+
+WRONG_UTC = textwrap.dedent(
+    """
+    import sys
+
+    import cronshift.generate.equivalence as eq
+
+    real = eq.utc_minutes
+
+    def off_by_one(expr, zone, year):
+        # Deliberately wrong: the UTC minutes one minute late.
+        got = real(expr, zone, year)
+        return None if got is None else frozenset((m + 1) % 60 for m in got)
+
+    eq.utc_minutes = off_by_one
+    import cronshift.generate.celery as gc
+
+    gc.utc_minutes = off_by_one
+    from cronshift.__main__ import main
+
+    main(sys.argv[1:])
+    """
+)
+
+
+def test_a_wrong_utc_translation_is_refused_by_its_proof(tmp_path: Path) -> None:
+    """UTC minutes off by one: the proof rejects each stock entry, and the class (proved) takes its place."""
+    root = _zone_root(tmp_path, "Europe/Berlin", ["*/15 * * * *", "0 * * * *"])
+    argv = [
+        "generate",
+        "--all",
+        "--out",
+        str(tmp_path / "out"),
+        "--root",
+        str(root),
+        "--no-history",
+        "--json",
+    ]
+    argv += ["--now", "2026-03-01T00:00"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", WRONG_UTC, *argv], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    jobs = json.loads(r.stdout)["jobs"]
+    assert [j["beat_entries"][0]["kind"] for j in jobs] == ["cronsim", "cronsim"]
+    assert all(j["schedule_proof"]["identical"] for j in jobs)
+    right = _generate(root, tmp_path / "right", "--json")
+    assert [j["beat_entries"][0]["kind"] for j in json.loads(right.stdout)["jobs"]] == ["crontab", "crontab"]
+
+
+def test_a_wrong_class_in_a_utc_app_makes_generate_exit_3(tmp_path: Path) -> None:
+    """The exit-3 path in a UTC app: the wall-clock job's class, proved in that app, is deliberately late."""
+    root = _zone_root(tmp_path, "Europe/Berlin", ["*/15 * * * *", "0 * * * *", "30 2 * * *"])
+    argv = [
+        "generate",
+        "--all",
+        "--out",
+        str(tmp_path / "out"),
+        "--root",
+        str(root),
+        "--no-history",
+        "--json",
+    ]
+    argv += ["--now", "2026-03-01T00:00"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", WRONG_CLASS, *argv], capture_output=True, text=True, env=env)
+    assert r.returncode == 3, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["beat"]["timezone"] == "UTC"
+    (bad,) = [j for j in doc["jobs"] if not j["schedule_proof"]["identical"]]
+    assert bad["beat_entries"][0]["kind"] == "cronsim"
+    assert {"instant": "2027-03-28T03:00:00+02:00", "cron": 1, "celery": 0} in bad["schedule_proof"][
+        "differences"
+    ]

@@ -191,7 +191,7 @@ def generate(
         extra = {"target": "streams"} if target == "streams" else {}
         emit_json(env, {**to_json(res), **extra, **({"event_sources": wired} if wired else {})})
     else:
-        _print(env, res)
+        _print(env, res, tz)
         for w in wired:
             srcs = ", ".join(s["kind"] + ":" + str(s.get("table") or s.get("dir") or s.get("key") or "")
                              for s in w["sources"])  # fmt: skip
@@ -212,10 +212,28 @@ def generate(
         raise SystemExit(int(ExitStatus.DIFFERENCES))
 
 
+def custom_class_jobs(res: GenerateResult) -> list[str]:
+    """Jobs whose beat entry is cronshift's schedule class (no stock crontab is exact for them)."""
+    return [j.id for j in res.jobs if any(e.kind == "cronsim" for e in j.entries)]
+
+
+CUSTOM_NOTE = (
+    "no stock crontab is exact for them in this app's zone, so they use cronshift's schedule class: "
+    "django-celery-beat's database scheduler cannot store them (celery beat's default file scheduler and "
+    "redbeat can)"
+)
+
+
 def to_json(res: GenerateResult) -> dict[str, Any]:
+    beat = {}
+    if res.beat_zone:
+        custom = custom_class_jobs(res)
+        beat = {"beat": {"timezone": res.beat_zone, "why": res.beat_zone_why, "custom_class_jobs": custom,
+                         **({"custom_class_note": CUSTOM_NOTE} if custom else {})}}  # fmt: skip
     return {
         "package": res.package,
         "out": res.out,
+        **beat,
         "files": res.files,
         "jobs": [
             {
@@ -234,7 +252,7 @@ def to_json(res: GenerateResult) -> dict[str, Any]:
     }
 
 
-def _print(env: Env, res: GenerateResult) -> None:
+def _print(env: Env, res: GenerateResult, cron_zone: str = "") -> None:
     for j in res.jobs:
         p = j.translation.proof
         verdict = "no beat entry" if p is None else ("proved identical" if p.identical else "DIFFERS")
@@ -242,5 +260,13 @@ def _print(env: Env, res: GenerateResult) -> None:
         env.stdout.write(f"{j.id}: {j.task} [{kinds}] {verdict}\n")
         for m in j.messages:
             env.stdout.write(f"    {m}\n")
+        conc = (j.policies or {}).get("concurrency") or {}
+        if conc.get("history_max") is not None:  # the evidence, when the history had runs with an end
+            env.stdout.write(f"    concurrency {conc['value']}: {conc['why']}\n")
+    custom = custom_class_jobs(res) if res.beat_zone else []  # a Celery beat (not the streams target)
+    if res.beat_zone and (custom or res.beat_zone != cron_zone):  # said when it matters
+        env.stdout.write(f"beat timezone {res.beat_zone}: {res.beat_zone_why}\n")
+    if custom:
+        env.stdout.write(f"{len(custom)} job(s) ({', '.join(custom)}): {CUSTOM_NOTE}\n")
     written = sum(1 for f in res.files if f["status"] == "written")
     env.stdout.write(f"{written} file(s) written to {res.out}/{res.package}\n")

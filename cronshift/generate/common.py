@@ -162,6 +162,8 @@ class GenerateResult:
     files: list[dict[str, str]] = field(default_factory=list)  # {"path", "status"}
     jobs: list[JobOutput] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # edited by the user, left alone
+    beat_zone: str = ""  # the Celery app's timezone (cron's, or UTC where that keeps more crontabs stock)
+    beat_zone_why: str = ""
 
     @property
     def proofs_differ(self) -> bool:
@@ -279,7 +281,11 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "missed": {"value": plan.missed, "why": plan.missed_why, "starting_deadline": plan.starting_deadline},
         "retries": {"retry_on": list(plan.retry_on), "max_retries": plan.max_retries, "why": plan.retry_why},
         "max_deliveries": {"value": plan.max_deliveries, "why": plan.delivery_why},
-        "concurrency": {"value": plan.concurrency, "why": plan.concurrency_why},
+        "concurrency": {
+            "value": plan.concurrency,
+            "why": plan.concurrency_why,
+            "history_max": plan.peak_runs,  # most runs at once in the history (null: no start/end pairs)
+        },
         "overridden": list(plan.overridden),
     }
 

@@ -15,6 +15,10 @@ cannot speak: around every offset change of the zone in the range (cron's loop i
 and beat's schedule code is driven from the fire before the change to the second fire after it) and
 across every month boundary (beat's date roll-over, leap days included). Memory stays bounded per job:
 no full list of instants is ever built.
+
+A schedule that does not follow the local wall clock can leave the local zone: see `utc_minutes`. Its stock
+crontab is then written in UTC for an app whose zone is UTC, and proved the same way (the structure is
+compared at each offset the zone takes; beat's roll-over at UTC month boundaries is simulated as well).
 """
 
 from __future__ import annotations
@@ -36,16 +40,22 @@ from cronshift.runtime.schedules import cronsim_schedule
 
 __all__ = [
     "PROOF_YEARS",
+    "UTC_ZONES",
     "BeatEntry",
     "CronModel",
     "Proof",
     "Translation",
     "celery_fires",
+    "class_translation",
+    "is_utc",
     "proof_range",
     "prove",
+    "stock_translation",
     "translate",
+    "utc_minutes",
 ]
 
+UTC_ZONES = ("UTC", "Etc/UTC", "")
 PROOF_YEARS = (2027, 2031)  # [2027-01-01, 2031-01-01): a full leap cycle (2028 is a leap year)
 _ALL = {
     "minute": frozenset(range(60)),
@@ -90,6 +100,7 @@ class BeatEntry:
         d: dict[str, Any] = {"kind": self.kind, "schedule": self.source()}
         if self.kind == "crontab":
             d["fields"] = dict(self.fields)
+            d["zone"] = self.zone  # the app's zone: beat reads the fields on its wall clock
         else:
             d["expr"], d["zone"] = self.expr, self.zone
         d["why"] = self.why
@@ -156,6 +167,7 @@ def _crontab_entry(
     dom: frozenset[int],
     month: frozenset[int],
     dow: frozenset[int],
+    zone: str = "UTC",
 ) -> BeatEntry:
     fields = (
         ("minute", _spec("minute", minute)),
@@ -164,10 +176,48 @@ def _crontab_entry(
         ("month_of_year", _spec("month_of_year", month)),
         ("day_of_week", _spec("day_of_week", dow)),
     )
-    return BeatEntry("crontab", fields)
+    return BeatEntry("crontab", fields, zone=zone)
 
 
-def crontab_entries(expr: CronExpr) -> tuple[BeatEntry, ...]:
+def is_utc(zone: str) -> bool:
+    return zone in UTC_ZONES
+
+
+def _offsets(zone: str, start: datetime, end: datetime) -> frozenset[int]:
+    """Every UTC offset (minutes) `zone` takes in [start, end)."""
+    trans = transitions(zone, start.astimezone(UTC), end.astimezone(UTC))
+    if not trans:
+        return frozenset({_off(_tz(zone), start)})
+    return frozenset({trans[0].before, *(t.after for t in trans)})
+
+
+def utc_minutes(expr: CronExpr, zone: str, year: int) -> frozenset[int] | None:
+    """The UTC minutes of a schedule that fires at the same instants whatever `zone`'s offset, or None.
+
+    Such a schedule is a stock crontab in UTC: crontab(minute=<these>) in an app whose zone is UTC. When:
+    - every hour, day and month is selected and the hour field starts with '*' (cron's wildcard rule);
+    - shifting the minute set by each offset the zone takes over the proof range gives one and the same
+      set (`0 * * * *` in Kolkata, +5:30 all year: minute 30 UTC; in Lord Howe, +10:30 and +11:00, no
+      single set: None; `*/15` is the same at both);
+    - every offset change is a jump of 6 to 180 minutes: cron's loop then runs a wildcard job at exactly
+      the instants whose local time matches (the new minute after a jump forward, each pass of a repeated
+      span after a jump back), which are the UTC instants with these minutes. Smaller or larger changes
+      take other branches of cron's loop.
+    Why it holds between changes: at a steady offset o, cron fires at U when local U + o matches; with every
+    hour and day selected that is (minute(U) + o) mod 60 in the minute set. The proof checks it anyway."""
+    if not (expr.hour_star and expr.hour == _ALL["hour"]) or expr.month != _ALL["month_of_year"]:
+        return None
+    if expr.dom != _ALL["day_of_month"] or expr.dow != _ALL["day_of_week"] or not expr.minute:
+        return None
+    start, end = proof_range(zone, year)
+    trans = transitions(zone, start.astimezone(UTC), end.astimezone(UTC))
+    if any(not 5 < abs(t.after - t.before) <= 180 for t in trans):
+        return None
+    shifted = {frozenset((m - o) % 60 for m in expr.minute) for o in _offsets(zone, start, end)}
+    return next(iter(shifted)) if len(shifted) == 1 else None
+
+
+def crontab_entries(expr: CronExpr, zone: str = "UTC") -> tuple[BeatEntry, ...]:
     """Stock crontab entries equal to cron's table (wall-clock minutes; DST is the proof's business).
 
     Celery ANDs day-of-month with day-of-week; cron ORs them when neither field starts with '*'. The OR
@@ -189,7 +239,7 @@ def crontab_entries(expr: CronExpr) -> tuple[BeatEntry, ...]:
             continue
         if not any(day <= _DAYS_IN_MONTH[mon] for mon in mo for day in d):
             continue  # Celery refuses a dom/month pair that never occurs; it adds no fire either
-        out.append(_crontab_entry(m, h, d, mo, w))
+        out.append(_crontab_entry(m, h, d, mo, w, zone))
     return tuple(out)
 
 
@@ -563,6 +613,30 @@ def _structure(expr: CronExpr, entries: tuple[BeatEntry, ...], app: Celery, mode
     return out
 
 
+def _structure_elsewhere(
+    expr: CronExpr, entries: tuple[BeatEntry, ...], app: Celery, zone: str, year: int
+) -> bool:
+    """Stock entries read in another zone (UTC) than cron's: the same instants at every steady offset?
+
+    True only where the structure decides it: cron selects every hour and day, every entry parsed by
+    Celery selects every hour, day and month, and at each offset o the zone takes the entries' minutes
+    (duplicates counted) are cron's minute set shifted by o. Anything else is left to simulation."""
+    if expr.hour != _ALL["hour"] or expr.month != _ALL["month_of_year"] or len(_cron_days(expr)) != 31 * 7:
+        return False
+    minutes: Counter[int] = Counter()
+    for e in entries:
+        if e.kind != "crontab":
+            return False
+        m, h, mo, day = _entry_table(e, app)
+        if h != _ALL["hour"] or mo != _ALL["month_of_year"]:
+            return False
+        if not all(day(_probe(d, w)) for d in range(1, 32) for w in range(7)):
+            return False
+        minutes.update(m)
+    start, end = proof_range(zone, year)
+    return all(minutes == Counter((m - o) % 60 for m in expr.minute) for o in _offsets(zone, start, end))
+
+
 @functools.cache
 def _probe(dom: int, dow: int) -> date:
     """Some date (in 2000-2099, any month with 31 days) that is day `dom` and weekday `dow` (0 = Sunday)."""
@@ -583,19 +657,38 @@ def _minute(t: datetime) -> datetime:
 
 @functools.lru_cache(maxsize=2048)
 def prove(
-    expr: CronExpr, entries: tuple[BeatEntry, ...], zone: str, year: int, first_difference: bool = False
+    expr: CronExpr,
+    entries: tuple[BeatEntry, ...],
+    zone: str,
+    year: int,
+    first_difference: bool = False,
+    app_zone: str | None = None,
 ) -> Proof:
     """Compare beat's instants for `entries` with cron's for `expr` in `zone` over the proof range.
 
-    Counted per minute: cron runs the jobs of a minute it catches up on one after another within it.
-    `first_difference`: stop at the first stretch that differs (enough to choose an entry kind)."""
+    `app_zone`: the zone of the app beat runs in (the zone a stock crontab's fields are read in; default
+    cron's own). Counted per minute: cron runs the jobs of a minute it catches up on one after another
+    within it. `first_difference`: stop at the first stretch that differs (enough to choose an entry kind)."""
     start, end = proof_range(zone, year)
-    app = proof_app(zone)
+    app_zone = zone if app_zone is None else app_zone
+    app = proof_app(app_zone)
     model = _model(expr, zone, start, end)
     scheds = [e.schedule(app) for e in entries]
     diffs: dict[datetime, tuple[int, int]] = {}
     checks = 0
-    for d in _structure(expr, entries, app, model):
+    elsewhere = app_zone != zone and any(e.kind == "crontab" for e in entries)
+    if elsewhere and not _structure_elsewhere(expr, entries, app, zone, year):
+        # No structural argument: run beat and cron's loop side by side over the whole range, a month at a
+        # time (slow for a minute-level schedule; generate only writes entries the structure covers).
+        a = model.start
+        while a < model.end and not diffs:
+            b = min(a + timedelta(days=31), model.end)
+            diffs.update(_compare(model, scheds, a - _SECOND, b - _SECOND))
+            checks += 1
+            if len(diffs) > _MAX_DIFFERENCES:
+                break
+            a = b
+    for d in [] if elsewhere else _structure(expr, entries, app, model):
         # The tables differ: name the instants on the first days where they do.
         lo = datetime(d.year, d.month, d.day, tzinfo=model.tz).astimezone(UTC)
         hi = lo + timedelta(days=1)
@@ -604,14 +697,16 @@ def prove(
         checks += 1
     if not diffs:
         stretches: list[tuple[datetime, datetime]] = [(a, b) for a, b in model.windows]
-        local = model.start.astimezone(model.tz)
-        y, mo = local.year, local.month
-        while True:
-            y, mo = (y + 1, 1) if mo == 12 else (y, mo + 1)
-            b = datetime(y, mo, 1, tzinfo=model.tz).astimezone(UTC)
-            if b >= model.end:
-                break
-            stretches.append((b, b))
+        # Beat rolls dates over on its app's clock (and cronsim on the job's): each month boundary of both.
+        for tz in dict.fromkeys((model.tz, _tz(app_zone))):
+            local = model.start.astimezone(tz)
+            y, mo = local.year, local.month
+            while True:
+                y, mo = (y + 1, 1) if mo == 12 else (y, mo + 1)
+                b = datetime(y, mo, 1, tzinfo=tz).astimezone(UTC)
+                if b >= model.end:
+                    break
+                stretches.append((b, b))
         stretches.append((model.start, model.start))
         for a, b in stretches:
             p = model.prev(a)
@@ -651,34 +746,86 @@ def _compare(
     return out
 
 
-def translate(expr: CronExpr, zone: str, year: int) -> Translation:
-    """Stock crontab where the proof says it is exact, else the cronsim class (proved too)."""
+def _no_entry(expr: CronExpr) -> Translation | None:
     if expr.reboot:
         return Translation((), None, "@reboot runs when cron starts, not on the clock: no beat entry")
     reason = expr.never_fires_reason()
     if reason is not None or expr.cronsim_expr() is None:
         return Translation((), None, f"this schedule never fires ({reason}): no beat entry")
-    stock = crontab_entries(expr)
-    proof = prove(expr, stock, zone, year, first_difference=True)
-    if proof.identical:
+    return None
+
+
+def stock_translation(
+    expr: CronExpr, zone: str, year: int, app_zone: str | None = None
+) -> Translation | None:
+    """Stock crontab entries for cron's `expr` in `zone`, read by beat in `app_zone` (default `zone`), when
+    the proof says they are exact; None when no stock crontab is (or the schedule has no entry at all).
+
+    In cron's own zone the entries are cron's fields. In a UTC app they are the UTC minutes of a schedule
+    that does not follow the wall clock (`utc_minutes`), and nothing else: a schedule that does follow it
+    (`0 3 * * *` in Berlin) is at 02:00 UTC in winter and 01:00 UTC in summer, which no crontab says."""
+    if _no_entry(expr) is not None:
+        return None
+    app_zone = zone if app_zone is None else app_zone
+    if app_zone == zone:
+        stock = crontab_entries(expr, zone)
         why = "stock crontab: proved to fire at cron's instants"
         if len(stock) == 2:
             why = (
                 "cron ORs day-of-month with day-of-week when both are restricted; Celery ANDs them, so the "
                 "OR is split into two entries that never select the same day"
             )
-        return Translation(tuple(_with_why(e, why) for e in stock), proof)
+    elif is_utc(app_zone):
+        minutes = utc_minutes(expr, zone, year)
+        if minutes is None:
+            return None
+        stock = (_crontab_entry(minutes, expr.hour, expr.dom, expr.month, expr.dow, app_zone),)
+        shift = "" if minutes == expr.minute else f" (minute {_spec('minute', minutes)} in UTC)"
+        why = (
+            f"stock crontab in UTC, the app's zone: the schedule selects every hour and day, so it fires at "
+            f"the same instants whatever {zone}'s offset{shift}; proved across each offset change"
+        )
+    else:
+        return None
+    proof = prove(expr, stock, zone, year, first_difference=True, app_zone=app_zone)
+    if not proof.identical:
+        return None
+    return Translation(tuple(_with_why(e, why) for e in stock), proof)
+
+
+def class_translation(
+    expr: CronExpr, zone: str, year: int, app_zone: str | None = None, why: str = ""
+) -> Translation:
+    """cronshift's schedule class for `expr` in `zone` (it carries its zone, whatever the app's), proved."""
+    early = _no_entry(expr)
+    if early is not None:
+        return early
     cexpr = expr.cronsim_expr()
     assert cexpr is not None
-    why = (
-        f"a stock crontab differs from cron at {proof.differences[0]['instant']} ({zone} offset changes: "
-        "cron runs fixed-time jobs caught in the spring gap at the change and wildcard jobs in both passes "
-        "of a repeated hour); no stock Celery schedule does, so cronshift's class does (django-celery-beat "
-        "cannot store it)"
-    )
+    app_zone = zone if app_zone is None else app_zone
+    if not why:
+        stock = crontab_entries(expr, zone)
+        first = prove(expr, stock, zone, year, first_difference=True)
+        where = first.differences[0]["instant"] if first.differences else "an offset change"
+        why = (
+            f"a stock crontab differs from cron at {where} ({zone} offset changes: cron runs fixed-time jobs "
+            "caught in the spring gap at the change and wildcard jobs in both passes of a repeated hour); no "
+            "stock Celery schedule does, so cronshift's class does (django-celery-beat cannot store it)"
+        )
     entry = BeatEntry("cronsim", expr=cexpr, zone=zone, why=why)
-    proof2 = prove(expr, (entry,), zone, year)
-    return Translation((entry,), proof2, notes=(why,))
+    return Translation((entry,), prove(expr, (entry,), zone, year, app_zone=app_zone), notes=(why,))
+
+
+def translate(expr: CronExpr, zone: str, year: int, app_zone: str | None = None) -> Translation:
+    """Stock crontab where the proof says it is exact, else the cronsim class (proved too).
+
+    `zone` is cron's zone for the job, `app_zone` the zone of the Celery app beat runs in (default the same).
+    """
+    early = _no_entry(expr)
+    if early is not None:
+        return early
+    stock = stock_translation(expr, zone, year, app_zone)
+    return stock if stock is not None else class_translation(expr, zone, year, app_zone)
 
 
 def _with_why(e: BeatEntry, why: str) -> BeatEntry:

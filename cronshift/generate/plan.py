@@ -25,6 +25,9 @@ RETRY_BACKOFF = 30  # seconds, doubled per attempt, with jitter
 RETRY_BACKOFF_MAX = 3600
 HEADROOM, HEADROOM_MIN = 2.0, 60  # soft limit = max(p99 x 2, p99 + 60 s)
 MIN_LIMIT = 60
+# Most runs of one job a queue takes at once: beyond this a history of pile-ups (a job stuck for hours while
+# cron kept starting it) is a problem to fix, not a need to provision; CRONSHIFT_CONCURRENCY overrides.
+CONCURRENCY_CAP = 8
 
 OVERLAPS = ("allow", "forbid", "replace")
 MISSED = ("skip", "run-once", "catch-up")
@@ -50,7 +53,9 @@ class Plan:
     delivery_why: str = "a message delivered this often without finishing kills its worker: dead-letter it"
     overridden: tuple[str, ...] = field(default=())
     concurrency: int = 1  # runs of this job at once that its queue's share of the worker pool allows
-    concurrency_why: str = "one run at a time in the history: one slot of the pool is kept for it"
+    concurrency_why: str = "no history of runs at once was read: one slot of the pool is kept for it"
+    peak_runs: int | None = None  # most runs the history shows running at once (None: no start/end pairs)
+    peak_basis: str = ""  # what that count was read from
 
     @property
     def hard_limit(self) -> int:
@@ -171,13 +176,48 @@ def _retry(m: Any, transient: Iterable[int]) -> tuple[tuple[int, ...], str, int]
     return hit, f"the history shows {how}, configured as transient; other statuses fail at once", MAX_RETRIES
 
 
-def _concurrency(overlap: str, m: Any) -> tuple[int, str]:
-    """Pool slots the job needs at once: its runs overlap only when cron's history shows they do."""
+def max_at_once(runs: Iterable[tuple[float, float]]) -> int:
+    """The most runs running at the same time, from (start, end) intervals (a run ending when another
+    starts is not running beside it)."""
+    # At one instant an end sorts before a start; a run of no length still covers its own instant.
+    events = sorted(ev for a, b in runs for ev in ((a, 1), (b if b > a else a + 1e-6, -1)))
+    best = now = 0
+    for _t, step in events:
+        now += step
+        best = max(best, now)
+    return best
+
+
+def history_peak(inp: Any) -> tuple[int | None, str]:
+    """Most runs at once in the job's history, and from what: the ledger's start/end records, else the
+    start/end pairs of cron's logs. Runs with no known end are left out (a crash or a run still going would
+    otherwise count as running forever). None when no run has both."""
+    if inp is None:
+        return None, ""
+    led = [(r.start, r.end) for r in getattr(inp, "ledger", ()) if r.end is not None]
+    if led:
+        return max_at_once(led), f"{len(led)} run(s) with a start and an end in the ledger"
+    logs = getattr(inp, "logs", None)
+    if logs is not None and len(logs.ended_starts) and len(logs.ended_starts) == len(logs.durations):
+        pairs = [(a, a + d) for a, d in zip(logs.ended_starts, logs.durations, strict=True)]
+        return max_at_once(pairs), f"{len(pairs)} run(s) with a start and an end in cron's logs"
+    return None, ""
+
+
+def _concurrency(overlap: str, peak: int | None, basis: str) -> tuple[int, str]:
+    """Pool slots for the job: as many runs at once as its history shows, within its overlap policy."""
+    seen = "" if peak is None else f"history shows up to {peak} run(s) at once ({basis})"
     if overlap != "allow":
-        return 1, f"overlap policy {overlap}: never more than one run at a time"
-    if m is not None and getattr(m, "overlaps", 0):
-        return 2, f"the history shows {m.overlaps} overlapping run(s): room for two at once"
-    return 1, "no overlapping runs in the history (or no history): one slot of the pool is kept for it"
+        return 1, f"overlap policy {overlap}: one run at a time" + (f"; {seen}" if seen else "")
+    if peak is None:
+        return 1, "no run with a known start and end in the history: one slot of the pool is kept for it"
+    if peak > CONCURRENCY_CAP:
+        return CONCURRENCY_CAP, (
+            f"{seen}; capped at {CONCURRENCY_CAP} (a pile-up, not a need: CRONSHIFT_CONCURRENCY overrides "
+            "the pool); a run that finds every slot taken waits, and past its starting deadline is skipped "
+            "and recorded"
+        )
+    return max(1, peak), f"{seen}: a pool slot for each"
 
 
 def plan_for(
@@ -197,11 +237,12 @@ def plan_for(
     dwhy = "a message delivered this often without finishing kills its worker: dead-letter it"
     if metrics is not None and metrics.signals.get(9):
         dwhy = f"the history shows {metrics.signals[9]} SIGKILL(s): " + dwhy
-    conc, cwhy = _concurrency(overlap, metrics)
+    peak, basis = history_peak(inp)
+    conc, cwhy = _concurrency(overlap, peak, basis)
     plan = Plan(
         overlap, why, limit, lwhy, kill_grace=grace, missed=missed, missed_why=mwhy,
         starting_deadline=STARTING_DEADLINE, retry_on=retry_on, retry_why=rwhy, max_retries=max_retries,
-        delivery_why=dwhy, concurrency=conc, concurrency_why=cwhy,
+        delivery_why=dwhy, concurrency=conc, concurrency_why=cwhy, peak_runs=peak, peak_basis=basis,
     )  # fmt: skip
     return apply_overrides(plan, overrides or {})
 
@@ -250,6 +291,10 @@ def apply_overrides(plan: Plan, overrides: Mapping[str, str]) -> Plan:
         changes["max_retries"] = MAX_RETRIES
     if changes:
         changes["overridden"] = tuple(sorted(overrides))
+    if "overlap" in changes:  # the slots follow the policy actually used
+        changes["concurrency"], changes["concurrency_why"] = _concurrency(
+            changes["overlap"], plan.peak_runs, plan.peak_basis
+        )
     return replace(plan, **changes) if changes else plan
 
 
