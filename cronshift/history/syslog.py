@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 MONTHS = {m.encode(): i for i, m in enumerate(calendar.month_abbr) if m}
+_NOT_CRON = (-1e18, 0)  # (stamp, host) of a "CRON[" inside another word: below 0 whatever its seconds
+_SECONDS = {b"%02d" % i: i for i in range(61)}  # a classic stamp's seconds, without int() per line
 
 # Tag and pid of a cron-related syslog line; the stamp before it is read separately (two shapes).
 _TAG = (
@@ -132,9 +134,10 @@ class Segment:
         self.first_month = 0
         self.last_month = 0
         self._stamp_cache: dict[bytes, float] = {}
-        self._prefix_cache: dict[bytes, float] = {}
+        self._where_cache: dict[bytes, tuple[float, int]] = {}  # see _where
         self._rfc_cache: dict[bytes, float] = {}
-        self._host_cache: dict[bytes, bytes] = {}
+        self._last_t = 0.0
+        self.ordered = True  # stamps never went back: pairing order is file order (no sort)
 
     # -- time ------------------------------------------------------------------------------------------
     def _minute(self, mon: int, day: int, hh: int, mm: int) -> float:
@@ -153,7 +156,7 @@ class Segment:
             elif mon < self.last_month and self.last_month - mon >= 6:  # December -> January
                 self.year += 1
                 self._stamp_cache.clear()
-                self._prefix_cache.clear()
+                self._where_cache.clear()
             self.last_month = mon
         key = mon_b + day_b + hh + mm
         base = self._stamp_cache.get(key)
@@ -215,14 +218,15 @@ class Segment:
         c.lines += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
         c.cron_lines += block.count(b"CRON[")  # minus the few "CRON[" inside other words, below
         rfind = block.rfind
-        cache = self._prefix_cache
-        event = self._event
-        hosts = self._host_cache
+        where = self._where_cache
+        secs = _SECONDS.get
         names = self.names
         ev = self.ev
         t_add, k_add, p_add, a_add = ev.t.append, ev.kind.append, ev.pid.append, ev.a.append
-        b_add, h_add, i_add = ev.b.append, ev.host.append, ev.ident.append
-        dialects = c.dialects
+        b_add, h_add = ev.b.append, ev.host.append
+        added = 0
+        kinds = 0  # bit 1: a CMD line, bit 2: an END line (dialects, set once per block)
+        last = self._last_t
         for m in _DEBIAN.finditer(block):
             pid_b, user, what, jp, rest, _cut = m.groups()
             s = m.start()
@@ -231,55 +235,94 @@ class Segment:
                     c.malformed += 1
                 continue
             prefix = block[rfind(b"\n", 0, s) + 1 : s]
-            if prefix[15:16] == b" " and prefix[12:13] == b":":  # classic stamp: cache per minute
-                base = cache.get(prefix[:12] + prefix[15:])
-                t = None if base is None else base + int(prefix[13:15])
-                tail = prefix[16:]
+            # (stamp, host id) per distinct text before the tag; classic stamps per minute, so most lines
+            # are one dict hit and no date arithmetic
+            if prefix[12:13] == b":" and prefix[15:16] == b" ":
+                hit = where.get(prefix[:12] + prefix[15:])
+                sec = secs(prefix[13:15])
+                if hit is None or sec is None:
+                    hit = self._where(prefix)
+                    if hit is None:
+                        continue
+                    t = hit[0]
+                else:
+                    t = hit[0] + sec
             else:
-                t = cache.get(prefix)
-                tail = prefix
-            if t is None:
-                t = self._prefix_time(prefix)
-                if t is None:
-                    continue
+                hit = where.get(prefix)
+                if hit is None:
+                    hit = self._where(prefix)
+                    if hit is None:
+                        continue
+                t = hit[0]
             if t < 0:
                 c.cron_lines -= 1  # "CRON[" inside another word
                 continue
-            host = hosts.get(tail)
-            if host is None:
-                host = hosts[tail] = self._host(_host_of(tail))
             if len(pid_b) > 9 or (jp is not None and len(jp) > 9):  # no kernel gives such a pid
                 c.malformed += 1
                 continue
-            pid = int(pid_b)
-            msg = block[m.end(1) + 3 : m.end(5) + 1]
             if what == b"CMD" or what == b"END":
                 k = (user, rest)
                 key = names.get(k)
                 if key is None:
                     key = self._id(k)
                 if what == b"CMD":
-                    dialects.add("debian")
+                    kinds |= 1
                     k_add(E_CMD)
                 else:
-                    dialects.add("debian-L")
+                    kinds |= 2
                     k_add(E_END)
+                pid = int(pid_b)
                 t_add(t)
                 p_add(pid)
                 a_add(pid if jp is None else int(jp))
                 b_add(key)
-                h_add(host)
-                i_add(0)  # identity from the columns, if ever needed (merge)
+                h_add(hit[1])
+                added += 1
+                if t < last:
+                    self.ordered = False
+                last = t
             else:
+                if added:  # the identity column of the fast events (0: taken from the columns at merge)
+                    ev.ident.frombytes(bytes(4 * added))
+                    added = 0
+                self._last_t = last
                 payload = block[m.start(4) - 1 if jp is not None else m.start(5) : m.end(5)]
-                event(t, b"CRON", pid, user, what, payload, self.table[host][1], msg)
+                msg = block[m.end(1) + 3 : m.end(5) + 1]
+                self._event(t, b"CRON", int(pid_b), user, what, payload, self.table[hit[1]][1], msg)
+                last = self._last_t
+        if added:
+            ev.ident.frombytes(bytes(4 * added))
+        self._last_t = last
+        if kinds & 1:
+            c.dialects.add("debian")
+        if kinds & 2:
+            c.dialects.add("debian-L")
 
-    def _prefix_time(self, prefix: bytes) -> float | None:
-        """The stamp of a Debian line from the text before its tag; cached per distinct prefix (second).
-        -1: the tag was part of another word, not cron's."""
+    def _where(self, prefix: bytes) -> tuple[float, int] | None:
+        """(stamp, host id) of a Debian line from the text before its tag, cached per minute (classic
+        stamps: the stamp minus its seconds) or per distinct prefix. Stamp -1: the tag was part of another
+        word, not cron's. None: unreadable stamp (counted)."""
+        cache = self._where_cache
+        if len(cache) > 4096:
+            cache.clear()
+        classic = prefix[12:13] == b":" and prefix[15:16] == b" "
         if prefix[-1:] not in (b" ", b"/"):
-            self._prefix_cache[prefix] = -1.0
-            return -1.0
+            cache[prefix[:12] + prefix[15:] if classic else prefix] = _NOT_CRON
+            return _NOT_CRON
+        t, per_minute = self._prefix_time(prefix)
+        if t is None:
+            return None
+        tail = prefix[16:] if classic else prefix
+        hid = self._host(_host_of(tail))
+        if per_minute:
+            cache[prefix[:12] + prefix[15:]] = (t - int(prefix[13:15]), hid)
+        elif not classic:
+            cache[prefix] = (t, hid)
+        return (t, hid)
+
+    def _prefix_time(self, prefix: bytes) -> tuple[float | None, bool]:
+        """The stamp of a Debian line from the text before its tag, and whether it is a classic stamp whose
+        minute can stand for the others (the caller caches)."""
         m = _PREFIX_CLASSIC.match(prefix)
         if m is not None:
             t = self.classic(m[1], m[2], m[3], m[4], m[5])
@@ -297,15 +340,8 @@ class Segment:
         if t is None:
             self.c.malformed += 1
             self.c.unreadable += 1
-            return None
-        cache = self._prefix_cache
-        if len(cache) > 4096:
-            cache.clear()
-        if m is not None and prefix[15:16] == b" ":
-            cache[prefix[:12] + prefix[15:]] = t - int(m[5])
-        else:
-            cache[prefix] = t
-        return t
+            return None, False
+        return t, m is not None and prefix[15:16] == b" "
 
     def _slow_line(self, line: bytes) -> None:
         m = _RFC.match(line)
@@ -353,6 +389,9 @@ class Segment:
         if not (0 <= pid < _BIG and -_BIG < a < _BIG and 0 <= t < _LAST):
             self.c.malformed += 1
             return
+        if t < self._last_t:
+            self.ordered = False
+        self._last_t = t
         ev = self.ev
         ev.t.append(t)
         ev.kind.append(kind)
