@@ -511,3 +511,69 @@ def test_cronie_with_a_mailer_mail_lines_on_the_right_job(tmp_path: Path) -> Non
     assert h.per_job["tick"].mail_failures == 15 and h.per_job["sync"].mail_failures == 15
     assert h.unattributed_notes == 0
     assert_exact(tmp_path, [log], 15)
+
+
+# -- speed paths give the same answer ---------------------------------------------------------------------
+
+
+def test_cronie_crond_lines_in_a_debian_block_take_the_general_path(tmp_path: Path) -> None:
+    """The Debian fast path finds `CRON[` lines only; a block that also holds cronie's `CROND[` lines (no
+    other tag in it) must still read them, through the general path."""
+    deb = debian_l15(30, host="web-01")
+    cro = cronie(30, host="db-01")
+    log = write(tmp_path / "messages", [line for _, line in sorted(deb + cro, key=lambda x: x[0])])
+    assert_exact(tmp_path, [log], 60)  # both dialects' tick and sync: 30 runs each from each host
+    h = read_history([log], JOBS, None, None, NOW)
+    assert h.sources[0].dialect == "mixed"
+
+
+def test_pairing_order_is_one_stable_sort_by_second() -> None:
+    """_order sorts a stretch at a time and re-sorts only the seams; it must give exactly what one stable
+    sort of the whole gives, whatever the disorder and the stretch length."""
+    import random
+    from array import array
+
+    import cronshift.history.pairing as pairing
+
+    for trial in range(200):
+        rnd = random.Random(trial)
+        n = rnd.randint(0, 400)
+        secs = sorted(rnd.randint(0, 40) for _ in range(n))
+        for _ in range(rnd.randint(0, 20)):  # lines that went back (or ahead) a little
+            if n:
+                i = rnd.randrange(n)
+                secs[i] = max(0, secs[i] + rnd.randint(-15, 15))
+        if trial % 5 == 0:
+            rnd.shuffle(secs)
+        sec = array("q", secs)
+        for stretch in (1, 3, 16, 1 << 14):
+            pairing._STRETCH = stretch
+            try:
+                assert list(pairing._order(sec)) == sorted(range(n), key=secs.__getitem__), (trial, stretch)
+            finally:
+                pairing._STRETCH = 1 << 14
+
+
+def test_lines_that_go_back_a_second_pair_in_stamp_order_in_any_number_of_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """syslog stamps are the sender's: a 1 s cronie run's CMDEND can be written before its CMD. Pairing goes
+    by second, so each such end still finds its start, whether the file is read whole or in pieces (the
+    pieces are only joined in file order when no stamp goes back)."""
+    import cronshift.history.logfiles as lf
+
+    text = []
+    for k in range(400):
+        t = T0 + timedelta(minutes=k, seconds=1)
+        start = f"{classic(t)} db-01 CROND[{6000 + 4 * k}]: (root) CMD (/usr/local/bin/tick)"
+        then = classic(t + timedelta(seconds=1))
+        end = f"{then} db-01 CROND[{6001 + 4 * k}]: (root) CMDEND (/usr/local/bin/tick)"
+        text += [end, start] if k % 5 == 0 else [start, end]
+        text.append(f"{classic(t)} db-01 systemd[1]: Started Session {k} of user deploy.")
+    log = write(tmp_path / "cron", text)
+    monkeypatch.setattr(lf, "PARALLEL_MIN", 0)
+    for workers in (1, 2, 3, 4):
+        h = read_history([log], JOBS, None, None, NOW, workers=workers)
+        tick = h.per_job["tick"]
+        assert (tick.runs, tick.ended, h.orphan_ends) == (400, 400, 0), workers
+        assert set(tick.durations) == {1.0}

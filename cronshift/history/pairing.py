@@ -20,6 +20,7 @@ the source that holds it most often. `Pairer` then walks that one time-ordered s
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from cronshift.history.syslog import (
 )
 from cronshift.model import RunRecord
 
+_STRETCH = 1 << 14  # events sorted at a time by _order
 MAX_OPEN = 20000  # open runs kept by pid; older ones are given up (their end is never logged)
 MAX_FIFO = 2000  # open runs kept per (host, user, command) for FIFO pairing
 NOTE_AFTER_END = 60.0  # a child's note may follow its run's end by this much and still be linked
@@ -68,22 +70,26 @@ def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
     """Join segments (tagged with their source index, in reading order) into one ordered stream."""
     if len(segments) == 1:  # nothing to renumber or copy
         seg = segments[0][1]
-        return Merged(seg.ev, _order(array("q", map(int, seg.ev.t))), seg.table, [0] * nsources)
+        order = range(len(seg.ev)) if seg.ordered else _order(array("q", map(int, seg.ev.t)))
+        return Merged(seg.ev, order, seg.table, [0] * nsources)
+    one_source = len({s for s, _ in segments}) == 1
     # the first piece is the base: its arrays grow in place, its table numbers stay
     base = segments[0][1]
     table: list[tuple] = base.table
     names: dict[tuple, int] = dict(base.names)
     ev = base.ev
-    src = array("l", [segments[0][0]]) * len(ev)
+    # for de-duplication only: the source of each event, and the seconds each source covers
+    src = array("i") if one_source else array("i", [segments[0][0]]) * len(ev)
     spans: dict[int, list[int]] = {}  # source -> [first, last second]
 
     def widen(source: int, t: array) -> None:
-        if len(t):
+        if len(t) and not one_source:
             lo, hi = int(min(t)), int(max(t))
             r = spans.setdefault(source, [lo, hi])
             r[0], r[1] = min(r[0], lo), max(r[1], hi)
 
     widen(segments[0][0], ev.t)
+    in_order = _in_order([seg for _, seg in segments])
     for s, seg in segments[1:]:
         remap = array("i", [0]) * len(seg.table)
         for i, value in enumerate(seg.table):
@@ -102,21 +108,56 @@ def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
         ev.b.extend(e.b if same else array("i", map(remap.__getitem__, e.b)))
         ev.host.extend(e.host if same else array("i", map(remap.__getitem__, e.host)))
         ev.ident.extend(e.ident)
-        src.extend(array("l", [s]) * len(e))
+        if not one_source:
+            src.extend(array("i", [s]) * len(e))
         seg.ev = Events()  # free the piece now that the whole holds it
+    dup = [0] * nsources
+    if one_source and in_order:  # pieces of one file whose stamps never went back: file order
+        return Merged(ev, range(len(ev)), table, dup)
     sec = array("q", map(int, ev.t))
     order = _order(sec)
-    dup = [0] * nsources
-    if len({s for s, _ in segments}) > 1:
+    if not one_source:
         order = _dedup(order, sec, ev, src, dup, spans)
     return Merged(ev, order, table, dup)
 
 
+def _in_order(segments: Sequence[Segment]) -> bool:
+    """Whether the pieces, joined, are already in pairing order: no stamp goes back, inside a piece
+    (its own flag) or from one piece to the next (by second)."""
+    prev = -1
+    for seg in segments:
+        t = seg.ev.t
+        if not seg.ordered:
+            return False
+        if len(t):
+            if int(t[0]) < prev:
+                return False
+            prev = int(t[-1])
+    return True
+
+
 def _order(sec: array) -> Sequence[int]:
-    """Events by second, file order inside a second; a range when they already are (no list of ints)."""
+    """Events by second, file order inside a second: a range when they already are, else a compact array
+    of indices built a stretch at a time (one sort of the whole needs lists of every index and key, 70
+    bytes per event at the peak). Each stretch is sorted on its own and joined to what is done: only the
+    events on either side of the seam whose seconds interleave are sorted again, together, earlier ones
+    first, which is the order one stable sort of the whole gives."""
+    n = len(sec)
     if all(a <= b for a, b in pairwise(sec)):
-        return range(len(sec))
-    return sorted(range(len(sec)), key=sec.__getitem__)
+        return range(n)
+    key = sec.__getitem__
+    out = array("i")
+    for start in range(0, n, _STRETCH):
+        part = sorted(range(start, min(start + _STRETCH, n)), key=key)
+        if out and sec[out[-1]] > sec[part[0]]:  # the seam interleaves
+            i = bisect_right(out, sec[part[0]], key=key)  # out[:i] comes before every event of part
+            j = bisect_left(part, sec[out[-1]], key=key)  # part[j:] comes after every event of out
+            seam = sorted([*out[i:], *part[:j]], key=key)
+            del out[i:]
+            out.extend(seam)
+            part = part[j:]
+        out.extend(part)
+    return out
 
 
 def _shared_spans(spans: dict[int, list[int]]) -> list[tuple[int, int]]:
@@ -139,12 +180,12 @@ def _shared_spans(spans: dict[int, list[int]]) -> list[tuple[int, int]]:
 
 def _dedup(
     order: Sequence[int], sec: array, ev: Events, src: array, dup: list[int], spans: dict[int, list[int]]
-) -> list[int]:
+) -> array:
     """Keep each line once: a line is a copy of a line another source holds with the same identity up to
     one second earlier (rsyslog stamps on receipt, the journal on sending: the second can differ). Each
     kept line absorbs at most one copy per other source, so a line repeated inside one source (identical
     CMDOUT lines) survives as often as the source holding it most often has it."""
-    out: list[int] = []
+    out = array("i")
     recent: dict[int, list[list]] = {}  # identity -> [[second, source, sources it absorbed a copy from]]
     horizon: deque[tuple[int, int]] = deque()  # (second, identity) in arrival order, to forget old ones
     ident = ev.ident
