@@ -577,3 +577,87 @@ def test_lines_that_go_back_a_second_pair_in_stamp_order_in_any_number_of_pieces
         tick = h.per_job["tick"]
         assert (tick.runs, tick.ended, h.orphan_ends) == (400, 400, 0), workers
         assert set(tick.durations) == {1.0}
+
+
+def _summary(h) -> dict:
+    jobs = {
+        jid: (
+            e.runs,
+            e.ended,
+            e.failed,
+            e.status_known,
+            e.inferred_pairings,
+            sorted(e.durations),
+            e.output_lines,
+        )
+        for jid, e in h.per_job.items()
+    }
+    return {
+        "jobs": jobs,
+        "dup": h.duplicates_dropped,
+        "orphans": h.orphan_ends,
+        "windows": h.daemon_windows,
+        "window": h.window,
+        "sources": [(s.dialect, s.lines, s.duplicates) for s in h.sources],
+    }
+
+
+def _rotated_with_cron_log(tmp_path: Path, files: int = 5) -> list[Path]:
+    ev = sorted(debian_l15(600, host="web-01") + cronie(600, host="web-01"), key=lambda x: x[0])
+    text = with_noise(ev, "web-01")
+    cron_only = [line for line in text if "systemd[" not in line]
+    d = tmp_path / "var/log"
+    n = len(text) // files
+    for k in range(files):  # syslog.4.gz ... syslog, and the same cron lines in cron.log.*
+        suffix = "" if k == files - 1 else f".{files - 1 - k}"
+        gz = k == 0
+        part = text[k * n : (k + 1) * n if k < files - 1 else len(text)]
+        write(d / f"syslog{suffix}{'.gz' if gz else ''}", part, gz=gz)
+        write(d / f"cron.log{suffix}{'.gz' if gz else ''}", [x for x in part if x in set(cron_only)], gz=gz)
+    return find_logs(tmp_path)
+
+
+def test_rotated_history_is_paired_as_it_is_read_with_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """syslog and cron.log rotated five times each: paired a rotation at a time (the memory of one part, not
+    of the whole history), with exactly the result of joining everything first."""
+    import cronshift.history.logfiles as lf
+    from cronshift.history.pairing import Pairer
+
+    paths = _rotated_with_cron_log(tmp_path)
+    assert len(paths) == 10
+    fed: list[int] = []
+    feed = Pairer.feed
+    monkeypatch.setattr(Pairer, "feed", lambda self, m: (fed.append(len(m.order)), feed(self, m))[1])
+    monkeypatch.setattr(lf, "SLACK", 60.0)
+    streamed = read_history(paths, JOBS, None, None, NOW)
+    assert len(fed) >= 4 and max(fed) < sum(fed) / 2, fed  # several parts, none near the whole
+    whole = lf._read(paths, JOBS, lf.Options(tz=NOW.tzinfo), NOW, None, None, None, stream=False)[1]
+    assert _summary(streamed) == _summary(whole)
+    assert streamed.per_job["tick"].runs == 1200 and streamed.duplicates_dropped > 0
+
+
+def test_a_file_older_than_what_was_paired_reads_the_history_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--log` files come after the found ones: one whose first line is recent but which then holds older
+    lines than those already paired (an export out of order) sends the read back to one pass over
+    everything, with the same result."""
+    import cronshift.history.logfiles as lf
+
+    paths = _rotated_with_cron_log(tmp_path)
+    newest = paths[-1].read_text().splitlines()  # syslog (more than the 64 KiB head), then cron.log.4
+    assert paths[-1].stat().st_size > 1 << 16
+    extra = write(
+        tmp_path / "export", [*newest, *gzip.decompress(paths[0].read_bytes()).decode().splitlines()]
+    )
+    monkeypatch.setattr(lf, "SLACK", 60.0)
+    calls: list[bool] = []
+    read = lf._read
+    monkeypatch.setattr(lf, "_read", lambda *a, **k: (calls.append(k.get("stream", True)), read(*a, **k))[1])
+    h = read_history([*paths, extra], JOBS, None, None, NOW)
+    assert calls == [True, False]
+    assert h.per_job["tick"].runs == 1200  # every run once: the export's lines are copies
+    whole = read([*paths, extra], JOBS, lf.Options(tz=NOW.tzinfo), NOW, None, None, None, stream=False)[1]
+    assert _summary(h) == _summary(whole)

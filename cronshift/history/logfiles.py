@@ -1,15 +1,18 @@
 """Find cron's logs under a root and read them, oldest first, into per-job evidence.
 
 Big plain files are cut into byte ranges at line boundaries and read by forked workers into compact events;
-every piece of every file is then merged, de-duplicated and paired in one pass (pairing.py), so the result
-does not depend on how the history was split into files or pieces. Memory stays bounded: blocks of a few
-MiB, 29 bytes per cron line kept, and per-job aggregates.
+the pieces are then merged, de-duplicated and paired in one time-ordered pass (pairing.py), so the result
+does not depend on how the history was split into files or pieces. With several files that pass runs as
+they are read: what is older than the first line of every file still to read is paired and let go (see
+_read). Memory: blocks of 1 MiB, 29 bytes per cron line of the file being read (and of the last SLACK of the
+files before it), and per-job aggregates.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
+import math
 import os
 import pickle
 import re
@@ -22,7 +25,7 @@ from pathlib import Path
 from cronshift.history.events import History, SourceInfo
 from cronshift.history.journal import feed_journal
 from cronshift.history.match import Matcher
-from cronshift.history.pairing import Pairer, merge
+from cronshift.history.pairing import Pairer, Stream, cut, merge, merge_into
 from cronshift.history.syslog import _CLASSIC_ANYWHERE, MONTHS, Options, Segment
 from cronshift.model import CronJob, RunRecord
 
@@ -30,6 +33,7 @@ BLOCK = 1 << 20  # a block is copied twice on its way in: small keeps the peak l
 PARALLEL_MIN = 8 << 20  # smaller files are not worth a fork
 _NAME = re.compile(r"^(syslog|cron|messages)(\.log)?(?:[.-](\d+))?(\.gz)?$")
 _FAMILY = {"cron": 0, "syslog": 1, "messages": 2}
+SLACK = 3600.0  # seconds a file's lines may go back before its first cron line (see _read)
 
 
 def find_logs(root: Path, extra: Iterable[Path] = ()) -> list[Path]:
@@ -223,6 +227,25 @@ def _dialect(dialects: set[str], journal: bool) -> str:
     return "none" if not d else "+".join(sorted(d))
 
 
+def _head_second(path: Path, opts: Options, now: datetime) -> float:
+    """The stamp of the first cron line in the file's first 64 KiB (-inf: none there): no line of the file
+    is expected much before it (see _read)."""
+    try:
+        ref = datetime.fromtimestamp(min(path.stat().st_mtime, now.timestamp()), opts.tz or now.tzinfo)
+        journal = _is_journal(path)
+        with _opener(path) as f:
+            head = f.read(1 << 16)
+        seg = Segment(opts, _start_year(_first_month(path), ref))
+        lines = head.split(b"\n")[:-1]
+        if journal:
+            feed_journal(seg, lines)
+        else:
+            seg.feed_lines(lines)
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return -math.inf
+    return min(seg.ev.t) if len(seg.ev) else -math.inf
+
+
 def _read(
     paths: Iterable[Path],
     jobs: Sequence[CronJob],
@@ -231,7 +254,14 @@ def _read(
     progress: Callable[[int], None] | None,
     failures_logged: bool | None,
     workers: int | None,
+    stream: bool = True,
 ) -> tuple[Pairer | None, History]:
+    """Read every file, join, de-duplicate and pair. With several files the history is paired as it is
+    read, oldest first: after each file, what happened more than SLACK before the first line of every file
+    still to read is joined and paired, so memory holds about one rotation's worth of events, not the whole
+    history. A file with a line older than what was already paired (SLACK was not enough, or a file out of
+    order) makes the whole read start again without streaming, so the result never depends on it."""
+    paths = [Path(p) for p in paths]
     history = History()
     nworkers = workers or min(os.cpu_count() or 1, 4)
     total = 0
@@ -242,10 +272,16 @@ def _read(
         if progress is not None:
             progress(total)
 
+    stream = stream and len(paths) > 1
+    state = Stream(len(paths)) if stream else None
+    pairer = Pairer(Matcher(jobs), opts, failures_logged)
+    heads = [_head_second(p, opts, now) - SLACK for p in paths] if stream else []
+    if state is not None:
+        for i, h in enumerate(heads):  # not read yet: from (about) its first line on
+            state.spans[i] = [int(h) if h > -math.inf else -(1 << 62), 1 << 62]
+    fed_to = -math.inf  # every second before this one was paired
     pieces: list[tuple[int, Segment]] = []
-    read: list[tuple[int, str, bool, list[Segment]]] = []  # (index in history.sources, path, journal, segs)
-    for path in paths:
-        path = Path(path)
+    for n, path in enumerate(paths):
         try:
             ref_ts = min(path.stat().st_mtime, now.timestamp())
             ref = datetime.fromtimestamp(ref_ts, opts.tz or now.tzinfo)
@@ -253,36 +289,70 @@ def _read(
             segs = _parse_file(path, opts, ref, nworkers, bump)
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             history.sources.append(SourceInfo(str(path), f"unreadable: {exc}", 0, 0, 0))
+            if state is not None:
+                state.spans.pop(n, None)
             continue
-        read.append((len(history.sources), str(path), journal, segs))
-        history.sources.append(SourceInfo(str(path), "", 0, 0, 0))
-        pieces += [(len(history.sources) - 1, seg) for seg in segs]
-    for idx, name, journal, segs in read:
         dialects: set[str] = set()
-        for s in segs:
-            dialects |= s.c.dialects
-        history.sources[idx] = SourceInfo(
-            name,
-            _dialect(dialects, journal),
-            sum(s.c.lines for s in segs),
-            sum(s.c.cron_lines for s in segs),
-            sum(s.c.malformed for s in segs),
+        for seg in segs:
+            dialects |= seg.c.dialects
+            history.lines_read += seg.c.lines
+            history.cron_lines += seg.c.cron_lines
+            history.malformed += seg.c.malformed
+            history.unreadable_stamps += seg.c.unreadable
+        history.sources.append(
+            SourceInfo(
+                str(path),
+                _dialect(dialects, journal),
+                sum(s.c.lines for s in segs),
+                sum(s.c.cron_lines for s in segs),
+                sum(s.c.malformed for s in segs),
+            )
         )
-        for s in segs:
-            history.lines_read += s.c.lines
-            history.cron_lines += s.c.cron_lines
-            history.malformed += s.c.malformed
-            history.unreadable_stamps += s.c.unreadable
-    if not read:
+        pieces += [(n, seg) for seg in segs]
+        if state is None:
+            continue
+        seconds = [(min(s.ev.t), max(s.ev.t)) for s in segs if len(s.ev)]
+        if seconds:
+            lo, hi = int(min(a for a, _ in seconds)), int(max(b for _, b in seconds))
+            if lo < fed_to:  # older than what was paired: read again, in one pass
+                return _read(paths, jobs, opts, now, progress, failures_logged, workers, stream=False)
+            state.spans[n] = [lo, hi]
+        else:
+            state.spans.pop(n, None)
+        upto = min(heads[n + 1 :], default=math.inf)
+        if upto == math.inf or upto <= fed_to:
+            continue
+        second = int(upto)
+        done: list[tuple[int, Segment]] = []
+        held: list[tuple[int, Segment]] = []
+        for s, seg in pieces:
+            before, after = cut(seg, second)
+            if len(before.ev):
+                done.append((s, before))
+            if len(after.ev):
+                held.append((s, after))
+        pieces = held
+        if done:
+            pairer.feed(merge_into(state, done))
+        fed_to = second
+    if state is not None:
+        if pieces:
+            pairer.feed(merge_into(state, pieces))
+        duplicates = state.duplicates
+    elif pieces:
+        merged = merge(pieces, len(history.sources))
+        duplicates = merged.duplicates
+        del pieces
+        pairer.feed(merged)
+    else:
         return None, history
-    merged = merge(pieces, len(history.sources))
-    del pieces, read
-    for i, n in enumerate(merged.duplicates):
-        if n:
-            history.sources[i] = dataclasses.replace(history.sources[i], duplicates=n)
-    history.duplicates_dropped = sum(merged.duplicates)
-    pairer = Pairer(Matcher(jobs), opts, failures_logged)
-    pairer.run(merged)
+    if all(s.dialect.startswith("unreadable") for s in history.sources):
+        return None, history
+    for i, k in enumerate(duplicates):
+        if k:
+            history.sources[i] = dataclasses.replace(history.sources[i], duplicates=k)
+    history.duplicates_dropped = sum(duplicates)
+    pairer.finish()
     pairer.to_history(history)
     return pairer, history
 

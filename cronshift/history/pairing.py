@@ -4,7 +4,9 @@ Segments (one per file, or per worker's piece of a big file) hold events in file
 them with one table of names, orders them by second (file order inside a second), and when two or more
 sources were read keeps each line once: a line's content identity is (host, pid, message) and its stamp to
 within a second, and a line repeated inside one source (cronie's identical CMDOUT lines) is kept as often as
-the source that holds it most often. `Pairer` then walks that one time-ordered stream:
+the source that holds it most often. A history of several files is joined in consecutive parts of seconds
+(`Stream`, `merge_into`: the same order and the same copies dropped as one join of everything). `Pairer`
+then walks that one time-ordered stream, part after part:
 
 - exact links first: Debian's job pid (`CMD ([pid] ...)`, `END ([pid] ...)`, `grandchild #pid`), and the
   pid of the cron child that wrote a note (`No MTA`, `MAIL`, `CMDOUT`) and, for cronie, the `CMDEND` after it;
@@ -19,6 +21,7 @@ the source that holds it most often. `Pairer` then walks that one time-ordered s
 
 from __future__ import annotations
 
+import copy
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
@@ -64,6 +67,64 @@ class Merged:
     order: Sequence[int]
     table: list[tuple]
     duplicates: list[int] = field(default_factory=list)  # per source: lines dropped as already read
+
+
+class Stream:
+    """What joining the history in parts (oldest first) carries from one part to the next: one table of
+    names (so the pairer's ids hold), the identities of the last second's lines (a copy may be in the next
+    part), the seconds each source covers (files not read yet: from their first line on), and the counts."""
+
+    def __init__(self, nsources: int) -> None:
+        self.table: list[tuple] = [()]
+        self.names: dict[tuple, int] = {(): 0}
+        self.recent: dict[int, list[list]] = {}
+        self.horizon: deque[tuple[int, int]] = deque()
+        self.spans: dict[int, list[int]] = {}
+        self.duplicates = [0] * nsources
+
+
+def cut(seg: Segment, second: int) -> tuple[Segment, Segment]:
+    """The piece's events before `second`, and the rest (each in file order)."""
+    ev, t = seg.ev, seg.ev.t
+    if seg.ordered:
+        k = bisect_left(t, second)
+        before, after = ev.sliced(0, k), ev.sliced(k, len(t))
+    else:
+        order = _order(array("q", map(int, t)))
+        k = bisect_left(order, second, key=t.__getitem__)
+        before = ev.taken(sorted(order[:k]))
+        after = ev.taken(sorted(order[k:]))
+    a, b = copy.copy(seg), copy.copy(seg)
+    a.ev, b.ev = before, after
+    return a, b
+
+
+def merge_into(state: Stream, segments: Sequence[tuple[int, Segment]]) -> Merged:
+    """One part of a streamed history (see `Stream`): joined, ordered and de-duplicated like `merge`."""
+    table, names = state.table, state.names
+    ev = Events()
+    src = array("i")
+    for s, seg in segments:
+        remap = array("i", [0]) * len(seg.table)
+        for i, value in enumerate(seg.table):
+            j = names.get(value)
+            if j is None:
+                j = names[value] = len(table)
+                table.append(value)
+            remap[i] = j
+        e = seg.ev
+        ev.t.extend(e.t)
+        ev.kind.extend(e.kind)
+        ev.pid.extend(e.pid)
+        ev.a.extend(e.a)
+        ev.b.extend(array("i", map(remap.__getitem__, e.b)))
+        ev.host.extend(array("i", map(remap.__getitem__, e.host)))
+        ev.ident.extend(e.ident)
+        src.extend(array("i", [s]) * len(e))
+        seg.ev = Events()
+    sec = array("q", map(int, ev.t))
+    order = _dedup(_order(sec), sec, ev, src, state.duplicates, state.spans, state)
+    return Merged(ev, order, table, state.duplicates)
 
 
 def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
@@ -179,15 +240,23 @@ def _shared_spans(spans: dict[int, list[int]]) -> list[tuple[int, int]]:
 
 
 def _dedup(
-    order: Sequence[int], sec: array, ev: Events, src: array, dup: list[int], spans: dict[int, list[int]]
+    order: Sequence[int],
+    sec: array,
+    ev: Events,
+    src: array,
+    dup: list[int],
+    spans: dict[int, list[int]],
+    state: Stream | None = None,
 ) -> array:
     """Keep each line once: a line is a copy of a line another source holds with the same identity up to
     one second earlier (rsyslog stamps on receipt, the journal on sending: the second can differ). Each
     kept line absorbs at most one copy per other source, so a line repeated inside one source (identical
     CMDOUT lines) survives as often as the source holding it most often has it."""
     out = array("i")
-    recent: dict[int, list[list]] = {}  # identity -> [[second, source, sources it absorbed a copy from]]
-    horizon: deque[tuple[int, int]] = deque()  # (second, identity) in arrival order, to forget old ones
+    # identity -> [[second, source, sources it absorbed a copy from]]; (second, identity) in arrival
+    # order, to forget old ones. A streamed history carries both from part to part.
+    recent: dict[int, list[list]] = {} if state is None else state.recent
+    horizon: deque[tuple[int, int]] = deque() if state is None else state.horizon
     ident = ev.ident
     shared = _shared_spans(spans)  # only there can a line have a copy (rotated files: the seams)
     j = 0

@@ -13,7 +13,7 @@ import calendar
 import re
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
@@ -117,6 +117,19 @@ class Events:
 
     def __len__(self) -> int:
         return len(self.t)
+
+    def sliced(self, start: int, stop: int) -> Events:
+        out = Events()
+        for name in self.__slots__:
+            setattr(out, name, getattr(self, name)[start:stop])
+        return out
+
+    def taken(self, indices: Sequence[int]) -> Events:
+        out = Events()
+        for name in self.__slots__:
+            col = getattr(self, name)
+            setattr(out, name, array(col.typecode, map(col.__getitem__, indices)))
+        return out
 
 
 class Segment:
