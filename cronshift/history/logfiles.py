@@ -74,10 +74,48 @@ def _is_journal(path: Path) -> bool:
 
 def _blocks(
     path: Path, start: int, stop: int | None, progress: Callable[[int], None] | None
-) -> Iterator[list]:
-    """Blocks of whole lines from [start, stop) (stop None: to the end); a range owns the lines that begin in
-    it."""
-    with _opener(path) as f:
+) -> Iterator[tuple[bytes, int]]:
+    """Blocks of whole lines from [start, stop) (stop None: to the end), as (buffer, end): the lines are
+    buffer[:end]. A range owns the lines that begin in it. A plain file is read block by block, stepping
+    back to the start of the cut last line, so no block is copied (gzip cannot step back: see _gz_blocks)."""
+    if _is_gzip(path):
+        yield from _gz_blocks(path, start, stop, progress)
+        return
+    with open(path, "rb") as f:
+        if start:
+            f.seek(start - 1)
+            if f.read(1) != b"\n":
+                f.readline()
+        pos = f.tell()
+        while True:
+            want = BLOCK if stop is None else min(BLOCK, stop - pos)
+            block = f.read(want) if want > 0 else b""
+            if not block:
+                return
+            cut = block.rfind(b"\n") + 1
+            if len(block) < want or (stop is not None and pos + len(block) >= stop):
+                # the end of the file or of the range: its last line ends here (past stop if need be)
+                if cut < len(block) and len(block) == want:
+                    block += f.readline()
+                if progress is not None:
+                    progress(len(block))
+                yield block, len(block)
+                return
+            if not cut:  # one line longer than a block
+                block += f.readline()
+                cut = len(block)
+            if progress is not None:
+                progress(cut)
+            yield block, cut
+            pos += cut
+            if cut < len(block):
+                f.seek(pos)
+
+
+def _gz_blocks(
+    path: Path, start: int, stop: int | None, progress: Callable[[int], None] | None
+) -> Iterator[tuple[bytes, int]]:
+    with gzip.open(path, "rb") as f:
         if start:
             f.seek(start - 1)
             if f.read(1) != b"\n":
@@ -91,7 +129,7 @@ def _blocks(
                 if stop is not None and pos >= stop and tail:
                     tail += f.readline()  # finish the line that began inside the range
                 if tail:
-                    yield tail
+                    yield tail, len(tail)
                 return
             pos += len(block)
             if progress is not None:
@@ -101,7 +139,7 @@ def _blocks(
             cut = block.rfind(b"\n") + 1
             tail = block[cut:]
             if cut:
-                yield block[:cut]
+                yield block, cut
 
 
 def _first_month(path: Path, start: int = 0) -> int:
@@ -129,11 +167,11 @@ def _parse_range(
     progress,
 ) -> Segment:
     seg = Segment(opts, year)
-    for block in _blocks(path, start, stop, progress):
+    for block, end in _blocks(path, start, stop, progress):
         if journal:
-            feed_journal(seg, block.splitlines())
+            feed_journal(seg, block[:end].splitlines())
         else:
-            seg.feed_block(block)
+            seg.feed_block(block, end)
     return seg
 
 

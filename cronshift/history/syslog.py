@@ -83,9 +83,9 @@ class Counters:
     dialects: set[str] = field(default_factory=set)
 
 
-def _has_other_tags(block: bytes) -> bool:
+def _has_other_tags(block: bytes, end: int) -> bool:
     """Any cronie, anacron, run-parts or Debian daemon line (`CROND[`: see _DEBIAN)? One scan, not four."""
-    return _OTHER_TAGS.search(block) is not None
+    return _OTHER_TAGS.search(block, 0, end) is not None
 
 
 def _host_of(prefix: bytes) -> bytes:
@@ -220,18 +220,21 @@ class Segment:
             self._slow_line(line)
         c.lines += n
 
-    def feed_block(self, block: bytes) -> None:
-        """Whole lines; Debian-only text takes a fast path that never looks at other daemons' lines."""
-        found = None if _has_other_tags(block) else list(_DEBIAN.finditer(block))
+    def feed_block(self, block: bytes, end: int | None = None) -> None:
+        """Whole lines, block[:end]; Debian-only text takes a fast path that never looks at other daemons'
+        lines."""
+        if end is None:
+            end = len(block)
+        found = None if _has_other_tags(block, end) else list(_DEBIAN.finditer(block, 0, end))
         if found is None or any(m.lastindex == 7 for m in found):
-            lines = block.split(b"\n")
+            lines = block[:end].split(b"\n")
             if lines and not lines[-1]:
                 lines.pop()
             self.feed_lines(lines)
             return
         c = self.c
-        c.lines += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-        c.cron_lines += block.count(b"CRON[")  # minus the few "CRON[" inside other words, below
+        c.lines += block.count(b"\n", 0, end) + (0 if block[end - 1 : end] == b"\n" else 1)
+        c.cron_lines += block.count(b"CRON[", 0, end)  # minus the few "CRON[" inside other words, below
         rfind = block.rfind
         where = self._where_cache
         secs = _SECONDS.get
