@@ -86,6 +86,13 @@ class Stream:
 def cut(seg: Segment, second: int) -> tuple[Segment, Segment]:
     """The piece's events before `second`, and the rest (each in file order)."""
     ev, t = seg.ev, seg.ev.t
+    a, b = copy.copy(seg), copy.copy(seg)
+    if not len(t) or min(t) >= second:  # nothing before: no copy
+        a.ev = Events()
+        return a, b
+    if max(t) < second:
+        b.ev = Events()
+        return a, b
     if seg.ordered:
         k = bisect_left(t, second)
         before, after = ev.sliced(0, k), ev.sliced(k, len(t))
@@ -94,7 +101,6 @@ def cut(seg: Segment, second: int) -> tuple[Segment, Segment]:
         k = bisect_left(order, second, key=t.__getitem__)
         before = ev.taken(sorted(order[:k]))
         after = ev.taken(sorted(order[k:]))
-    a, b = copy.copy(seg), copy.copy(seg)
     a.ev, b.ev = before, after
     return a, b
 
@@ -202,7 +208,8 @@ def _order(sec: array) -> Sequence[int]:
     of indices built a stretch at a time (one sort of the whole needs lists of every index and key, 70
     bytes per event at the peak). Each stretch is sorted on its own and joined to what is done: only the
     events on either side of the seam whose seconds interleave are sorted again, together, earlier ones
-    first, which is the order one stable sort of the whole gives."""
+    first, which is the order one stable sort of the whole gives. When the seam reaches back further
+    than a stretch (sources that cover the same hours), one sort of the whole is cheaper."""
     n = len(sec)
     if all(a <= b for a, b in pairwise(sec)):
         return range(n)
@@ -212,6 +219,8 @@ def _order(sec: array) -> Sequence[int]:
         part = sorted(range(start, min(start + _STRETCH, n)), key=key)
         if out and sec[out[-1]] > sec[part[0]]:  # the seam interleaves
             i = bisect_right(out, sec[part[0]], key=key)  # out[:i] comes before every event of part
+            if len(out) - i > _STRETCH:  # whole files interleave (syslog + cron.log): one sort merges them
+                return array("i", sorted(range(n), key=key))
             j = bisect_left(part, sec[out[-1]], key=key)  # part[j:] comes after every event of out
             seam = sorted([*out[i:], *part[:j]], key=key)
             del out[i:]
