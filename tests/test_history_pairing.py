@@ -661,3 +661,28 @@ def test_a_file_older_than_what_was_paired_reads_the_history_again(
     assert h.per_job["tick"].runs == 1200  # every run once: the export's lines are copies
     whole = read([*paths, extra], JOBS, lf.Options(tz=NOW.tzinfo), NOW, None, None, None, stream=False)[1]
     assert _summary(h) == _summary(whole)
+
+
+def test_cutting_a_piece_at_a_second_keeps_file_order_on_both_sides() -> None:
+    """Pairing starts on a piece before the others are read: the piece is cut at a second, with two slices
+    when the stamps allow a clean cut and by picking events when lines went back across it."""
+    import random
+
+    from cronshift.history.pairing import cut
+    from cronshift.history.syslog import Options, Segment
+
+    for trial in range(300):
+        rnd = random.Random(trial)
+        n = rnd.randint(0, 60)
+        ts = sorted(rnd.uniform(0, 50) for _ in range(n))
+        for _ in range(rnd.randint(0, 8)):  # lines that went back (or ahead)
+            if n:
+                i = rnd.randrange(n)
+                ts[i] = max(0.0, ts[i] + rnd.uniform(-10, 10))
+        seg = Segment(Options())
+        for i, x in enumerate(ts):
+            seg._emit(x, 1, i, i, 0, 0, 0)
+        second = rnd.randint(-1, 52)
+        before, after = cut(seg, second)
+        assert list(before.ev.pid) == [i for i, x in enumerate(ts) if x < second], (trial, second)
+        assert list(after.ev.pid) == [i for i, x in enumerate(ts) if x >= second], (trial, second)

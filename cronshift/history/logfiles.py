@@ -2,10 +2,10 @@
 
 Big plain files are cut into byte ranges at line boundaries and read by forked workers into compact events;
 the pieces are then merged, de-duplicated and paired in one time-ordered pass (pairing.py), so the result
-does not depend on how the history was split into files or pieces. With several files that pass runs as
-they are read: what is older than the first line of every file still to read is paired and let go (see
-_read). Memory: blocks of 1 MiB, 29 bytes per cron line of the file being read (and of the last SLACK of the
-files before it), and per-job aggregates.
+does not depend on how the history was split into files or pieces. That pass runs as the history is read:
+what is older than the first line of every file or piece still to read is paired and let go (see _read).
+Memory: blocks of 1 MiB, 29 bytes per cron line of the file being read (its first piece is paired as soon
+as it is read; the workers' pieces are held whole) and of the last SLACK before it, and per-job aggregates.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from cronshift.history.events import History, SourceInfo
 from cronshift.history.journal import feed_journal
 from cronshift.history.match import Matcher
 from cronshift.history.pairing import Pairer, Stream, cut, merge, merge_into
-from cronshift.history.syslog import _CLASSIC_ANYWHERE, MONTHS, Options, Segment
+from cronshift.history.syslog import _CLASSIC_ANYWHERE, MONTHS, Events, Options, Segment
 from cronshift.model import CronJob, RunRecord
 
 BLOCK = 1 << 20  # a block is copied twice on its way in: small keeps the peak low
@@ -206,8 +206,17 @@ def _collect(pid: int, fd: int) -> Segment | None:
     return seg
 
 
-def _parse_file(path: Path, opts: Options, ref: datetime, workers: int, progress) -> list[Segment]:
-    """The file as consecutive segments, with the years of classic stamps settled."""
+def _parse_file(
+    path: Path,
+    opts: Options,
+    ref: datetime,
+    workers: int,
+    progress,
+    early: Callable[[Segment, float], None] | None = None,
+) -> tuple[list[Segment], bool]:
+    """The file as consecutive segments, with the years of classic stamps settled, and whether it had to be
+    read again in one pass for that. `early` gets the first piece as soon as this process has read it (the
+    workers still reading theirs) with the first stamp of the next piece, so pairing can start."""
     journal = _is_journal(path)
     size = path.stat().st_size
     plain = not journal and not _is_gzip(path)
@@ -218,6 +227,8 @@ def _parse_file(path: Path, opts: Options, ref: datetime, workers: int, progress
     if n > 1:
         kids = [_fork_parse((path, opts, years[i], bounds[i], bounds[i + 1], journal)) for i in range(1, n)]
         mine = _parse_range(path, opts, years[0], bounds[0], bounds[1], journal, progress)
+        if early is not None:
+            early(mine, _head_second(path, opts, years[1], bounds[1]))
         segs = [mine]
         for i, (pid, fd) in enumerate(kids, start=1):
             seg = _collect(pid, fd)
@@ -246,8 +257,8 @@ def _parse_file(path: Path, opts: Options, ref: datetime, workers: int, progress
             if s.first_month and p.last_month
         )
         if not chain_ok:  # spans more than a year, or a piece guessed wrong: one sequential pass
-            segs = [_parse_range(path, opts, expected, 0, None, journal, None)]
-    return segs
+            return [_parse_range(path, opts, expected, 0, None, journal, None)], True
+    return segs, False
 
 
 def _dialect(dialects: set[str], journal: bool) -> str:
@@ -265,16 +276,16 @@ def _dialect(dialects: set[str], journal: bool) -> str:
     return "none" if not d else "+".join(sorted(d))
 
 
-def _head_second(path: Path, opts: Options, now: datetime) -> float:
-    """The stamp of the first cron line in the file's first 64 KiB (-inf: none there): no line of the file
-    is expected much before it (see _read)."""
+def _head_second(path: Path, opts: Options, year: int, start: int = 0) -> float:
+    """The stamp of the first cron line in the 64 KiB from `start` (a line start, or the next one), -inf
+    when there is none: no line after it is expected much before it (see _read)."""
     try:
-        ref = datetime.fromtimestamp(min(path.stat().st_mtime, now.timestamp()), opts.tz or now.tzinfo)
         journal = _is_journal(path)
         with _opener(path) as f:
+            f.seek(start)
             head = f.read(1 << 16)
-        seg = Segment(opts, _start_year(_first_month(path), ref))
-        lines = head.split(b"\n")[:-1]
+        seg = Segment(opts, year)
+        lines = head.split(b"\n")[1 if start else 0 : -1]
         if journal:
             feed_journal(seg, lines)
         else:
@@ -282,6 +293,15 @@ def _head_second(path: Path, opts: Options, now: datetime) -> float:
     except (OSError, EOFError, gzip.BadGzipFile):
         return -math.inf
     return min(seg.ev.t) if len(seg.ev) else -math.inf
+
+
+def _file_head(path: Path, opts: Options, now: datetime) -> float:
+    try:
+        ref = datetime.fromtimestamp(min(path.stat().st_mtime, now.timestamp()), opts.tz or now.tzinfo)
+        year = _start_year(_first_month(path), ref)
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return -math.inf
+    return _head_second(path, opts, year)
 
 
 def _read(
@@ -294,11 +314,13 @@ def _read(
     workers: int | None,
     stream: bool = True,
 ) -> tuple[Pairer | None, History]:
-    """Read every file, join, de-duplicate and pair. With several files the history is paired as it is
-    read, oldest first: after each file, what happened more than SLACK before the first line of every file
-    still to read is joined and paired, so memory holds about one rotation's worth of events, not the whole
-    history. A file with a line older than what was already paired (SLACK was not enough, or a file out of
-    order) makes the whole read start again without streaming, so the result never depends on it."""
+    """Read every file, join, de-duplicate and pair. The history is paired as it is read, oldest first:
+    after each file (and after this process's first piece of a big file, while the workers still read
+    theirs), what happened more than SLACK before the first line of every file or piece still to read is
+    joined and paired, so memory holds about one rotation's worth of events, not the whole history, and
+    pairing overlaps the workers' reading. A file or piece with a line older than what was already paired
+    (SLACK was not enough, a file out of order, a year guessed again) makes the whole read start again
+    without streaming, so the result never depends on it."""
     paths = [Path(p) for p in paths]
     history = History()
     nworkers = workers or min(os.cpu_count() or 1, 4)
@@ -310,26 +332,57 @@ def _read(
         if progress is not None:
             progress(total)
 
-    stream = stream and len(paths) > 1
-    state = Stream(len(paths)) if stream else None
+    state = Stream(len(paths), dedup=len(paths) > 1) if stream else None
     pairer = Pairer(Matcher(jobs), opts, failures_logged)
-    heads = [_head_second(p, opts, now) - SLACK for p in paths] if stream else []
+    heads = [_file_head(p, opts, now) - SLACK for p in paths] if len(paths) > 1 and stream else []
     if state is not None:
         for i, h in enumerate(heads):  # not read yet: from (about) its first line on
             state.spans[i] = [int(h) if h > -math.inf else -(1 << 62), 1 << 62]
     fed_to = -math.inf  # every second before this one was paired
     pieces: list[tuple[int, Segment]] = []
+
+    def flush(upto: float) -> None:
+        """Pair what is before `upto` (a second no later line goes back before)."""
+        nonlocal fed_to
+        if state is None or upto == math.inf or upto <= fed_to:
+            return
+        second = int(upto)
+        done: list[tuple[int, Segment]] = []
+        held: list[tuple[int, Segment]] = []
+        for s, seg in pieces:
+            before, after = cut(seg, second)
+            if len(before.ev):
+                done.append((s, before))
+            if len(after.ev):
+                held.append((s, after))
+        pieces[:] = held
+        if done:
+            pairer.feed(merge_into(state, done))
+        fed_to = second
+
     for n, path in enumerate(paths):
+        started: list[Segment] = []
+
+        def early(mine: Segment, next_head: float, n: int = n, started: list = started) -> None:
+            """The file's first piece is read, the workers still read theirs: pair what is safely before."""
+            started.append(mine)
+            pieces.append((n, mine))
+            flush(min([next_head - SLACK, *heads[n + 1 :]]))
+
         try:
             ref_ts = min(path.stat().st_mtime, now.timestamp())
             ref = datetime.fromtimestamp(ref_ts, opts.tz or now.tzinfo)
             journal = _is_journal(path)
-            segs = _parse_file(path, opts, ref, nworkers, bump)
+            segs, again = _parse_file(path, opts, ref, nworkers, bump, early if state is not None else None)
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            if started:  # pairing began on a file that then failed: read everything again
+                return _read(paths, jobs, opts, now, progress, failures_logged, workers, stream=False)
             history.sources.append(SourceInfo(str(path), f"unreadable: {exc}", 0, 0, 0))
             if state is not None:
                 state.spans.pop(n, None)
             continue
+        if started and again:  # read again for its years after pairing began on it: start over in one pass
+            return _read(paths, jobs, opts, now, progress, failures_logged, workers, stream=False)
         dialects: set[str] = set()
         for seg in segs:
             dialects |= seg.c.dialects
@@ -346,33 +399,21 @@ def _read(
                 sum(s.c.malformed for s in segs),
             )
         )
-        pieces += [(n, seg) for seg in segs]
+        rest = segs[1:] if started else segs
         if state is None:
+            pieces.extend((n, seg) for seg in rest)
             continue
         seconds = [(min(s.ev.t), max(s.ev.t)) for s in segs if len(s.ev)]
+        if any(len(s.ev) and min(s.ev.t) < fed_to for s in rest):  # older than what was paired
+            return _read(paths, jobs, opts, now, progress, failures_logged, workers, stream=False)
         if seconds:
-            lo, hi = int(min(a for a, _ in seconds)), int(max(b for _, b in seconds))
-            if lo < fed_to:  # older than what was paired: read again, in one pass
-                return _read(paths, jobs, opts, now, progress, failures_logged, workers, stream=False)
-            state.spans[n] = [lo, hi]
+            state.spans[n] = [int(min(a for a, _ in seconds)), int(max(b for _, b in seconds))]
         else:
             state.spans.pop(n, None)
-        upto = min(heads[n + 1 :], default=math.inf)
-        if upto == math.inf or upto <= fed_to:
-            continue
-        second = int(upto)
-        done: list[tuple[int, Segment]] = []
-        held: list[tuple[int, Segment]] = []
-        for s, seg in pieces:
-            before, after = cut(seg, second)
-            if len(before.ev):
-                done.append((s, before))
-            if len(after.ev):
-                held.append((s, after))
-        pieces = held
-        if done:
-            pairer.feed(merge_into(state, done))
-        fed_to = second
+        if started:
+            segs[0].ev = Events()  # its events are in `pieces` (cut) or paired
+        pieces.extend((n, seg) for seg in rest)
+        flush(min(heads[n + 1 :], default=math.inf))
     if state is not None:
         if pieces:
             pairer.feed(merge_into(state, pieces))

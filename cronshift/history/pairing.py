@@ -74,7 +74,8 @@ class Stream:
     names (so the pairer's ids hold), the identities of the last second's lines (a copy may be in the next
     part), the seconds each source covers (files not read yet: from their first line on), and the counts."""
 
-    def __init__(self, nsources: int) -> None:
+    def __init__(self, nsources: int, dedup: bool = True) -> None:
+        self.dedup = dedup  # several sources: drop copies
         self.table: list[tuple] = [()]
         self.names: dict[tuple, int] = {(): 0}
         self.recent: dict[int, list[list]] = {}
@@ -93,9 +94,10 @@ def cut(seg: Segment, second: int) -> tuple[Segment, Segment]:
     if max(t) < second:
         b.ev = Events()
         return a, b
-    if seg.ordered:
-        k = bisect_left(t, second)
-        before, after = ev.sliced(0, k), ev.sliced(k, len(t))
+    k = bisect_left(t, second)  # exact if ordered; else where the stamps are, give or take a few lines
+    n = len(t)
+    if seg.ordered or (0 < k < n and max(t[:k]) < second <= min(t[k:])):  # a clean cut: two slices
+        before, after = ev.sliced(0, k), ev.sliced(k, n)
     else:
         order = _order(array("q", map(int, t)))
         k = bisect_left(order, second, key=t.__getitem__)
@@ -107,29 +109,44 @@ def cut(seg: Segment, second: int) -> tuple[Segment, Segment]:
 
 def merge_into(state: Stream, segments: Sequence[tuple[int, Segment]]) -> Merged:
     """One part of a streamed history (see `Stream`): joined, ordered and de-duplicated like `merge`."""
+    if len(state.table) == 1 and segments:  # the first part: the first piece's table is the table
+        state.table, state.names = segments[0][1].table, segments[0][1].names
     table, names = state.table, state.names
+    in_order = not state.dedup and _in_order([seg for _, seg in segments])
     ev = Events()
     src = array("i")
+    if len(segments) == 1 and segments[0][1].table is table and not state.dedup:  # nothing to join
+        ev, segments[0][1].ev = segments[0][1].ev, ev
+        segments = ()
     for s, seg in segments:
-        remap = array("i", [0]) * len(seg.table)
-        for i, value in enumerate(seg.table):
-            j = names.get(value)
-            if j is None:
-                j = names[value] = len(table)
-                table.append(value)
-            remap[i] = j
         e = seg.ev
         ev.t.extend(e.t)
         ev.kind.extend(e.kind)
         ev.pid.extend(e.pid)
         ev.a.extend(e.a)
-        ev.b.extend(array("i", map(remap.__getitem__, e.b)))
-        ev.host.extend(array("i", map(remap.__getitem__, e.host)))
+        if seg.table is table:
+            ev.b.extend(e.b)
+            ev.host.extend(e.host)
+        else:
+            remap = array("i", [0]) * len(seg.table)
+            for i, value in enumerate(seg.table):
+                j = names.get(value)
+                if j is None:
+                    j = names[value] = len(table)
+                    table.append(value)
+                remap[i] = j
+            ev.b.extend(array("i", map(remap.__getitem__, e.b)))
+            ev.host.extend(array("i", map(remap.__getitem__, e.host)))
         ev.ident.extend(e.ident)
-        src.extend(array("i", [s]) * len(e))
+        if state.dedup:
+            src.extend(array("i", [s]) * len(e))
         seg.ev = Events()
+    if in_order:
+        return Merged(ev, range(len(ev)), table, state.duplicates)
     sec = array("q", map(int, ev.t))
-    order = _dedup(_order(sec), sec, ev, src, state.duplicates, state.spans, state)
+    order = _order(sec)
+    if state.dedup:
+        order = _dedup(order, sec, ev, src, state.duplicates, state.spans, state)
     return Merged(ev, order, table, state.duplicates)
 
 
