@@ -221,7 +221,10 @@ def _parse_file(
     size = path.stat().st_size
     plain = not journal and not _is_gzip(path)
     n = workers if plain and size >= PARALLEL_MIN else 1
-    bounds = [size * i // n for i in range(n)] + [size]
+    # this process also pairs its piece while the workers read theirs (see _read): a smaller piece for it,
+    # so that both are done at about the same time (pairing costs about a quarter of reading)
+    first = size * 4 // (5 * n - 1)
+    bounds = [0, *(first + (size - first) * i // max(n - 1, 1) for i in range(n - 1)), size]
     years = [_start_year(_first_month(path, b), ref) for b in bounds[:-1]]
     segs: list[Segment] = []
     if n > 1:
