@@ -415,3 +415,32 @@ def test_parallel_split_gives_the_same_answer(tmp_path: Path, monkeypatch: pytes
     assert a.runs == b.runs == 3000 and a.ended == b.ended == 3000
     assert sorted(a.durations) == sorted(b.durations) and list(a.starts) == list(b.starts)
     assert one.orphan_ends == two.orphan_ends == 0
+
+
+def test_byte_ranges_own_the_lines_that_begin_in_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers read byte ranges block by block (plain files step back to the start of a cut line instead
+    of copying): whatever the block size and the cuts, the ranges' lines joined are the file, once."""
+    import random
+    from itertools import pairwise
+
+    import cronshift.history.logfiles as lf
+
+    rnd = random.Random(3)
+    for trial in range(200):
+        lines = [b"x" * rnd.choice([0, 1, 5, 30, 200, 3000]) for _ in range(rnd.randint(0, 60))]
+        data = b"\n".join(lines) + (b"\n" if rnd.random() < 0.7 else b"")
+        gz = trial % 5 == 0
+        path = tmp_path / f"log-{trial}"
+        path.write_bytes(gzip.compress(data) if gz else data)
+        monkeypatch.setattr(lf, "BLOCK", rnd.choice([1, 2, 7, 64, 1000, 1 << 20]))
+        cuts = sorted(rnd.randint(0, len(data)) for _ in range(rnd.randint(0, 4)))
+        bounds = [0, *cuts, len(data)]
+        got = b""
+        for a, b in pairwise(bounds):
+            stop = None if b == len(data) and rnd.random() < 0.5 else b
+            for block, end in lf._blocks(path, a, stop, None):
+                assert end > 0
+                got += block[:end]
+        assert got == data, (trial, bounds, gz)

@@ -511,3 +511,178 @@ def test_cronie_with_a_mailer_mail_lines_on_the_right_job(tmp_path: Path) -> Non
     assert h.per_job["tick"].mail_failures == 15 and h.per_job["sync"].mail_failures == 15
     assert h.unattributed_notes == 0
     assert_exact(tmp_path, [log], 15)
+
+
+# -- speed paths give the same answer ---------------------------------------------------------------------
+
+
+def test_cronie_crond_lines_in_a_debian_block_take_the_general_path(tmp_path: Path) -> None:
+    """The Debian fast path finds `CRON[` lines only; a block that also holds cronie's `CROND[` lines (no
+    other tag in it) must still read them, through the general path."""
+    deb = debian_l15(30, host="web-01")
+    cro = cronie(30, host="db-01")
+    log = write(tmp_path / "messages", [line for _, line in sorted(deb + cro, key=lambda x: x[0])])
+    assert_exact(tmp_path, [log], 60)  # both dialects' tick and sync: 30 runs each from each host
+    h = read_history([log], JOBS, None, None, NOW)
+    assert h.sources[0].dialect == "mixed"
+
+
+def test_pairing_order_is_one_stable_sort_by_second() -> None:
+    """_order sorts a stretch at a time and re-sorts only the seams; it must give exactly what one stable
+    sort of the whole gives, whatever the disorder and the stretch length."""
+    import random
+    from array import array
+
+    import cronshift.history.pairing as pairing
+
+    for trial in range(200):
+        rnd = random.Random(trial)
+        n = rnd.randint(0, 400)
+        secs = sorted(rnd.randint(0, 40) for _ in range(n))
+        for _ in range(rnd.randint(0, 20)):  # lines that went back (or ahead) a little
+            if n:
+                i = rnd.randrange(n)
+                secs[i] = max(0, secs[i] + rnd.randint(-15, 15))
+        if trial % 5 == 0:
+            rnd.shuffle(secs)
+        sec = array("q", secs)
+        for stretch in (1, 3, 16, 1 << 14):
+            pairing._STRETCH = stretch
+            try:
+                assert list(pairing._order(sec)) == sorted(range(n), key=secs.__getitem__), (trial, stretch)
+            finally:
+                pairing._STRETCH = 1 << 14
+
+
+def test_lines_that_go_back_a_second_pair_in_stamp_order_in_any_number_of_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """syslog stamps are the sender's: a 1 s cronie run's CMDEND can be written before its CMD. Pairing goes
+    by second, so each such end still finds its start, whether the file is read whole or in pieces (the
+    pieces are only joined in file order when no stamp goes back)."""
+    import cronshift.history.logfiles as lf
+
+    text = []
+    for k in range(400):
+        t = T0 + timedelta(minutes=k, seconds=1)
+        start = f"{classic(t)} db-01 CROND[{6000 + 4 * k}]: (root) CMD (/usr/local/bin/tick)"
+        then = classic(t + timedelta(seconds=1))
+        end = f"{then} db-01 CROND[{6001 + 4 * k}]: (root) CMDEND (/usr/local/bin/tick)"
+        text += [end, start] if k % 5 == 0 else [start, end]
+        text.append(f"{classic(t)} db-01 systemd[1]: Started Session {k} of user deploy.")
+    log = write(tmp_path / "cron", text)
+    monkeypatch.setattr(lf, "PARALLEL_MIN", 0)
+    for workers in (1, 2, 3, 4):
+        h = read_history([log], JOBS, None, None, NOW, workers=workers)
+        tick = h.per_job["tick"]
+        assert (tick.runs, tick.ended, h.orphan_ends) == (400, 400, 0), workers
+        assert set(tick.durations) == {1.0}
+
+
+def _summary(h) -> dict:
+    jobs = {
+        jid: (
+            e.runs,
+            e.ended,
+            e.failed,
+            e.status_known,
+            e.inferred_pairings,
+            sorted(e.durations),
+            e.output_lines,
+        )
+        for jid, e in h.per_job.items()
+    }
+    return {
+        "jobs": jobs,
+        "dup": h.duplicates_dropped,
+        "orphans": h.orphan_ends,
+        "windows": h.daemon_windows,
+        "window": h.window,
+        "sources": [(s.dialect, s.lines, s.duplicates) for s in h.sources],
+    }
+
+
+def _rotated_with_cron_log(tmp_path: Path, files: int = 5) -> list[Path]:
+    ev = sorted(debian_l15(600, host="web-01") + cronie(600, host="web-01"), key=lambda x: x[0])
+    text = with_noise(ev, "web-01")
+    cron_only = [line for line in text if "systemd[" not in line]
+    d = tmp_path / "var/log"
+    n = len(text) // files
+    for k in range(files):  # syslog.4.gz ... syslog, and the same cron lines in cron.log.*
+        suffix = "" if k == files - 1 else f".{files - 1 - k}"
+        gz = k == 0
+        part = text[k * n : (k + 1) * n if k < files - 1 else len(text)]
+        write(d / f"syslog{suffix}{'.gz' if gz else ''}", part, gz=gz)
+        write(d / f"cron.log{suffix}{'.gz' if gz else ''}", [x for x in part if x in set(cron_only)], gz=gz)
+    return find_logs(tmp_path)
+
+
+def test_rotated_history_is_paired_as_it_is_read_with_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """syslog and cron.log rotated five times each: paired a rotation at a time (the memory of one part, not
+    of the whole history), with exactly the result of joining everything first."""
+    import cronshift.history.logfiles as lf
+    from cronshift.history.pairing import Pairer
+
+    paths = _rotated_with_cron_log(tmp_path)
+    assert len(paths) == 10
+    fed: list[int] = []
+    feed = Pairer.feed
+    monkeypatch.setattr(Pairer, "feed", lambda self, m: (fed.append(len(m.order)), feed(self, m))[1])
+    monkeypatch.setattr(lf, "SLACK", 60.0)
+    streamed = read_history(paths, JOBS, None, None, NOW)
+    assert len(fed) >= 4 and max(fed) < sum(fed) / 2, fed  # several parts, none near the whole
+    whole = lf._read(paths, JOBS, lf.Options(tz=NOW.tzinfo), NOW, None, None, None, stream=False)[1]
+    assert _summary(streamed) == _summary(whole)
+    assert streamed.per_job["tick"].runs == 1200 and streamed.duplicates_dropped > 0
+
+
+def test_a_file_older_than_what_was_paired_reads_the_history_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--log` files come after the found ones: one whose first line is recent but which then holds older
+    lines than those already paired (an export out of order) sends the read back to one pass over
+    everything, with the same result."""
+    import cronshift.history.logfiles as lf
+
+    paths = _rotated_with_cron_log(tmp_path)
+    newest = paths[-1].read_text().splitlines()  # syslog (more than the 64 KiB head), then cron.log.4
+    assert paths[-1].stat().st_size > 1 << 16
+    extra = write(
+        tmp_path / "export", [*newest, *gzip.decompress(paths[0].read_bytes()).decode().splitlines()]
+    )
+    monkeypatch.setattr(lf, "SLACK", 60.0)
+    calls: list[bool] = []
+    read = lf._read
+    monkeypatch.setattr(lf, "_read", lambda *a, **k: (calls.append(k.get("stream", True)), read(*a, **k))[1])
+    h = read_history([*paths, extra], JOBS, None, None, NOW)
+    assert calls == [True, False]
+    assert h.per_job["tick"].runs == 1200  # every run once: the export's lines are copies
+    whole = read([*paths, extra], JOBS, lf.Options(tz=NOW.tzinfo), NOW, None, None, None, stream=False)[1]
+    assert _summary(h) == _summary(whole)
+
+
+def test_cutting_a_piece_at_a_second_keeps_file_order_on_both_sides() -> None:
+    """Pairing starts on a piece before the others are read: the piece is cut at a second, with two slices
+    when the stamps allow a clean cut and by picking events when lines went back across it."""
+    import random
+
+    from cronshift.history.pairing import cut
+    from cronshift.history.syslog import Options, Segment
+
+    for trial in range(300):
+        rnd = random.Random(trial)
+        n = rnd.randint(0, 60)
+        ts = sorted(rnd.uniform(0, 50) for _ in range(n))
+        for _ in range(rnd.randint(0, 8)):  # lines that went back (or ahead)
+            if n:
+                i = rnd.randrange(n)
+                ts[i] = max(0.0, ts[i] + rnd.uniform(-10, 10))
+        seg = Segment(Options())
+        for i, x in enumerate(ts):
+            seg._emit(x, 1, i, i, 0, 0, 0)
+        second = rnd.randint(-1, 52)
+        before, after = cut(seg, second)
+        assert list(before.ev.pid) == [i for i, x in enumerate(ts) if x < second], (trial, second)
+        assert list(after.ev.pid) == [i for i, x in enumerate(ts) if x >= second], (trial, second)

@@ -4,7 +4,9 @@ Segments (one per file, or per worker's piece of a big file) hold events in file
 them with one table of names, orders them by second (file order inside a second), and when two or more
 sources were read keeps each line once: a line's content identity is (host, pid, message) and its stamp to
 within a second, and a line repeated inside one source (cronie's identical CMDOUT lines) is kept as often as
-the source that holds it most often. `Pairer` then walks that one time-ordered stream:
+the source that holds it most often. A history of several files is joined in consecutive parts of seconds
+(`Stream`, `merge_into`: the same order and the same copies dropped as one join of everything). `Pairer`
+then walks that one time-ordered stream, part after part:
 
 - exact links first: Debian's job pid (`CMD ([pid] ...)`, `END ([pid] ...)`, `grandchild #pid`), and the
   pid of the cron child that wrote a note (`No MTA`, `MAIL`, `CMDOUT`) and, for cronie, the `CMDEND` after it;
@@ -19,7 +21,9 @@ the source that holds it most often. `Pairer` then walks that one time-ordered s
 
 from __future__ import annotations
 
+import copy
 from array import array
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +39,6 @@ from cronshift.history.syslog import (
     E_CMDEND,
     E_END,
     E_FAIL,
-    E_INFO,
     E_NOTE,
     E_RP_END,
     E_RP_START,
@@ -50,6 +53,7 @@ from cronshift.history.syslog import (
 )
 from cronshift.model import RunRecord
 
+_STRETCH = 1 << 14  # events sorted at a time by _order
 MAX_OPEN = 20000  # open runs kept by pid; older ones are given up (their end is never logged)
 MAX_FIFO = 2000  # open runs kept per (host, user, command) for FIFO pairing
 NOTE_AFTER_END = 60.0  # a child's note may follow its run's end by this much and still be linked
@@ -65,26 +69,111 @@ class Merged:
     duplicates: list[int] = field(default_factory=list)  # per source: lines dropped as already read
 
 
+class Stream:
+    """What joining the history in parts (oldest first) carries from one part to the next: one table of
+    names (so the pairer's ids hold), the identities of the last second's lines (a copy may be in the next
+    part), the seconds each source covers (files not read yet: from their first line on), and the counts."""
+
+    def __init__(self, nsources: int, dedup: bool = True) -> None:
+        self.dedup = dedup  # several sources: drop copies
+        self.table: list[tuple] = [()]
+        self.names: dict[tuple, int] = {(): 0}
+        self.recent: dict[int, list[list]] = {}
+        self.horizon: deque[tuple[int, int]] = deque()
+        self.spans: dict[int, list[int]] = {}
+        self.duplicates = [0] * nsources
+
+
+def cut(seg: Segment, second: int) -> tuple[Segment, Segment]:
+    """The piece's events before `second`, and the rest (each in file order)."""
+    ev, t = seg.ev, seg.ev.t
+    a, b = copy.copy(seg), copy.copy(seg)
+    if not len(t) or min(t) >= second:  # nothing before: no copy
+        a.ev = Events()
+        return a, b
+    if max(t) < second:
+        b.ev = Events()
+        return a, b
+    k = bisect_left(t, second)  # exact if ordered; else where the stamps are, give or take a few lines
+    n = len(t)
+    if seg.ordered or (0 < k < n and max(t[:k]) < second <= min(t[k:])):  # a clean cut: two slices
+        before, after = ev.sliced(0, k), ev.sliced(k, n)
+    else:
+        order = _order(array("q", map(int, t)))
+        k = bisect_left(order, second, key=t.__getitem__)
+        before = ev.taken(sorted(order[:k]))
+        after = ev.taken(sorted(order[k:]))
+    a.ev, b.ev = before, after
+    return a, b
+
+
+def merge_into(state: Stream, segments: Sequence[tuple[int, Segment]]) -> Merged:
+    """One part of a streamed history (see `Stream`): joined, ordered and de-duplicated like `merge`."""
+    if len(state.table) == 1 and segments:  # the first part: the first piece's table is the table
+        state.table, state.names = segments[0][1].table, segments[0][1].names
+    table, names = state.table, state.names
+    in_order = not state.dedup and _in_order([seg for _, seg in segments])
+    ev = Events()
+    src = array("i")
+    if len(segments) == 1 and segments[0][1].table is table and not state.dedup:  # nothing to join
+        ev, segments[0][1].ev = segments[0][1].ev, ev
+        segments = ()
+    for s, seg in segments:
+        e = seg.ev
+        ev.t.extend(e.t)
+        ev.kind.extend(e.kind)
+        ev.pid.extend(e.pid)
+        ev.a.extend(e.a)
+        if seg.table is table:
+            ev.b.extend(e.b)
+            ev.host.extend(e.host)
+        else:
+            remap = array("i", [0]) * len(seg.table)
+            for i, value in enumerate(seg.table):
+                j = names.get(value)
+                if j is None:
+                    j = names[value] = len(table)
+                    table.append(value)
+                remap[i] = j
+            ev.b.extend(array("i", map(remap.__getitem__, e.b)))
+            ev.host.extend(array("i", map(remap.__getitem__, e.host)))
+        ev.ident.extend(e.ident)
+        if state.dedup:
+            src.extend(array("i", [s]) * len(e))
+        seg.ev = Events()
+    if in_order:
+        return Merged(ev, range(len(ev)), table, state.duplicates)
+    sec = array("q", map(int, ev.t))
+    order = _order(sec)
+    if state.dedup:
+        order = _dedup(order, sec, ev, src, state.duplicates, state.spans, state)
+    return Merged(ev, order, table, state.duplicates)
+
+
 def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
     """Join segments (tagged with their source index, in reading order) into one ordered stream."""
     if len(segments) == 1:  # nothing to renumber or copy
         seg = segments[0][1]
-        return Merged(seg.ev, _order(array("q", map(int, seg.ev.t))), seg.table, [0] * nsources)
+        order = range(len(seg.ev)) if seg.ordered else _order(array("q", map(int, seg.ev.t)))
+        return Merged(seg.ev, order, seg.table, [0] * nsources)
+    one_source = len({s for s, _ in segments}) == 1
     # the first piece is the base: its arrays grow in place, its table numbers stay
     base = segments[0][1]
     table: list[tuple] = base.table
     names: dict[tuple, int] = dict(base.names)
     ev = base.ev
-    src = array("l", [segments[0][0]]) * len(ev)
+    # for de-duplication only: the source of each event, and the seconds each source covers
+    src = array("i") if one_source else array("i", [segments[0][0]]) * len(ev)
     spans: dict[int, list[int]] = {}  # source -> [first, last second]
 
     def widen(source: int, t: array) -> None:
-        if len(t):
+        if len(t) and not one_source:
             lo, hi = int(min(t)), int(max(t))
             r = spans.setdefault(source, [lo, hi])
             r[0], r[1] = min(r[0], lo), max(r[1], hi)
 
     widen(segments[0][0], ev.t)
+    in_order = _in_order([seg for _, seg in segments])
     for s, seg in segments[1:]:
         remap = array("i", [0]) * len(seg.table)
         for i, value in enumerate(seg.table):
@@ -103,21 +192,59 @@ def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
         ev.b.extend(e.b if same else array("i", map(remap.__getitem__, e.b)))
         ev.host.extend(e.host if same else array("i", map(remap.__getitem__, e.host)))
         ev.ident.extend(e.ident)
-        src.extend(array("l", [s]) * len(e))
+        if not one_source:
+            src.extend(array("i", [s]) * len(e))
         seg.ev = Events()  # free the piece now that the whole holds it
+    dup = [0] * nsources
+    if one_source and in_order:  # pieces of one file whose stamps never went back: file order
+        return Merged(ev, range(len(ev)), table, dup)
     sec = array("q", map(int, ev.t))
     order = _order(sec)
-    dup = [0] * nsources
-    if len({s for s, _ in segments}) > 1:
+    if not one_source:
         order = _dedup(order, sec, ev, src, dup, spans)
     return Merged(ev, order, table, dup)
 
 
+def _in_order(segments: Sequence[Segment]) -> bool:
+    """Whether the pieces, joined, are already in pairing order: no stamp goes back, inside a piece
+    (its own flag) or from one piece to the next (by second)."""
+    prev = -1
+    for seg in segments:
+        t = seg.ev.t
+        if not seg.ordered:
+            return False
+        if len(t):
+            if int(t[0]) < prev:
+                return False
+            prev = int(t[-1])
+    return True
+
+
 def _order(sec: array) -> Sequence[int]:
-    """Events by second, file order inside a second; a range when they already are (no list of ints)."""
+    """Events by second, file order inside a second: a range when they already are, else a compact array
+    of indices built a stretch at a time (one sort of the whole needs lists of every index and key, 70
+    bytes per event at the peak). Each stretch is sorted on its own and joined to what is done: only the
+    events on either side of the seam whose seconds interleave are sorted again, together, earlier ones
+    first, which is the order one stable sort of the whole gives. When the seam reaches back further
+    than a stretch (sources that cover the same hours), one sort of the whole is cheaper."""
+    n = len(sec)
     if all(a <= b for a, b in pairwise(sec)):
-        return range(len(sec))
-    return sorted(range(len(sec)), key=sec.__getitem__)
+        return range(n)
+    key = sec.__getitem__
+    out = array("i")
+    for start in range(0, n, _STRETCH):
+        part = sorted(range(start, min(start + _STRETCH, n)), key=key)
+        if out and sec[out[-1]] > sec[part[0]]:  # the seam interleaves
+            i = bisect_right(out, sec[part[0]], key=key)  # out[:i] comes before every event of part
+            if len(out) - i > _STRETCH:  # whole files interleave (syslog + cron.log): one sort merges them
+                return array("i", sorted(range(n), key=key))
+            j = bisect_left(part, sec[out[-1]], key=key)  # part[j:] comes after every event of out
+            seam = sorted([*out[i:], *part[:j]], key=key)
+            del out[i:]
+            out.extend(seam)
+            part = part[j:]
+        out.extend(part)
+    return out
 
 
 def _shared_spans(spans: dict[int, list[int]]) -> list[tuple[int, int]]:
@@ -139,15 +266,23 @@ def _shared_spans(spans: dict[int, list[int]]) -> list[tuple[int, int]]:
 
 
 def _dedup(
-    order: Sequence[int], sec: array, ev: Events, src: array, dup: list[int], spans: dict[int, list[int]]
-) -> list[int]:
+    order: Sequence[int],
+    sec: array,
+    ev: Events,
+    src: array,
+    dup: list[int],
+    spans: dict[int, list[int]],
+    state: Stream | None = None,
+) -> array:
     """Keep each line once: a line is a copy of a line another source holds with the same identity up to
     one second earlier (rsyslog stamps on receipt, the journal on sending: the second can differ). Each
     kept line absorbs at most one copy per other source, so a line repeated inside one source (identical
     CMDOUT lines) survives as often as the source holding it most often has it."""
-    out: list[int] = []
-    recent: dict[int, list[list]] = {}  # identity -> [[second, source, sources it absorbed a copy from]]
-    horizon: deque[tuple[int, int]] = deque()  # (second, identity) in arrival order, to forget old ones
+    out = array("i")
+    # identity -> [[second, source, sources it absorbed a copy from]]; (second, identity) in arrival
+    # order, to forget old ones. A streamed history carries both from part to part.
+    recent: dict[int, list[list]] = {} if state is None else state.recent
+    horizon: deque[tuple[int, int]] = deque() if state is None else state.horizon
     ident = ev.ident
     shared = _shared_spans(spans)  # only there can a line have a copy (rotated files: the seams)
     j = 0
@@ -187,12 +322,16 @@ def _dedup(
 
 
 # a run: [start, hit, jobpid, host, status, signal, epoch, end, pairing, candidates, debian, child key,
-#         JobEvidence or None, RunRecord or None]
-_START, _HIT, _PID, _HOST, _STATUS, _SIG, _EPOCH, _END, _PAIRING, _CAND, _DEB, _CHILD, _EV, _REC = range(14)
+#         JobEvidence or None, RunRecord or None, clean cell]; the clean cell is the [count, last end] of the
+#         plain Debian ENDs of its job in its daemon run (None: not a Debian run, or not counted)
+_START, _HIT, _PID, _HOST, _STATUS, _SIG, _EPOCH, _END, _PAIRING, _CAND = range(10)
+_DEB, _CHILD, _EV, _REC, _CELL = range(10, 15)
+_KEY = 32  # maps keyed by (host, pid) or (host, name id) use one int: host << 32 | value (both below 2^31)
 
 
 class Pairer:
-    """One pass over the merged stream into per-job evidence; see the module docstring."""
+    """One pass over the merged stream into per-job evidence; see the module docstring. `feed` takes the
+    stream in consecutive parts (all state carries over), `finish` closes it; `run` does both."""
 
     def __init__(self, matcher: Matcher, opts: Options, failures_logged: bool | None) -> None:
         self.matcher = matcher
@@ -212,6 +351,17 @@ class Pairer:
         self.windows: list[tuple[float, float]] = []
         self.first: float | None = None
         self.last: float | None = None
+        # the pass's state, kept between parts of the stream
+        self._names: dict[int, list] = {}  # name id -> [hit, JobEvidence or None, hosts seen, epoch, cell]
+        self._by_pid: dict[int, list] = {}
+        self._child: dict[int, list] = {}
+        self._fifo: dict[int, deque] = {}
+        self._pending: dict[int, list[tuple[float, int, int]]] = {}
+        self._user_jobs: dict[tuple[int, bytes], set] = {}
+        self._daemon: dict[int, list] = {}  # host -> [daemon pid, window start, last line, epoch]
+        self._epochs = 0
+        self._child_cap = 4 * MAX_FIFO
+        self._table: list[tuple] = [()]
 
     # -- matching ----------------------------------------------------------------------------------------
     def _hit(self, value: tuple) -> tuple:
@@ -235,48 +385,67 @@ class Pairer:
             return ("a", found, u, cmd)
         return ("u", (u, cmd), u, cmd)
 
+    def _name(self, b: int) -> list:
+        entry = self._names[b] = [self._hit(self._table[b]), None, set(), -1, None]
+        return entry
+
     # -- the pass ----------------------------------------------------------------------------------------
     def run(self, m: Merged) -> None:
+        self.feed(m)
+        self.finish()
+
+    def feed(self, m: Merged) -> None:
+        """The next part of the time-ordered stream; `m.table` extends the table of earlier parts (merge
+        and `Feed` keep one table), so names keep their ids."""
         ev, table = m.ev, m.table
+        self._table = table
+        if not len(m.order):
+            return
         T, K, P, A, B, H = ev.t, ev.kind, ev.pid, ev.a, ev.b, ev.host
-        hits: dict[int, tuple] = {}
-        by_pid: dict[tuple[int, int], list] = {}
-        child: dict[tuple[int, int], list] = {}
-        fifo: dict[tuple[int, int], deque] = {}
-        pending: dict[tuple[int, int], list[tuple[float, int, int]]] = {}
-        user_jobs: dict[tuple[int, bytes], set] = {}
-        daemon: dict[int, list] = {}  # host -> [daemon pid, window start, last line, epoch]
-        epochs = [0]
+        names = self._names
+        by_pid, child, fifo, pending = self._by_pid, self._child, self._fifo, self._pending
+        user_jobs = self._user_jobs
+        daemon = self._daemon
         o = self.opts
         since, until = o.since, o.until
-
-        seen_users: set[tuple[int, int]] = set()
-        child_cap = [4 * MAX_FIFO]
-
-        def prune_children(t: float) -> None:
-            """Forget child links of runs that ended more than NOTE_AFTER_END ago (amortised: the map is
-            rebuilt only when it doubled), so a long log does not keep every run alive."""
-            for key in [k for k, r in child.items() if r[_END] is not None and t - r[_END] > NOTE_AFTER_END]:
-                del child[key]
-            child_cap[0] = max(4 * MAX_FIFO, 2 * len(child))
+        windowed = since is not None or until is not None
+        keep = o.keep_runs
+        clean_cells = self.clean
+        finish = self._finish
+        record = self._record
 
         def start(t: float, b: int, h: int, jobpid: int, debian: bool) -> list:
-            hit = hits.get(b)
-            if hit is None:
-                hit = hits[b] = self._hit(table[b])
-            if (h, b) not in seen_users:
-                seen_users.add((h, b))
+            entry = names.get(b)
+            if entry is None:
+                entry = self._name(b)
+            hit = entry[0]
+            if h not in entry[2]:
+                entry[2].add(h)
                 value = table[b]
                 if value[0] not in (b"r", b"a"):
                     user_jobs.setdefault((h, value[0]), set()).add(hit[1])
             epoch = d[3]  # type: ignore[index]
-            if (since is None or t >= since) and (until is None or t < until):
+            if windowed and not ((since is None or t >= since) and (until is None or t < until)):
+                return [t, None, jobpid, h, None, None, epoch, None, "", 0, debian, None, None, None, None]
+            je = entry[1]
+            if je is None:
                 je = self._count_start(hit, t)
-                return [t, hit, jobpid, h, None, None, epoch, None, "", 0, debian, None, je, None]
-            return [t, None, jobpid, h, None, None, epoch, None, "", 0, debian, None, None, None]
+                if hit[0] == "j":
+                    entry[1] = je
+            else:
+                je.runs += 1
+                je.starts.append(t)
+            cell = None
+            if je is not None and debian:
+                if entry[3] != epoch:
+                    entry[3] = epoch
+                    entry[4] = clean_cells.setdefault((hit[1], epoch), [0.0, float("-inf")])
+                cell = entry[4]
+            return [t, hit, jobpid, h, None, None, epoch, None, "", 0, debian, None, je, None, cell]
 
         d: list | None = None
         last_h = -1
+        lo, hi = self.first, self.last
         for i in m.order:
             t = T[i]
             k = K[i]
@@ -285,50 +454,100 @@ class Pairer:
                 d = daemon.get(h)  # type: ignore[assignment]
                 last_h = h
             if d is None:
-                d = daemon[h] = [-1, t, t, epochs[0]]
-                epochs[0] += 1
+                d = daemon[h] = [-1, t, t, self._epochs]
+                self._epochs += 1
             if k == E_START:
                 if P[i] != d[0]:
                     if d[0] != -1 or d[2] > d[1]:
                         self.windows.append((d[1], d[2]))
-                    d[0], d[1], d[2], d[3] = P[i], t, t, epochs[0]
-                    epochs[0] += 1
+                    d[0], d[1], d[2], d[3] = P[i], t, t, self._epochs
+                    self._epochs += 1
                 continue
             if d[0] == -2:  # lines after a stop line with no start line: cron was back
-                d[0], d[1], d[3] = -1, t, epochs[0]
-                epochs[0] += 1
+                d[0], d[1], d[3] = -1, t, self._epochs
+                self._epochs += 1
             d[2] = t
-            if k in (E_CMD, E_CMD_FIFO):
-                jobpid = A[i]
-                run = start(t, B[i], h, jobpid, k == E_CMD)
-                if k == E_CMD:  # Debian: its END, failure and notes link by pid
-                    old = by_pid.get((h, jobpid))
-                    if old is not None:  # pid reused: the earlier run's end was never logged
-                        self._record(old)
-                    by_pid[(h, jobpid)] = run
-                    if P[i] != jobpid:
-                        child[(h, P[i])] = run
-                        if len(child) > child_cap[0]:
-                            prune_children(t)
-                    if len(by_pid) > MAX_OPEN:
-                        for key in list(by_pid)[: MAX_OPEN // 4]:
-                            self._record(by_pid.pop(key))
-                else:  # cronie: its CMDEND pairs by user and command
-                    q = fifo.get((h, B[i]))
-                    if q is None:
-                        q = fifo[(h, B[i])] = deque()
-                    q.append(run)
-                    if len(q) > MAX_FIFO:
-                        self._record(q.popleft())
-            elif k == E_END:
-                run = by_pid.pop((h, A[i]), None)
+            if k == E_END:  # the most frequent line with E_CMD: inline
+                run = by_pid.pop(h << _KEY | A[i], None)
                 if run is None:
                     self.orphans += 1
+                    continue
+                run[_END], run[_PAIRING], run[_CAND] = t, "exact", 1
+                je = run[_EV]
+                if je is not None:
+                    je.ended += 1
+                    st = run[_START]
+                    je.durations.append(t - st if t > st else 0.0)
+                    je.ended_starts.append(st)
+                    if run[_STATUS] is None and run[_SIG] is None:
+                        je.evidence.add(END)
+                        cell = run[_CELL]
+                        if cell is not None:
+                            cell[0] += 1
+                            if t > cell[1]:
+                                cell[1] = t
+                if keep:
+                    self._kept(run)
+            elif k in (E_CMD, E_CMD_FIFO):
+                jobpid = A[i]
+                b = B[i]
+                entry = names.get(b)
+                if (
+                    entry is not None
+                    and not windowed
+                    and k == E_CMD
+                    and entry[1] is not None
+                    and h in entry[2]
+                    and entry[3] == d[3]
+                ):  # a job already seen on this host in this daemon run: the common case, inline
+                    je = entry[1]
+                    je.runs += 1
+                    je.starts.append(t)
+                    run = [
+                        t,
+                        entry[0],
+                        jobpid,
+                        h,
+                        None,
+                        None,
+                        d[3],
+                        None,
+                        "",
+                        0,
+                        True,
+                        None,
+                        je,
+                        None,
+                        entry[4],
+                    ]
                 else:
-                    self._finish(run, t, "exact", 1)
+                    run = start(t, b, h, jobpid, k == E_CMD)
+                if k == E_CMD:  # Debian: its END, failure and notes link by pid
+                    key = h << _KEY | jobpid
+                    old = by_pid.get(key)
+                    if old is not None:  # pid reused: the earlier run's end was never logged
+                        record(old)
+                    by_pid[key] = run
+                    if P[i] != jobpid:
+                        child[h << _KEY | P[i]] = run
+                        if len(child) > self._child_cap:
+                            self._prune_children(t)
+                    if len(by_pid) > MAX_OPEN:
+                        for key in list(by_pid)[: MAX_OPEN // 4]:
+                            record(by_pid.pop(key))
+                else:  # cronie: its CMDEND pairs by user and command
+                    fk = h << _KEY | b
+                    q = fifo.get(fk)
+                    if q is None:
+                        q = fifo[fk] = deque()
+                    q.append(run)
+                    if len(q) > MAX_FIFO:
+                        record(q.popleft())
             elif k == E_CMDEND:
-                q = fifo.get((h, B[i]))
-                notes = pending.pop((h, P[i]), ())
+                fk = h << _KEY | B[i]
+                ck = h << _KEY | P[i]
+                q = fifo.get(fk)
+                notes = pending.pop(ck, ())
                 if not q:
                     self.orphans += 1
                     for _nt, what, user in notes:
@@ -337,25 +556,26 @@ class Pairer:
                 n = len(q)
                 run = q.popleft()
                 if not q:
-                    del fifo[(h, B[i])]
-                self._finish(run, t, "inferred", n)
-                child[(h, P[i])] = run
-                if len(child) > child_cap[0]:
-                    prune_children(t)
+                    del fifo[fk]
+                finish(run, t, "inferred", n)
+                child[ck] = run
+                if len(child) > self._child_cap:
+                    self._prune_children(t)
                 for _nt, what, _user in notes:
                     self._note(run, what)
             elif k == E_FAIL:
                 self.failing_epochs.add(d[3])
-                run = by_pid.get((h, A[i]))
+                run = by_pid.get(h << _KEY | A[i])
                 if run is None:
                     self.orphans += 1
                     continue
-                child[(h, P[i])] = run
+                child[h << _KEY | P[i]] = run
                 st = table[B[i]]
                 self._status(run, t, st[1], st[2])
             elif k == E_NOTE:
                 what = A[i]
-                run = child.get((h, P[i]))
+                ck = h << _KEY | P[i]
+                run = child.get(ck)
                 # a link holds while the run is open (Debian) or just after its end; cronie's child is
                 # only known from its CMDEND, so a note before that waits for it
                 if run is not None and (
@@ -365,7 +585,7 @@ class Pairer:
                     self._note(run, what & 3)
                     continue
                 if what & N_CRONIE:  # its CMDEND, from the same child, is still to come
-                    pending.setdefault((h, P[i]), []).append((t, what & 3, B[i]))
+                    pending.setdefault(ck, []).append((t, what & 3, B[i]))
                 else:
                     self._note_by_user(user_jobs, h, table[B[i]][1], what & 3)
             elif k == E_STOP:
@@ -373,44 +593,62 @@ class Pairer:
                 d[0] = -2
             elif k in (E_RP_START, E_AN_START):
                 run = start(t, B[i], h, 0, False)
-                q = fifo.get((h, B[i]))
+                fk = h << _KEY | B[i]
+                q = fifo.get(fk)
                 if q is None:
-                    q = fifo[(h, B[i])] = deque()
+                    q = fifo[fk] = deque()
                 q.append(run)
                 if len(q) > MAX_FIFO:
-                    self._record(q.popleft())
+                    record(q.popleft())
             elif k in (E_RP_END, E_AN_END):
-                q = fifo.get((h, B[i]))
+                fk = h << _KEY | B[i]
+                q = fifo.get(fk)
                 if not q:
                     self.orphans += 1
                     continue
                 n = len(q)
                 run = q.popleft()
                 if not q:
-                    del fifo[(h, B[i])]
+                    del fifo[fk]
                 code = A[i]
                 if k == E_AN_END and code >= 1000:
                     self._status(run, t, None, code - 1000)
                 elif k == E_AN_END and code > 0:
                     self._status(run, t, code, None)
-                self._finish(run, t, "inferred", n)
-            elif k == E_INFO:
-                pass
-        for d in daemon.values():
+                finish(run, t, "inferred", n)
+        if len(T):
+            a, z = min(T), max(T)
+            self.first = a if lo is None else min(lo, a)
+            self.last = z if hi is None else max(hi, z)
+
+    def _prune_children(self, t: float) -> None:
+        """Forget child links of runs that ended more than NOTE_AFTER_END ago (amortised: the map is
+        rebuilt only when it doubled), so a long log does not keep every run alive."""
+        child = self._child
+        for key in [k for k, r in child.items() if r[_END] is not None and t - r[_END] > NOTE_AFTER_END]:
+            del child[key]
+        self._child_cap = max(4 * MAX_FIFO, 2 * len(child))
+
+    def finish(self) -> None:
+        """The end of the stream: close the daemon windows, settle notes and runs still waiting."""
+        for d in self._daemon.values():
             if d[0] != -2:
                 self.windows.append((d[1], d[2]))
-        for notes in pending.values():
+        table = self._table
+        for notes in self._pending.values():
             for _t, what, user in notes:
-                self._note_by_user(user_jobs, 0, table[user][1], what, any_host=True)
-        for run in by_pid.values():
+                self._note_by_user(self._user_jobs, 0, table[user][1], what, any_host=True)
+        for run in self._by_pid.values():
             if run[_END] is None:
                 self._record(run)
-        for q in fifo.values():
+        for q in self._fifo.values():
             for run in q:
                 self._record(run)
         self._settle_clean()
-        if len(m.order):
-            self.first, self.last = min(T), max(T)
+        for ev in self.agg.values():
+            if len(ev.starts):
+                ev.first_seen, ev.last_seen = min(ev.starts), max(ev.starts)
+        self._names, self._by_pid, self._child, self._fifo, self._pending = {}, {}, {}, {}, {}
 
     # -- runs ------------------------------------------------------------------------------------------
     def _count_start(self, hit: tuple, t: float) -> JobEvidence | None:
@@ -421,11 +659,7 @@ class Pairer:
                 ev = self.agg[hit[1]] = JobEvidence()
                 ev.evidence.add(CMD_ONLY)
             ev.runs += 1
-            ev.starts.append(t)
-            if ev.first_seen is None or t < ev.first_seen:
-                ev.first_seen = t
-            if ev.last_seen is None or t > ev.last_seen:
-                ev.last_seen = t
+            ev.starts.append(t)  # first_seen and last_seen: from the starts, at the end
             return ev
         if kind == "u":
             u = self.unmatched.get(hit[1])
@@ -455,22 +689,22 @@ class Pairer:
                     ev.guessed_pairings += 1
             if clean:
                 ev.evidence.add(END)
-                if run[_DEB]:
-                    key = (run[_HIT][1], run[_EPOCH])
-                    ce = self.clean.get(key)
-                    if ce is None:
-                        self.clean[key] = [1.0, t]
-                    else:
-                        ce[0] += 1
-                        if t > ce[1]:
-                            ce[1] = t
+                cell = run[_CELL]
+                if cell is not None:
+                    cell[0] += 1
+                    if t > cell[1]:
+                        cell[1] = t
         if self.opts.keep_runs:
-            self._record(run)
-            if clean and run[_DEB] and run[_REC] is not None:
-                self.clean_records.append((run[_REC], run[_EPOCH]))
-                if len(self.clean_records) > 4 * self.opts.keep_runs:
-                    kept = {id(r) for d in self.runs.values() for r in d}
-                    self.clean_records = [x for x in self.clean_records if id(x[0]) in kept]
+            self._kept(run)
+
+    def _kept(self, run: list) -> None:
+        """An ended run, for `show`: its record, and whether a plain END may later mean exit 0."""
+        self._record(run)
+        if run[_STATUS] is None and run[_SIG] is None and run[_DEB] and run[_REC] is not None:
+            self.clean_records.append((run[_REC], run[_EPOCH]))
+            if len(self.clean_records) > 4 * self.opts.keep_runs:
+                kept = {id(r) for d in self.runs.values() for r in d}
+                self.clean_records = [x for x in self.clean_records if id(x[0]) in kept]
 
     def _status(self, run: list, t: float, status: int | None, sig: int | None) -> None:
         """A failure line: counted at once, since without END logging the run is never closed."""
@@ -527,7 +761,7 @@ class Pairer:
             return self.forced if self.forced is not None else epoch in self.failing_epochs
 
         for (job, epoch), (n, last) in self.clean.items():
-            if not ok(epoch):
+            if not n or not ok(epoch):
                 continue
             ev = self.agg[job]  # type: ignore[index]
             ev.status_known += int(n)
