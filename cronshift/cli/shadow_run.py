@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from cronshift.cli.common import (
     CELERY_BROKER_SCHEMES,
@@ -333,7 +334,6 @@ def _diff_lines(out: Any, diff: str) -> None:
 
 
 def _render_live(env: Env, doc: dict[str, Any], rep: live.LiveReport) -> None:
-    from rich.table import Table
 
     out = env.out
     colour = {"parity": "green", "mismatch": "red"}.get(doc["label"], "yellow")
@@ -408,7 +408,6 @@ def _render_live(env: Env, doc: dict[str, Any], rep: live.LiveReport) -> None:
 
 def _render_triggered(env: Env, doc: dict[str, Any], rep: effects.TriggeredReport) -> None:
     """Intervals (cron run, event runs, the two probes), then each difference and what is missing."""
-    from rich.table import Table
 
     out = env.out
     colour = {"parity": "green", "mismatch": "red"}.get(doc["label"], "yellow")
@@ -719,7 +718,7 @@ def shadow_run(
         if sys.argv[1:2] == ["shadow-run"]
         else None,
     )
-    from cronshift.shadow.celery_side import EventPathError
+    from cronshift.shadow.celery_side import EventPathError  # deferred: only a now-mode run loads the sides
 
     try:
         with progress_bar(env, "shadow runs") as update:

@@ -4,10 +4,12 @@ triggers.py, a README per job, and a manifest so a re-run never overwrites a fil
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -338,8 +340,8 @@ def _map(fn: Callable[[Any], Any], args: list[Any]) -> list[Any]:
     """`fn` over `args`, on two processes when there are many (a varied fleet's proofs).
 
     Proofs are pure and deterministic, so the result is the same as running them one by one."""
+    # deferred: a pool is needed only for a fleet of many proofs, not for the usual few jobs (start-up)
     import multiprocessing
-    import os
     from concurrent.futures import ProcessPoolExecutor
 
     workers = min(2, len(os.sched_getaffinity(0)))
@@ -352,7 +354,6 @@ def _map(fn: Callable[[Any], Any], args: list[Any]) -> list[Any]:
 def requirements(beat: str = "celery") -> str:
     """What a worker or beat host installs: the runtime alone (no CLI dependencies), pinned to the cronshift
     that generated the code, and Celery as tested with it."""
-    from importlib.metadata import PackageNotFoundError, version
 
     def pinned(name: str, fallback: str) -> str:
         try:

@@ -31,9 +31,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from celery import Celery
 from celery.schedules import BaseSchedule, crontab
+from cronsim import CronSim
 
 from cronshift.discover.schedule import CronExpr, compress
 from cronshift.runtime.schedules import cronsim_schedule
@@ -258,8 +260,6 @@ def proof_app(zone: str) -> Celery:
 
 @functools.lru_cache(maxsize=256)
 def _tz(zone: str) -> tzinfo:
-    from zoneinfo import ZoneInfo
-
     return UTC if zone in ("UTC", "Etc/UTC", "") else ZoneInfo(zone)
 
 
@@ -569,8 +569,6 @@ def _cron_days(expr: CronExpr) -> set[tuple[int, int]]:
 def _entry_table(e: BeatEntry, app: Celery) -> tuple[set[int], set[int], set[int], Any]:
     """An entry's minute, hour and month sets as its own code parsed them, and its day test."""
     if e.kind == "cronsim":
-        from cronsim import CronSim
-
         c = CronSim(e.expr, datetime(2000, 1, 1))
         dom, dow, and_rule = set(c.days), {int(w) % 7 for w in c.weekdays if isinstance(w, int)}, c.day_and
 

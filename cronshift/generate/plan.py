@@ -11,8 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+from cronshift import rank
+from cronshift.history.evidence import gather
 from cronshift.model import CronJob, Dialect, Format
 from cronshift.runtime.execute import DEFAULT_TIME_LIMIT
 
@@ -329,11 +332,6 @@ def plans_from_history(
     """A plan per job from the evidence `cronshift scan` ranks with (logs + ledger); notes on what was read.
 
     With `history` False, neither logs nor the ledger is read: choices come from the cron lines alone."""
-    from pathlib import Path
-
-    from cronshift import rank
-    from cronshift.history.evidence import gather
-
     jobs = list(jobs)
     transient = tuple(transient)
     policies = list(policies)

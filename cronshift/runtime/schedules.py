@@ -22,7 +22,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from celery.schedules import BaseSchedule, schedstate
+from celery.schedules import BaseSchedule, maybe_schedule, schedstate
+from celery.signals import beat_init, before_task_publish
 from cronsim import CronSim
 
 __all__ = [
@@ -164,7 +165,7 @@ def enable_redbeat() -> None:
     redbeat's JSON encoder knows only its own schedule types, and its decoder hands unknown `__type__`s
     back as plain dicts; both classes are wrapped here, once, to add this one type. Generated app.py
     calls it only when it uses redbeat and a cronsim-driven entry."""
-    from redbeat import decoder
+    from redbeat import decoder  # deferred: celery-redbeat is optional, only apps that use it call this
 
     if getattr(decoder, "_cronshift", False):
         return
@@ -236,8 +237,6 @@ def fires_between_of(
 
 def beat_schedules(app: Any, task: str) -> list[BaseSchedule]:
     """The schedule objects of `app`'s beat entries that send `task` (the app's beat_schedule)."""
-    from celery.schedules import maybe_schedule
-
     out = []
     for entry in (app.conf.beat_schedule or {}).values():
         if isinstance(entry, dict) and entry.get("task") == task:
@@ -276,8 +275,6 @@ def stamp_from_beat_entries(app: Any) -> None:
     is the only place a schedule is written: edit it and the runs follow. It is the latest instant <= now
     at which those entries fire: beat sends a run at (or, within its starting deadline, shortly after)
     that instant. The task claims it, so two beats or a redelivery cannot run one instant twice."""
-    from celery.signals import beat_init, before_task_publish
-
     global _stamping_app
     _stamping_app = app
     beat_init.connect(_beat_started, weak=False, dispatch_uid="cronshift-beat-entries-init")

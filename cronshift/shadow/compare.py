@@ -14,6 +14,7 @@ Whole outputs and whole files are compared, line by line in lockstep (streamed);
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import hashlib
 import itertools
@@ -130,8 +131,6 @@ def _file_lines(path: str) -> Iterator[str]:
 
 def is_text(path: str) -> bool:
     """UTF-8 without NUL bytes, judged on the whole file (streamed)."""
-    import codecs
-
     dec = codecs.getincrementaldecoder("utf-8")()
     try:
         with open(path, "rb") as f:

@@ -38,9 +38,10 @@ import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from cronshift.model import RunRecord
 from cronshift.shadow.live import CRON_SOURCE, EVENT_SOURCES, LIVE_KIND
@@ -250,7 +251,6 @@ def evaluate_triggered(
     tz: str | None = None,
 ) -> TriggeredReport:
     """Pair each cron run with the event runs of its interval and judge the two effects (module docstring)."""
-    from zoneinfo import ZoneInfo
 
     zone = ZoneInfo(tz) if tz and tz != "UTC" else UTC
     cron, event = _split(records, job_id, since)
@@ -501,7 +501,6 @@ def watch_job(
     stop: Any = lambda: False,
 ) -> None:
     """Take every interval's two probes, at their times, until `stop()` (or an interrupt)."""
-    from datetime import timedelta
 
     from cronshift.discover.schedule import fires_between
 
