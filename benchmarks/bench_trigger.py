@@ -26,6 +26,7 @@ sys.path.append(str(PROJECT))  # for tests.support; cronshift itself from the in
 from cronshift.discover.schedule import parse  # noqa: E402
 from cronshift.generate.celery import generate_project  # noqa: E402
 from cronshift.generate.streams import generate_streams_project  # noqa: E402
+from cronshift.ledger.resp import RUNTIME_STREAM  # noqa: E402 - where the runtime writes its runs
 from cronshift.model import CronJob, Format, SourceRef  # noqa: E402
 from tests.support.celery_worker import start_worker  # noqa: E402
 from tests.support.redis_server import start_redis  # noqa: E402
@@ -61,7 +62,7 @@ def _ledger_starts(r: object, last: str, count: int, timeout: float = 60) -> tup
     while len(out) < count:
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {len(out)} of {count} run records arrived")
-        got = r.xread({"cronshift:runs": last}, count=count - len(out), block=1000)  # type: ignore[attr-defined]
+        got = r.xread({RUNTIME_STREAM: last}, count=count - len(out), block=1000)  # type: ignore[attr-defined]
         for _key, entries in got or []:
             for entry_id, fields in entries:
                 last = entry_id
@@ -121,7 +122,7 @@ def bench_streams(tmp: Path, redis_url: str, job: CronJob, n: int) -> dict[str, 
         from benchstreams.jobs import JOBS  # type: ignore[import-not-found]
         from benchstreams.triggers import trigger_bench_true as strigger  # type: ignore[import-not-found]
 
-        last = r.xinfo_stream("cronshift:runs")["last-generated-id"] if r.exists("cronshift:runs") else "0-0"
+        last = r.xinfo_stream(RUNTIME_STREAM)["last-generated-id"] if r.exists(RUNTIME_STREAM) else "0-0"
         strigger()
         _, last = _ledger_starts(r, last, 1)  # warm up: consumers ready
         lat = []
