@@ -23,6 +23,7 @@ from cronshift.edit.retire import list_retired
 from cronshift.ledger import store as ledger_mod
 from cronshift.ledger.kinds import LIVE_KIND, OBSERVATION_KIND, VERDICT_KIND
 from cronshift.model import MANIFEST, WRAPPER_KIND, CronJob, ScanResult
+from cronshift.shadow.verdict import parse_verdict_doc
 
 __all__ = ["STAGES", "BoardRow", "GeneratedProject", "build_board", "host_name", "read_project"]
 
@@ -168,17 +169,21 @@ def _cmd(*words: str, root: Path) -> str:
 
 
 def _shadow_summary(doc: dict[str, Any]) -> dict[str, Any]:
-    gate = doc.get("gate") or {}
-    patterns = doc.get("patterns") or {}
+    """The verdict as retire's gate reads it (the versioned contract), so the board never shows a parity
+    the gate would refuse; `problems` says why a document cannot be trusted as written."""
+    read = parse_verdict_doc(doc, "the verdict")
+    gate = doc.get("gate") if isinstance(doc.get("gate"), dict) else {}
+    patterns = doc.get("patterns") if isinstance(doc.get("patterns"), dict) else {}
     return {
-        "verdict": doc.get("verdict"),
-        "mode": "live" if gate.get("mode") == "live" else "now",
-        "runs_compared": doc.get("runs_compared", 0),
+        "verdict": None if read.problems else read.verdict,
+        "mode": "live" if read.live else "now",
+        "runs_compared": read.runs_compared or 0,
         "matched_consecutive": doc.get("matched_consecutive", 0),
         "gate_pairs": gate.get("consecutive_pairs"),
         "patterns_unseen": [p for p, seen in patterns.items() if not seen],
-        "differences": list(doc.get("differences") or []),
+        "differences": read.differences,
         "missing": list(doc.get("missing") or []),
+        "problems": read.problems,
     }
 
 
@@ -265,7 +270,16 @@ def _row(
     if verdict is not None:
         s = row.shadow = _shadow_summary(verdict)
         gate = f"{s['matched_consecutive']} of {s['gate_pairs']} matched in a row"
-        if s["verdict"] == "parity":
+        again = (
+            _cmd("shadow-run", j.id, "--report", root=root)
+            if s["mode"] == "live"
+            else _cmd("shadow-run", j.id, *(["--project", proj.out] if proj else []), root=root)
+        )
+        if s["problems"]:  # retire's gate would refuse it: never a parity here
+            row.stage = "shadowing"
+            row.detail = "verdict unreadable: " + "; ".join(s["problems"])
+            row.next_command = again
+        elif s["verdict"] == "parity":
             row.stage = "parity"
             row.detail = f"parity: {gate}"
             row.next_command = _cmd("retire", j.id, root=root)
@@ -278,11 +292,7 @@ def _row(
             row.detail = gate
             if s["patterns_unseen"]:
                 row.detail += "; not yet seen: " + ", ".join(s["patterns_unseen"])
-            row.next_command = (
-                _cmd("shadow-run", j.id, "--report", root=root)
-                if s["mode"] == "live"
-                else _cmd("shadow-run", j.id, *(["--project", proj.out] if proj else []), root=root)
-            )
+            row.next_command = again
         return row
     if j.id in lives or j.id in observed:
         row.stage = "shadowing"

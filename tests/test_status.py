@@ -172,3 +172,21 @@ def test_a_project_that_is_not_one_is_a_usage_error(tmp_path: Path) -> None:
         why = "not a `cronshift generate` output (no .cronshift-manifest.json in it)"
         assert err == f"cronshift: {tmp_path}: {why}\n"
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_verdict_retire_would_not_trust_is_never_shown_as_parity(debian_root: Path) -> None:
+    """The board reads verdicts through the same contract as retire's gate: a parity written by a newer
+    cronshift, or with a field of the wrong type, would be refused by retire, so the board must not send
+    the user to `retire` on it."""
+    root = debian_root
+    newer = "cache-stats-9955005a"
+    write_verdict(root, newer, {"schema": 99, "verdict": "parity", "job": newer, "matched_consecutive": 5,
+                  "gate": {"consecutive_pairs": 5}})  # fmt: skip
+    with open_ledger(root) as led:
+        led.put(VERDICT_KIND, CLEANUP, {"verdict": "parity", "job": CLEANUP, "runs_compared": "five",
+                "gate": {"mode": "live", "consecutive_pairs": 5}})  # fmt: skip
+    rows = board(root)
+    for jid, why in ((newer, "newer cronshift"), (CLEANUP, "runs_compared 'five' is not a int")):
+        assert rows[jid]["stage"] == "shadowing", rows[jid]
+        assert "verdict unreadable" in str(rows[jid]["detail"]) and why in str(rows[jid]["detail"])
+        assert str(rows[jid]["next_command"]).startswith(f"cronshift shadow-run {jid}")
