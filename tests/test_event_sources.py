@@ -8,7 +8,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from cronshift.ledger.store import open_ledger
 from cronshift.runtime.coalesce import Coalescer
 from cronshift.runtime.eventsources import listen_postgres, notify_call, read_stream, watch_path
 from tests.support.celery_worker import start_worker
+from tests.support.celery_worker import stop as _stop
 from tests.support.postgres import dsn, pg_db  # noqa: F401 - fixture
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401 - fixture
 from tests.test_generate import _cli
@@ -350,16 +350,6 @@ def test_a_stream_resumes_after_the_last_entry_read(
 
 
 # -- the orders poller, migrated end to end ----------------------------------------------------------------
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=15)
-            return
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            continue
 
 
 @pytest.fixture

@@ -128,6 +128,22 @@ def test_worker_runs_jobs_exactly_as_cron(
     assert [r.extra.get("payload_id") for r in runs if r.extra.get("payload_id")] == ["p1"]
 
 
+def _beat_until_fired(pkg: str, out: Path, tmp_path: Path, fired: Path, timeout: float = 150) -> None:
+    """A real worker and beat of the generated project, until the job has written a line to `fired`."""
+    env = {**os.environ, "PYTHONPATH": f"{out}:{PROJECT}"}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(start_worker(pkg, cwd=out, env=env, log=tmp_path / "worker.log"))
+        beat = ["beat", "--schedule", str(tmp_path / "beat-schedule"), "--loglevel", "info"]
+        procs.append(start_celery(pkg, *beat, cwd=out, env=env, log=tmp_path / "beat.log"))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not (fired.exists() and fired.read_text().strip()):
+            time.sleep(0.5)
+    finally:
+        for p in procs:
+            _stop(p)
+
+
 @pytest.mark.slow
 def test_beat_fires_every_minute_entry_on_the_minute(tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
     """Waits for a real minute boundary: the one test that lets real beat drive a generated entry.
@@ -153,18 +169,7 @@ def test_beat_fires_every_minute_entry_on_the_minute(tmp_path: Path, redis_serve
     yearly = 'crontab(minute="0", hour="0", day_of_month="1", month_of_year="1", day_of_week="*")'
     assert yearly in app_py.read_text()
     app_py.write_text(app_py.read_text().replace(yearly, "crontab()"))
-    env = {**os.environ, "PYTHONPATH": f"{out}:{PROJECT}"}
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        procs.append(start_worker(pkg, cwd=out, env=env, log=tmp_path / "worker.log"))
-        beat = ["beat", "--schedule", str(tmp_path / "beat-schedule"), "--loglevel", "info"]
-        procs.append(start_celery(pkg, *beat, cwd=out, env=env, log=tmp_path / "beat.log"))
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and not (fired.exists() and fired.read_text().strip()):
-            time.sleep(0.5)
-    finally:
-        for p in procs:
-            _stop(p)
+    _beat_until_fired(pkg, out, tmp_path, fired)
     lines = fired.read_text().split()
     assert lines, "beat never fired the every-minute entry"
     first = datetime.fromisoformat(lines[0])
@@ -196,18 +201,7 @@ def test_real_beat_runs_a_utc_app_made_from_a_dst_zone(tmp_path: Path, redis_ser
     app_py = (out / pkg / "app.py").read_text()
     assert 'timezone="UTC"' in app_py and 'cronsim_schedule("30 2 * * *", "Europe/Berlin")' in app_py
     assert 'crontab(minute="*", hour="*", day_of_month="*", month_of_year="*", day_of_week="*")' in app_py
-    env = {**os.environ, "PYTHONPATH": f"{out}:{PROJECT}"}
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        procs.append(start_worker(pkg, cwd=out, env=env, log=tmp_path / "worker.log"))
-        beat = ["beat", "--schedule", str(tmp_path / "beat-schedule"), "--loglevel", "info"]
-        procs.append(start_celery(pkg, *beat, cwd=out, env=env, log=tmp_path / "beat.log"))
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and not (fired.exists() and fired.read_text().strip()):
-            time.sleep(0.5)
-    finally:
-        for p in procs:
-            _stop(p)
+    _beat_until_fired(pkg, out, tmp_path, fired)
     lines = fired.read_text().split() if fired.exists() else []
     assert lines, "beat never ran the every-minute entry: " + (tmp_path / "worker.log").read_text()[-2000:]
     assert datetime.fromisoformat(lines[0]).second < 10, f"ran at {lines[0]}, not on the minute"

@@ -12,7 +12,6 @@ A real prefork worker of a generated project writes its run with the runtime's c
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typer.testing import CliRunner
 from cronshift.ledger.resp import RUNTIME_STREAM, STREAM
 from cronshift.ledger.store import open_ledger
 from cronshift.runtime.records import LedgerConfigError, read_private_url
+from tests.support.celery_worker import stop
 from tests.support.redis_server import RedisServer, start_redis
 from tests.test_generate import _cli
 
@@ -112,13 +112,7 @@ def test_runtime_records_are_written_with_its_own_acl_user_and_readers_cannot_fo
             time.sleep(0.1)
     finally:
         sys.path.remove(str(out))
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(worker.pid, sig)
-                worker.wait(timeout=15)
-                break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
+        stop(worker)
         log.close()
     worker_log = (tmp_path / "worker.log").read_text(errors="replace")
     assert admin.xlen(RUNTIME_STREAM) == 1, worker_log  # written by the runtime's user, to its own stream

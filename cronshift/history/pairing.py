@@ -128,13 +128,7 @@ def merge_into(state: Stream, segments: Sequence[tuple[int, Segment]]) -> Merged
             ev.b.extend(e.b)
             ev.host.extend(e.host)
         else:
-            remap = array("i", [0]) * len(seg.table)
-            for i, value in enumerate(seg.table):
-                j = names.get(value)
-                if j is None:
-                    j = names[value] = len(table)
-                    table.append(value)
-                remap[i] = j
+            remap = _remap(seg.table, names, table)
             ev.b.extend(array("i", map(remap.__getitem__, e.b)))
             ev.host.extend(array("i", map(remap.__getitem__, e.host)))
         ev.ident.extend(e.ident)
@@ -175,13 +169,7 @@ def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
     widen(segments[0][0], ev.t)
     in_order = _in_order([seg for _, seg in segments])
     for s, seg in segments[1:]:
-        remap = array("i", [0]) * len(seg.table)
-        for i, value in enumerate(seg.table):
-            j = names.get(value)
-            if j is None:
-                j = names[value] = len(table)
-                table.append(value)
-            remap[i] = j
+        remap = _remap(seg.table, names, table)
         e = seg.ev
         widen(s, e.t)
         ev.t.extend(e.t)
@@ -203,6 +191,18 @@ def merge(segments: Sequence[tuple[int, Segment]], nsources: int) -> Merged:
     if not one_source:
         order = _dedup(order, sec, ev, src, dup, spans)
     return Merged(ev, order, table, dup)
+
+
+def _remap(seg_table: list[tuple], names: dict[tuple, int], table: list[tuple]) -> array:
+    """Index i of a segment's name table -> index in the shared `table`, adding names it lacks."""
+    remap = array("i", [0]) * len(seg_table)
+    for i, value in enumerate(seg_table):
+        j = names.get(value)
+        if j is None:
+            j = names[value] = len(table)
+            table.append(value)
+        remap[i] = j
+    return remap
 
 
 def _in_order(segments: Sequence[Segment]) -> bool:
