@@ -334,7 +334,6 @@ def _diff_lines(out: Any, diff: str) -> None:
 
 
 def _render_live(env: Env, doc: dict[str, Any], rep: live.LiveReport) -> None:
-
     out = env.out
     colour = {"parity": "green", "mismatch": "red"}.get(doc["label"], "yellow")
     f = doc["fidelity"]
@@ -408,7 +407,6 @@ def _render_live(env: Env, doc: dict[str, Any], rep: live.LiveReport) -> None:
 
 def _render_triggered(env: Env, doc: dict[str, Any], rep: effects.TriggeredReport) -> None:
     """Intervals (cron run, event runs, the two probes), then each difference and what is missing."""
-
     out = env.out
     colour = {"parity": "green", "mismatch": "red"}.get(doc["label"], "yellow")
     f = doc["fidelity"]
