@@ -3,9 +3,10 @@
 Each broken migration is a generated task module edited the way a migration goes wrong (it changes the
 working directory, never runs the command, sleeps, returns something else, raises, loses an env var, runs as
 another user, appends twice, differs past 4 KiB of output or 64 KiB of a file, differs in a binary file,
-does not delete, changes a pid-shaped or hash-shaped value that never varied): none may get parity, and the
-report names the cause. The faithful ones (the same modules, untouched) must never get a mismatch. Every
-test hashes the real files before and after: no job may write outside its sandbox.
+does not delete, does not rewrite a file with the bytes it already holds, changes a pid-shaped or
+hash-shaped value that never varied): none may get parity, and the report names the cause. The faithful
+ones (the same modules, untouched) must never get a mismatch. Every test hashes the real files before and
+after: no job may write outside its sandbox.
 
 Both event paths: `local` (the task applied in-process, in the side's sandbox) and `celery` (a real worker
 started per event run in the side's sandbox, on a test-owned Redis)."""
@@ -36,7 +37,7 @@ FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "shadow_matrix"
 PKG = "mx"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandbox mode needs root (namespaces, overlayfs)")
 
-REPORT, FAIL, APPEND, BIGOUT, RENAME, BIGFILE, DELETE, STABLE = range(5, 13)
+REPORT, FAIL, APPEND, BIGOUT, RENAME, BIGFILE, DELETE, STABLE, REWRITE = range(5, 14)
 
 
 def _cli() -> typer.Typer:
@@ -184,6 +185,8 @@ BROKEN: dict[str, tuple[int, dict[str, str], str]] = {
         "blob.bin: bytes differ",
     ),
     "does-not-delete": (DELETE, {"after_spec": 'SPEC["command"] = "true"'}, "old.txt: deleted by cron only"),
+    # cron rewrites the file with the bytes it already holds: the write is the effect, even unseen in content
+    "does-not-rewrite": (REWRITE, {"after_spec": 'SPEC["command"] = "true"'}, "current: changed by cron"),
     "stable-pid-shaped": (
         STABLE,
         {"after_spec": 'SPEC["command"] = SPEC["command"].replace("batch[41]", "batch[42]")'},
@@ -209,6 +212,7 @@ FAITHFUL = {
     "big-and-binary-files": BIGFILE,
     "deleter": DELETE,
     "stable-noise-shapes": STABLE,
+    "rewriter": REWRITE,
 }
 
 

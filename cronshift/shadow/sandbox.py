@@ -228,9 +228,12 @@ def read_layer(mp: str, upper: str, exclude: list[str], out_dir: str) -> list[di
                             changes.append({"path": g, "change": "deleted"})
                 continue
             if real_exists:
-                real = _entry(path, os.lstat(path))
-                if _same(e, real):
-                    continue  # copied up without a change (opened for writing, touched)
+                real_st = os.lstat(path)
+                real = _entry(path, real_st)
+                if _same(e, real) and (e["type"] != "file" or st.st_mtime_ns == real_st.st_mtime_ns):
+                    continue  # copied up without a change (opened for writing, never written)
+                # Same bytes but written again (a newer mtime: a regenerated file, a touch): the write is the
+                # job's effect, so it counts, and the other side must make it too; content compares as usual.
                 kind = "changed"
             else:
                 kind = "created"
