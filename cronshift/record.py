@@ -105,19 +105,16 @@ def parse(argv: list[str]) -> tuple[Options, list[str]]:
 def _read_redis_config(path: str, warnings: list[str]) -> str | None:
     """The Redis URL (password included) from a file only its owner can read: ours or root's, not a
     symlink, no group/other access. Anything else is a syslog complaint and the run is spooled."""
+    from cronshift.ledger.resp import NotPrivate, read_private  # deferred: only a Redis ledger needs it
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        url = read_private(path).decode("utf-8", "surrogateescape").strip()
+    except NotPrivate:
+        warnings.append(f"--redis-config {path}: not a private file of root or this user; ignored")
+        return None
     except OSError as e:
         warnings.append(f"--redis-config {path}: {e.strerror}; runs are spooled")
         return None
-    try:
-        st = os.fstat(fd)
-        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o077 or (st.st_mode & 0o170000) != 0o100000:
-            warnings.append(f"--redis-config {path}: not a private file of root or this user; ignored")
-            return None
-        url = os.read(fd, 65536).decode("utf-8", "surrogateescape").strip()
-    finally:
-        os.close(fd)
     return url or None
 
 

@@ -6,12 +6,32 @@ which is thirty lines of RESP over `_socket` (the `socket` module costs ~7 ms to
 The app's readers use redis-py (see ledger.py); both speak to the same stream.
 """
 
+import os
 import time
 
 STREAM = "cronshift:runs"  # wrappers' records (and drained spools)
 # The Celery/Streams runtime's records: a stream of their own, so a Redis ACL can let only the runtime's
 # user write it, and a reader knows the writer from the key instead of trusting the record's `source`.
 RUNTIME_STREAM = "cronshift:runs:runtime"
+
+
+class NotPrivate(ValueError):
+    """A file meant to hold a Redis password that another user could read or replace."""
+
+
+def read_private(path: str) -> bytes:
+    """The bytes of `path` (its first 64 KiB), a file that holds a Redis password: a regular file, not a
+    symlink, owned by root or this user, with no group or other access. Raises OSError when it cannot be
+    opened, NotPrivate when anyone else could read or swap it. The one rule for the wrapper's
+    `--redis-config` and the runtime's CRONSHIFT_LEDGER_REDIS_CONFIG."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o077 or (st.st_mode & 0o170000) != 0o100000:
+            raise NotPrivate(path)
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
 
 
 def _unquote(s: str) -> str:

@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from cronshift.ledger.resp import NotPrivate, read_private
 from cronshift.model import RunRecord
 
 
@@ -78,18 +79,13 @@ def ledger_target() -> tuple[str | None, str | None]:
 def read_private_url(path: str) -> str:
     """The URL in `path`: a regular file (not a symlink) of root or this user, no group/other access."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        url = read_private(path).decode("utf-8").strip()
+    except NotPrivate:
+        raise LedgerConfigError(
+            f"CRONSHIFT_LEDGER_REDIS_CONFIG {path}: not a private file (0600) of root or this user"
+        ) from None
     except OSError as e:
         raise LedgerConfigError(f"CRONSHIFT_LEDGER_REDIS_CONFIG {path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o077 or (st.st_mode & 0o170000) != 0o100000:
-            raise LedgerConfigError(
-                f"CRONSHIFT_LEDGER_REDIS_CONFIG {path}: not a private file (0600) of root or this user"
-            )
-        url = os.read(fd, 65536).decode("utf-8").strip()
-    finally:
-        os.close(fd)
     if not url:
         raise LedgerConfigError(f"CRONSHIFT_LEDGER_REDIS_CONFIG {path}: empty")
     return url
