@@ -223,16 +223,23 @@ def write_inflight(root: str, key: str, line: bytes) -> str | None:
     return None
 
 
+def _listings(root: str) -> list[tuple[str, list[str]]]:
+    """Each spool folder a drainer reads, with its names sorted; one that cannot be listed is passed over."""
+    out = []
+    for d in all_spool_dirs(root):
+        try:
+            out.append((d, sorted(os.listdir(d))))
+        except OSError:
+            continue
+    return out
+
+
 def lost(root: str, key: str) -> list[str]:
     """In-flight records of wrappers that are gone: their runs ended unobserved."""
     prefix = f"inflight-{key}-"
     out = []
-    for d in all_spool_dirs(root):
-        try:
-            names = os.listdir(d)
-        except OSError:
-            continue
-        for n in sorted(names):
+    for d, names in _listings(root):
+        for n in names:
             if not n.startswith(prefix) or not n.endswith(".jsonl"):
                 continue
             pid, _, start = n[len(prefix) : -len(".jsonl")].partition("-")
@@ -245,12 +252,8 @@ def lost(root: str, key: str) -> list[str]:
 def pending(root: str, key: str) -> list[str]:
     """Live and abandoned spool files for `key` (cheap: one listdir per directory)."""
     out = []
-    for d in all_spool_dirs(root):
-        try:
-            names = os.listdir(d)
-        except OSError:
-            continue
-        out += [os.path.join(d, n) for n in sorted(names) if n.startswith(key + ".")]
+    for d, names in _listings(root):
+        out += [os.path.join(d, n) for n in names if n.startswith(key + ".")]
     return out
 
 
