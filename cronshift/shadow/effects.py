@@ -44,7 +44,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from cronshift.model import RunRecord
-from cronshift.shadow.live import CRON_SOURCE, EVENT_SOURCES, LIVE_KIND
+from cronshift.shadow.live import CRON_SOURCE, EVENT_SOURCES, LIVE_KIND, iso_time
 from cronshift.shadow.normalize import USER_PREFIX, Normalizer
 from cronshift.shadow.verdict import Verdict, VerdictDoc, make_verdict_doc
 
@@ -143,10 +143,6 @@ def probe_key(job_id: str, doc: dict[str, Any]) -> str:
 # -- judging ----------------------------------------------------------------------------------------------
 
 
-def _iso(t: float, zone: Any = UTC) -> str:
-    return datetime.fromtimestamp(t, zone).isoformat()
-
-
 def _effect(doc: dict[str, Any], user_rules: Normalizer) -> tuple[Any, str]:
     """What is compared of a probe: its exit status and its output with only the user's rules masked (the
     probe is declared to summarise the effect, so there is no built-in noise to guess at)."""
@@ -186,8 +182,8 @@ class IntervalResult:
             return {k: d.get(k) for k in keys}
 
         return {
-            "start": _iso(self.start),
-            "end": None if self.end is None else _iso(self.end),
+            "start": iso_time(self.start),
+            "end": None if self.end is None else iso_time(self.end),
             "cron": {
                 "start": self.cron.start,
                 "exit_status": self.cron.exit_status,
@@ -388,8 +384,8 @@ def triggered_doc(rep: TriggeredReport, *, command: str, setup: dict[str, Any], 
         },
         evidence={**setup, "event_path": "triggered (live)"},
         written_by="cronshift shadow-run --report (live, triggered)",
-        first=_iso(first),
-        last=_iso(now),
+        first=iso_time(first),
+        last=iso_time(now),
         session=setup.get("session", ""),
         fidelity={
             "intervals": len(rep.intervals),
@@ -399,7 +395,7 @@ def triggered_doc(rep: TriggeredReport, *, command: str, setup: dict[str, Any], 
         },
         intervals=[i.to_doc() for i in rep.intervals],
         notes=rep.notes,
-        judged_at=_iso(now),
+        judged_at=iso_time(now),
     )
 
 

@@ -299,7 +299,7 @@ def _minute(t: float) -> int:
     return int(t // 60) * 60
 
 
-def _iso(t: float, zone: Any = UTC) -> str:
+def iso_time(t: float, zone: Any = UTC) -> str:
     return datetime.fromtimestamp(t, zone).isoformat()
 
 
@@ -363,7 +363,7 @@ class InstantResult:
             }
 
         return {
-            "instant": _iso(self.instant),
+            "instant": iso_time(self.instant),
             "local": self.local,
             "patterns": self.patterns,
             "status": self.status,
@@ -639,11 +639,11 @@ def live_doc(
         evidence={
             **setup,
             "event_path": "beat (live)",
-            "window": {"since": None if start is None else _iso(start), "until": _iso(until)},
+            "window": {"since": None if start is None else iso_time(start), "until": iso_time(until)},
         },
         written_by="cronshift shadow-run --report (live)",
-        first=_iso(start if start is not None else until),
-        last=_iso(until),
+        first=iso_time(start if start is not None else until),
+        last=iso_time(until),
         session=setup.get("session", ""),
         patterns=rep.patterns,
         fidelity={
@@ -669,7 +669,7 @@ def live_doc(
             "masked": rep.masked,
             "calibration_runs": max((f.runs for f in rep.floors.values()), default=0),
         },
-        judged_at=_iso(now),
+        judged_at=iso_time(now),
     )
 
 
@@ -741,7 +741,7 @@ def setup_doc(
         "kind": LIVE_KIND,
         "job": job_id,
         "started": started,
-        "started_iso": _iso(started),
+        "started_iso": iso_time(started),
         "command": command,
         "inner_command": inner_command,
         "schedule": schedule,
