@@ -69,10 +69,6 @@ class Verdict:
     differences: list[str] = field(default_factory=list)
     matched_tail: int = 0
 
-    @property
-    def doc_value(self) -> str:
-        return LABELS[self.label]
-
 
 def judge(
     pairs: list[PairResult],
