@@ -18,19 +18,30 @@ from celery.beat import ScheduleEntry, Scheduler
 from celery.schedules import crontab
 from celery.signals import beat_init, before_task_publish
 
-from cronshift.runtime.beat import due_instant, stamp_scheduled_for
+import cronshift.runtime.schedules as schedules_mod
+from cronshift.runtime.schedules import cronsim_schedule, due_instant_of, stamp_from_beat_entries
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401 - fixture
 from tests.test_policies_celery import Project, imported, kill, make_project, wait_for  # noqa: F401
 
 
+def _due(scheds: list[Any], last: datetime | None, now: float) -> float:
+    got = due_instant_of(scheds, last, datetime.fromtimestamp(now, UTC))
+    assert got is not None
+    return got.timestamp()
+
+
 def test_a_late_send_is_labelled_with_the_due_instant_not_the_next_one() -> None:
+    """Through the schedule objects generated app.py gives beat: a stock crontab, and the class."""
+    every = crontab(app=Celery("due", set_as_current=False))  # an app in UTC, Celery's default
     t = datetime(2026, 5, 1, 10, 0, tzinfo=UTC).timestamp()
     last = datetime.fromtimestamp(t - 59.5, UTC)  # the 09:59 run was sent half a second after its instant
     # Sent 59.3 s late (a takeover, a slow tick): still the 10:00 run, not 10:01's.
-    assert due_instant("* * * * *", "UTC", last, t + 59.3) == t
-    assert due_instant("* * * * *", "UTC", last.replace(tzinfo=None), t + 59.3) == t  # naive = UTC
-    assert due_instant("* * * * *", "UTC", None, t + 59.3) == t  # never sent: the latest due instant
-    assert due_instant("30 2 * * *", "Europe/Berlin", datetime(2026, 3, 28, 12, tzinfo=UTC), t) == (
+    assert _due([every], last, t + 59.3) == t
+    assert _due([every], last.replace(tzinfo=None), t + 59.3) == t  # naive = UTC
+    assert _due([every], None, t + 59.3) == t  # never sent: the latest due instant
+    assert _due(
+        [cronsim_schedule("30 2 * * *", "Europe/Berlin")], datetime(2026, 3, 28, 12, tzinfo=UTC), t
+    ) == (
         datetime(2026, 3, 29, 1, 0, tzinfo=UTC).timestamp()  # the spring gap: cron runs it at 03:00 CEST
     )
 
@@ -39,10 +50,13 @@ def test_beat_process_stamps_the_due_instant_when_it_sends_late(
     redis_server: RedisServer,  # noqa: F811
 ) -> None:
     """A real celery beat Scheduler sending through a real Redis broker, 90 s or more after the instant
-    that made the entry due (as after a takeover): the message carries that instant, not the latest one."""
+    that made the entry due (as after a takeover): the message carries that instant, not the latest one.
+    The stamping is what generated app.py installs (`stamp_from_beat_entries`), read from its beat entry."""
     app = Celery("stamp_" + str(os.getpid()), broker=redis_server.url, set_as_current=False)
     task = "stamp_test.tick"
-    stamp_scheduled_for({task: ("* * * * *", "UTC")})
+    app.conf.beat_schedule = {"tick": {"task": task, "schedule": crontab()}}
+    previous = schedules_mod._stamping_app
+    stamp_from_beat_entries(app)
     sent: list[Any] = []
 
     def capture(sender: str | None = None, body: Any = None, **_: Any) -> None:
@@ -64,14 +78,10 @@ def test_beat_process_stamps_the_due_instant_when_it_sends_late(
         assert sent and sent[-1]["scheduled_for"] == due, (sent, due)
     finally:
         before_task_publish.disconnect(dispatch_uid="test-capture")
-        import cronshift.runtime.beat as beat_mod
-        import cronshift.runtime.schedules as schedules_mod
-
-        # beat_init reached every module listening for it in this process (runtime.schedules too, when a
-        # generated app was imported earlier): this process is no beat, so later tests' sends must not be
-        # stamped as beat's (under xdist, any test file may follow this one in the same worker)
-        beat_mod._in_beat = False
+        # beat_init reached every listener in this process: this process is no beat, so later tests'
+        # sends must not be stamped as beat's (under xdist, any test file may follow this one here)
         schedules_mod._in_beat = False
+        schedules_mod._stamping_app = previous
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ class does not model; cronshift's proof, an independent port of that loop, would
 from __future__ import annotations
 
 import heapq
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -246,12 +247,45 @@ def beat_schedules(app: Any, task: str) -> list[BaseSchedule]:
     return out
 
 
+def due_instant_of(
+    scheds: list[BaseSchedule], last_run_at: datetime | None, now: datetime
+) -> datetime | None:
+    """The instant beat is sending: the first fire after the entry's last run (what made it due), so a send
+    that runs late (a standby's takeover, a slow tick) keeps the label of the instant that was due and the
+    next real instant is not taken for a duplicate of it. Never sent: the latest fire <= `now`."""
+    if last_run_at is not None:
+        if last_run_at.tzinfo is None:
+            last_run_at = last_run_at.replace(tzinfo=UTC)  # celery keeps naive times in UTC
+        first = min((next_fire(s, last_run_at) for s in scheds), default=None)
+        if first is not None and first <= now:
+            return first
+    return latest_fire_of(scheds, now)
+
+
 def _beat_started(sender: Any = None, **_: Any) -> None:
+    """In the beat process: note, around each send, the instant its entry was due (see due_instant_of)."""
     global _in_beat
     _in_beat = True
+    scheduler = getattr(sender, "scheduler", None)
+    if scheduler is None or getattr(scheduler, "_cronshift_due", False):
+        return
+    send = scheduler.apply_async
+
+    def apply_async(entry: Any, *args: Any, **kwargs: Any) -> Any:
+        sched = getattr(entry, "schedule", None)
+        if isinstance(sched, BaseSchedule):
+            _sending.instant = due_instant_of([sched], getattr(entry, "last_run_at", None), datetime.now(UTC))
+        try:
+            return send(entry, *args, **kwargs)
+        finally:
+            _sending.instant = None
+
+    scheduler.apply_async = apply_async
+    scheduler._cronshift_due = True
 
 
 _in_beat = False
+_sending = threading.local()  # .instant: the instant the entry this thread is sending was due at
 
 
 def _stamp(sender: str | None = None, body: Any = None, **_: Any) -> None:
@@ -263,7 +297,7 @@ def _stamp(sender: str | None = None, body: Any = None, **_: Any) -> None:
     scheds = beat_schedules(_stamping_app, sender)
     if not scheds:
         return  # not a beat-driven cron task: leave the message alone
-    when = latest_fire_of(scheds, datetime.now(UTC))
+    when = getattr(_sending, "instant", None) or latest_fire_of(scheds, datetime.now(UTC))
     # Overwritten every time: an entry's own kwargs dict may be the object beat sends again.
     kwargs["scheduled_for"] = None if when is None else when.timestamp()
 
@@ -272,9 +306,10 @@ def stamp_from_beat_entries(app: Any) -> None:
     """In the beat process only, write each run's logical time (`scheduled_for`) into its message.
 
     The instant comes from the beat entries that send the task (`app.conf.beat_schedule`), so the entry
-    is the only place a schedule is written: edit it and the runs follow. It is the latest instant <= now
-    at which those entries fire: beat sends a run at (or, within its starting deadline, shortly after)
-    that instant. The task claims it, so two beats or a redelivery cannot run one instant twice."""
+    is the only place a schedule is written: edit it and the runs follow. It is the instant the entry was
+    due at (its first fire after its last run), even when the send runs late; failing that, the latest
+    instant <= now at which those entries fire. The task claims it, so two beats or a redelivery cannot
+    run one instant twice."""
     global _stamping_app
     _stamping_app = app
     beat_init.connect(_beat_started, weak=False, dispatch_uid="cronshift-beat-entries-init")

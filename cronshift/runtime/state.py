@@ -95,7 +95,7 @@ def latest_fire(expr: str | None, zone: str, now: float, tolerance: float = 0.0)
 
     No tolerance by default: beat sends at or after an instant, never before it, and a tolerance labels
     a send that runs late, within it of the next instant, as that next instant (which then looks like a
-    duplicate). Beat labels by `cronshift.runtime.beat.due_instant`; this is its fallback.
+    duplicate). Beat labels by `cronshift.runtime.schedules.due_instant_of`; this is its fallback.
     Without a cronsim expression, the minute `now` falls in."""
     if not expr:
         return float(int(now) - int(now) % 60)
