@@ -357,12 +357,5 @@ def find_sources(root: Path, problems: list[Problem] | None = None) -> list[Sour
     return found
 
 
-def file_mode(path: Path) -> int | None:
-    try:
-        return os.stat(path).st_mode
-    except OSError:
-        return None
-
-
 def writable_by_others(mode: int) -> bool:
     return bool(mode & (stat.S_IWGRP | stat.S_IWOTH))

@@ -39,11 +39,6 @@ class JobEvidence:
     last_success: float | None = None
     evidence: set[str] = field(default_factory=set)  # subset of {CMD_ONLY, END, STATUS}
 
-    @property
-    def still_unknown(self) -> int:
-        """Runs whose outcome the logs do not tell (never counted as successes)."""
-        return self.runs - self.status_known
-
     def merge(self, other: JobEvidence) -> None:
         self.runs += other.runs
         self.starts.extend(other.starts)

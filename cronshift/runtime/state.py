@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -132,7 +132,3 @@ def backoff(base: float, attempt: int, cap: float, rand: float) -> float:
     """Exponential backoff with full jitter: uniform in [d/2, d], d = min(cap, base * 2**attempt)."""
     d = min(cap, base * (2**attempt))
     return d / 2 + (d / 2) * rand
-
-
-def to_dt(ts: float) -> str:
-    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=ts)).isoformat()
