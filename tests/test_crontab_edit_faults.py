@@ -293,18 +293,19 @@ def test_a_hard_linked_crontab_is_refused_with_the_reason(tmp_path: Path) -> Non
 
 
 APPENDER = """
-import os, sys, time
+import os, random, sys, time
 path, stop = sys.argv[1], sys.argv[2]
 i = 0
-# Appends until the test has raced enough edits (however loaded the host), at most 20,000 lines, in
-# bursts with short gaps, so edits both collide with writes and get through.
-while i < 20000 and not (i % 50 == 0 and os.path.exists(stop)):
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-    os.write(fd, b"# appended %d\\n" % i)
-    os.close(fd)
-    i += 1
-    if i % 5 == 0:
-        time.sleep(0.001)
+# Bursts of back-to-back appends (edits that overlap one must be refused or keep every line) and quiet
+# gaps of 5-40 ms (long enough for an edit and its undo to get through, however slow the host's fsync),
+# until the test says stop: at most 100,000 lines.
+while i < 100000 and not os.path.exists(stop):
+    for _ in range(random.randint(1, 40)):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        os.write(fd, b"# appended %d\\n" % i)
+        os.close(fd)
+        i += 1
+    time.sleep(random.uniform(0.005, 0.04))
 print(i)
 """
 
