@@ -274,6 +274,31 @@ def test_allow_mode_compares_each_sides_own_changes_and_dry_run_needs_a_flag(
     assert code == 2 and "--dry-run-flag" in err
 
 
+def test_allow_mode_counts_a_rewrite_with_the_same_bytes_as_a_change(
+    shadow_root: Path, tmp_path: Path
+) -> None:
+    """cron regenerates a state file with the bytes it already holds; an event path that skips the write
+    leaves the same end state but not the same effect, so it must not get parity in allow mode either."""
+    state = shadow_root / "var/out/current"
+    state.write_text("state: ok\n")
+    tab = shadow_root / "etc/cron.d/shadow"
+    tab.write_text(tab.read_text() + f"0 2 * * * root printf 'state: ok\\n' > {state}\n")
+    project = project_for(shadow_root, tmp_path / "proj")
+    args = ["shadow-run", "etc/cron.d/shadow:7", "--root", str(shadow_root), "--project", str(project)]
+    args += ["--mode", "allow", "--writes", str(shadow_root / "var/out"), "--runs", "2", "--gate-pairs", "2"]
+    code, out, err = run_cli(*args, "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["verdict"]["label"] == "parity"  # the faithful project rewrites it too
+    mod = task_module(shadow_root, project, line=7)
+    mod.write_text(mod.read_text().replace("\n# Policies,", '\nSPEC["command"] = "true"\n\n# Policies,', 1))
+    code, out, err = run_cli(*args, "--json")
+    assert code == 3, out + err
+    v = json.loads(out)["verdict"]
+    assert v["label"] == "mismatch", v["differences"]
+    assert any("current: changed by cron" in d for d in v["differences"]), v["differences"]
+    assert state.read_text() == "state: ok\n"
+
+
 def test_a_difference_shows_how_the_job_definitions_differ(shadow_root: Path, tmp_path: Path) -> None:
     """A lost env var shows as its symptom (a line of output) and as its cause (the definitions' diff)."""
     project = project_for(shadow_root, tmp_path / "proj")

@@ -135,7 +135,7 @@ def _file_state(path: str) -> dict[str, Any]:
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
-    return e | {"type": "file", "size": st.st_size, "sha256": h.hexdigest()}
+    return e | {"type": "file", "size": st.st_size, "sha256": h.hexdigest(), "mtime_ns": st.st_mtime_ns}
 
 
 def _snapshot(writes: tuple[str, ...], keep: Path | None = None) -> dict[str, dict[str, Any]]:
@@ -179,15 +179,19 @@ def _own_changes(
         if b is None:
             out.append({"path": p, "change": "deleted"})
             continue
-        strip = {k: v for k, v in (a or {}).items() if k != "before_copy"}
-        if strip == b:
+        strip = {k: v for k, v in (a or {}).items() if k not in ("before_copy", "mtime_ns")}
+        state = {k: v for k, v in b.items() if k != "mtime_ns"}
+        if strip == state and (a or {}).get("mtime_ns") == b.get("mtime_ns"):
             continue
-        c = {"path": p, "change": "created" if a is None else "changed", **b}
+        # Same bytes with a newer mtime is a rewrite (a regenerated file, a touch): the write is this side's
+        # effect, so it counts and the other side must make it too, as in the sandbox's overlay layer.
+        c = {"path": p, "change": "created" if a is None else "changed", **state}
         if b["type"] == "file":
             dest = keep / "after" / p.lstrip("/")
             dest.parent.mkdir(parents=True, exist_ok=True)
             prior = (a or {}).get("before_copy")
-            if prior and a and a.get("type") == "file" and _is_prefix(prior, p):
+            grew = a is not None and b.get("size", 0) > a.get("size", 0)
+            if prior and a and a.get("type") == "file" and grew and _is_prefix(prior, p):
                 # Appended: this side's own change is what it added, whatever was there before it.
                 with open(p, "rb") as src, open(dest, "wb") as f:
                     src.seek(os.path.getsize(prior))
