@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import typer.main
 from cronshift.cli.app import app
 
 from .conftest import PROJECT
+from .support.redis_server import free_port
 
 README = PROJECT / "README.md"
 DEMO = "/tmp/cronshift-demo"
@@ -60,12 +60,6 @@ def normalise(line: str) -> str:
     for pattern, repl in VOLATILE:
         line = pattern.sub(repl, line)
     return line.rstrip()
-
-
-def free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 def run_steps(steps: list[tuple[str, str]], env: dict[str, str]) -> list[tuple[int, str]]:
@@ -111,7 +105,8 @@ def test_the_readme_walkthrough_runs_as_written() -> None:
     # A folder of the same length as README's, so that tables keep their widths; a port of our own.
     base = f"/tmp/csdemo{uuid.uuid4().hex[:8]}"
     assert len(base) == len(DEMO)
-    port = free_port()
+    # Below the ephemeral range: bind(0) hands out a port a client socket may take before redis binds it.
+    port = str(free_port())
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "COLUMNS": "160"}
     env.pop("CRONSHIFT_REDIS_URL", None)
     readme_id = re.search(r"report-sh-[0-9a-f]{8}", "\n".join(c for c, _ in steps))

@@ -16,12 +16,15 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import random
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,7 +35,15 @@ from cronshift.shadow.compare import SideRun
 from cronshift.shadow.execute import HELPER_MARGIN, SideSetup, not_compared, side_from_result
 from cronshift.shadow.store import project_digests
 
-__all__ = ["CelerySide", "EventPathError", "LocalTaskSide", "Project", "ScratchStore", "load_project"]
+__all__ = [
+    "CelerySide",
+    "EventPathError",
+    "LocalTaskSide",
+    "Project",
+    "ScratchStore",
+    "load_project",
+    "start_private_redis",
+]
 
 LOCAL_BROKER = "memory://"
 LOCAL_BACKEND = "cache+memory://"
@@ -119,20 +130,9 @@ class ScratchStore:
         self.url: str | None = None
         exe = shutil.which("redis-server")
         if exe:
-            port = _free_port()
-            self.proc = subprocess.Popen(
-                [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(self.dir)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-            self.url = f"redis://127.0.0.1:{port}/0"
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                        break
-                except OSError:
-                    time.sleep(0.05)
+            started = start_private_redis(exe, self.dir)
+            if started is not None:
+                self.proc, self.url = started
 
     def env(self) -> dict[str, str]:
         env = {"CRONSHIFT_LEDGER": str(self.dir / "ledger.sqlite"), "CRONSHIFT_LEDGER_REDIS": ""}
@@ -147,10 +147,60 @@ class ScratchStore:
             self.proc.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _below_ephemeral() -> range:
+    """Ports outside the kernel's ephemeral range: bind(0) and every outgoing connection take theirs from
+    that range, so a port picked there can be taken by a client socket before the server binds it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(20000, low) if low > 21000 else range(1025, max(low, 2025))
+
+
+def _answers(port: int, password: str) -> bool:
+    """Our server is up: it knows the session's password (a foreign server on the port would not)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+            got = b""
+            while b"PONG" not in got and len(got) < 256:
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                got += chunk
+            return got.startswith(b"+OK") and b"+PONG" in got
+    except OSError:
+        return False
+
+
+def start_private_redis(
+    exe: str, folder: Path, ports: Callable[[], int] | None = None, attempts: int = 20
+) -> tuple[subprocess.Popen[bytes], str] | None:
+    """A redis-server only this session can use: a random password in a 0600 config file (never in argv,
+    so never in `ps`), on a loopback port below the ephemeral range. A port another server already holds
+    (or takes first) makes ours exit or leaves it unanswered; then another port is tried, so the session
+    never adopts somebody else's Redis. None when no attempt came up."""
+    pick = random.SystemRandom()
+    candidates = _below_ephemeral()
+    password = secrets.token_hex(24)
+    conf = folder / "redis.conf"
+    for _ in range(attempts):
+        port = ports() if ports else pick.choice(candidates)
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f'port {port}\nbind 127.0.0.1\nsave ""\nappendonly no\nrequirepass {password}\n')
+            f.write(f"dir {json.dumps(str(folder))}\n")
+        proc = subprocess.Popen(
+            [exe, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _answers(port, password):
+                return proc, f"redis://:{password}@127.0.0.1:{port}/0"
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    return None
 
 
 class LocalTaskSide:
