@@ -426,16 +426,24 @@ def test_redis_hanging_spools_then_drains(root: Path) -> None:
     try:
         # The same run against a port that refuses at once, in another root: what the two start-ups cost
         # on this machine now (under parallel tests they alone can take seconds), not waiting on a store.
-        (other := root.parent / "other").mkdir()
-        start = time.monotonic()
-        run([sys.executable, "-c", PY_OUT, "3"], other, "--redis", f"redis://127.0.0.1:{free_port()}/0")
-        startup = time.monotonic() - start
+        # A retry loop would cost seconds every time; one slow start-up on a loaded host costs them once, so
+        # the best of up to three tries (each in a fresh root: the first run leaves a "Redis is down" mark).
         server.pause()
-        start = time.monotonic()
-        wrapped = run([sys.executable, "-c", PY_OUT, "3"], root, "--redis", server.url, "--job", "bad")
-        took = time.monotonic() - start
-        assert (wrapped.returncode, wrapped.stdout, wrapped.stderr) == (3, b"out", b"err")
-        assert took - startup < 1.5, (took, startup)  # no retry loop: one short timeout
+        extra: list[tuple[float, float]] = []
+        for attempt in range(3):
+            (other := root.parent / f"other{attempt}").mkdir()
+            start = time.monotonic()
+            run([sys.executable, "-c", PY_OUT, "3"], other, "--redis", f"redis://127.0.0.1:{free_port()}/0")
+            startup = time.monotonic() - start
+            target = root if attempt == 0 else root.parent / f"again{attempt}"
+            target.mkdir(exist_ok=True)
+            start = time.monotonic()
+            wrapped = run([sys.executable, "-c", PY_OUT, "3"], target, "--redis", server.url, "--job", "bad")
+            extra.append((time.monotonic() - start, startup))
+            assert (wrapped.returncode, wrapped.stdout, wrapped.stderr) == (3, b"out", b"err")
+            if extra[-1][0] - startup < 1.5:
+                break
+        assert min(took - startup for took, startup in extra) < 1.5, extra  # no retry loop: one short timeout
         assert [r["job_id"] for r in spooled(root)] == ["bad"]
         server.resume()
         for marker in (root / "var/spool/cronshift").rglob("down-*"):  # a minute later
