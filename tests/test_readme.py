@@ -132,10 +132,16 @@ def test_the_readme_walkthrough_runs_as_written() -> None:
     finally:
         for name in ("beat", "worker", "redis"):  # README's own `kill` ran unless a step failed
             stop(Path(f"{base}/{name}.pid"))
+        # The daemons' logs, kept for the failure message: a flaky step is explained by them or not at all.
+        logs = "".join(
+            f"\n--- {log.name} (last 40 lines)\n"
+            + "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+            for log in sorted(Path(base).glob("*.log"))
+        )
         shutil.rmtree(base, ignore_errors=True)
     dump = []
     for (cmd, expected), (rc, got) in zip(steps, results, strict=True):
-        assert rc == 0, f"$ {cmd}\nexit {rc}\n{got}"
+        assert rc == 0, f"$ {cmd}\nexit {rc}\n{got}{logs}"
         theirs = got.replace(base, DEMO).replace(job, readme_id[0])
         theirs = theirs.replace(job.replace("-", "_"), readme_id[0].replace("-", "_"))
         dump.append(f"$ {cmd}\n{theirs}")
@@ -148,7 +154,9 @@ def test_the_readme_walkthrough_runs_as_written() -> None:
                 continue
             while k < len(actual) and actual[k] != want:
                 k += 1
-            assert k < len(actual), f"$ {cmd}\nREADME shows\n  {want}\nbut it printed\n" + "\n".join(actual)
+            assert k < len(actual), (
+                f"$ {cmd}\nREADME shows\n  {want}\nbut it printed\n" + "\n".join(actual) + logs
+            )
             k += 1
 
 
