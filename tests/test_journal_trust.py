@@ -188,3 +188,15 @@ def test_scan_of_an_export_without_trusted_fields_has_a_zero_counter(tmp_path: P
     assert js["history"]["untrusted"] == 0
     tick = next(j for j in js["jobs"] if j["command"] == "/usr/local/bin/tick")
     assert tick["metrics"]["runs_seen"] == 11 and tick["metrics"]["failures"] == 1
+
+
+def test_an_export_holding_only_forged_lines_says_so(tmp_path: Path) -> None:
+    """No cron line left: scan prints no history line, so the "no cron lines" note names the forgeries."""
+    root = make_root(tmp_path, {})
+    log = write(tmp_path / "cron.json", [x for x in export() if '"_UID":"1000"' in x])
+    js = json.loads(run("scan", "--root", str(root), "--now", CLI_NOW, "--log", str(log), "--json").stdout)
+    assert js["history"]["untrusted"] == 3 and js["history"]["cron_lines"] == 0
+    assert (
+        "no cron lines in 1 log file(s) (3 from non-root senders ignored: forged?)" in js["history"]["notes"]
+    )
+    assert [j["metrics"]["runs_seen"] for j in js["jobs"]] == [None, None]  # no log evidence
