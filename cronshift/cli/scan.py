@@ -159,7 +159,9 @@ def _table(env: Env, result: ScanResult, ranked: list, ev: Evidence, t: datetime
             f"history {iso(w[0], t)} .. {iso(w[1], t)}: "
             f"{h.cron_lines} cron lines in {len(h.sources)} log(s) ({escape(names)}){dup}{led}"
         )
-        loose = [x for x in [untrusted_text(h)] if x]
+        loose = []
+        if forged := untrusted_text(h):
+            loose.append(forged)
         if h.orphan_ends:
             loose.append(f"{h.orphan_ends} end line(s) whose start is not in the logs read")
         if h.unattributed_notes:
