@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from cronshift.cli.output import Env, ExitStatus, fail, progress_bar, text
+from cronshift.history.events import History
 from cronshift.history.evidence import Evidence, env_redis_url, gather
 from cronshift.model import ScanResult
 
@@ -90,6 +91,13 @@ def iso(ts: float | None, now: datetime) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).astimezone(now.tzinfo).isoformat()
 
 
+def untrusted_text(h: History | None) -> str | None:
+    """What `scan` and `show` say of journal cron lines a non-root process sent; None: there were none."""
+    if h is None or not h.untrusted:
+        return None
+    return f"{h.untrusted} cron line(s) from non-root senders ignored (forged?)"
+
+
 def history_to_dict(ev: Evidence, now: datetime) -> dict[str, Any]:
     """The top-level `history` object of --json: what the ranking was made from."""
     h = ev.history
@@ -108,11 +116,13 @@ def history_to_dict(ev: Evidence, now: datetime) -> dict[str, Any]:
                 "cron_lines": s.cron_lines,
                 "malformed": s.malformed,
                 "duplicates": s.duplicates,
+                "untrusted": s.untrusted,
             }
             for s in (h.sources if h else [])
         ],
         "duplicates_dropped": h.duplicates_dropped if h else 0,
         "orphan_ends": h.orphan_ends if h else 0,
+        "untrusted": h.untrusted if h else 0,
         "unattributed": {
             "no_mta": h.unattributed_discarded if h else 0,
             "mail": h.unattributed_mail_failures if h else 0,

@@ -20,6 +20,7 @@ from cronshift.cli.evidence import (
     history_to_dict,
     iso,
     load_evidence,
+    untrusted_text,
 )
 from cronshift.cli.output import (
     Env,
@@ -159,6 +160,8 @@ def _table(env: Env, result: ScanResult, ranked: list, ev: Evidence, t: datetime
             f"{h.cron_lines} cron lines in {len(h.sources)} log(s) ({escape(names)}){dup}{led}"
         )
         loose = []
+        if forged := untrusted_text(h):
+            loose.append(forged)
         if h.orphan_ends:
             loose.append(f"{h.orphan_ends} end line(s) whose start is not in the logs read")
         if h.unattributed_notes:

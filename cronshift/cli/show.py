@@ -21,6 +21,7 @@ from cronshift.cli.evidence import (
     UntilOpt,
     history_to_dict,
     load_evidence,
+    untrusted_text,
 )
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail, job_to_dict, text
 from cronshift.discover.lookup import JobNotFound, find_job
@@ -113,6 +114,8 @@ def show(
     _metrics(env, m, t)
     _advice(env, adv)
     _runs(env, runs, t)
+    if forged := untrusted_text(ev.history):
+        env.out.print(f"{forged}: not among these runs, see --json")
     if fired:
         _triggers(env, fired, t)
     _skips(env, ev.skipped_runs.get(j.id, [])[-last:], t)

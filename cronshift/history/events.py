@@ -82,6 +82,7 @@ class SourceInfo:
     cron_lines: int
     malformed: int
     duplicates: int = 0  # lines dropped because a source read before held the same line
+    untrusted: int = 0  # journal cron lines a non-root process sent (forged?): not read
 
 
 @dataclass(slots=True)
@@ -99,6 +100,7 @@ class History:
     unattributed_mail_failures: int = 0
     unattributed_output: int = 0  # CMDOUT lines we could not tie to a run
     duplicates_dropped: int = 0  # lines read from more than one source (syslog + cron.log...), kept once
+    untrusted: int = 0  # journal cron lines whose sender journald saw was not root (forged?): not read
     window: tuple[float, float] | None = None
     # When cron was observed running: from a start line (or the first cron line) to a stop line (or the last
     # cron line before the next start). Expected runs are counted only inside these.

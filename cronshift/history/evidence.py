@@ -108,8 +108,10 @@ def gather(
             total = sum(_size(p) for p in paths)
             cb = None if progress is None else (lambda done: progress(done, total))
             ev.history = read_history(paths, jobs, since, until, now, cb)
-            if not ev.history.cron_lines:
-                ev.notes.append(f"no cron lines in {len(paths)} log file(s)")
+            if not ev.history.cron_lines:  # scan prints no history line: say what was ignored here
+                forged = ev.history.untrusted
+                but = f" ({forged} from non-root senders ignored: forged?)" if forged else ""
+                ev.notes.append(f"no cron lines in {len(paths)} log file(s){but}")
     else:
         ev.notes.append("history not read (--no-history)")
     _read_ledger(ev, Path(root), jobs, store, redis_url)

@@ -2,6 +2,14 @@
 
 The journal keeps the daemon's message unescaped and the time in microseconds since the epoch, so there is no
 year to infer; the identifier and pid come from their own fields instead of the `tag[pid]:` prefix.
+
+Who sent a line: any local user can send `logger -t CRON '(root) CMD (...)'`, and a syslog text file cannot
+tell that line from cron's. The journal can: fields starting with `_` are set by journald from the sender's
+socket credentials, never by the sender, and the cron daemon, its children, anacron and the run-parts cron
+runs are root. So a cron line whose `_UID` is present and not 0 is not read; it is counted (`untrusted`)
+and scan says so. `_UID` is the only rule: `_COMM`/`_EXE` would drop real lines (RHEL's run-parts script
+logs through `logger`, whose `_COMM` is a forger's too). An entry without `_UID` (an old or hand-made
+export) proves nothing either way and is read as a syslog text line is.
 """
 
 from __future__ import annotations
@@ -23,6 +31,12 @@ def _text(value: object) -> bytes | None:
         except ValueError:
             return None
     return None
+
+
+def _foreign(obj: dict) -> bool:
+    """Whether journald saw a non-root process send this entry (see the module docstring)."""
+    uid = obj.get("_UID")
+    return uid is not None and uid != "0" and uid != 0
 
 
 def feed_journal(seg: Segment, lines: Iterable[bytes]) -> None:
@@ -50,6 +64,9 @@ def feed_journal(seg: Segment, lines: Iterable[bytes]) -> None:
                 folder = ident[10:-1].encode()
             ident = "run-parts"
         elif ident not in _CRON_IDS:
+            continue
+        if _foreign(obj):
+            c.untrusted += 1  # not one of cron's lines: neither read nor counted as a cron line
             continue
         msg = _text(obj.get("MESSAGE"))
         try:

@@ -393,6 +393,7 @@ def _read(
             history.cron_lines += seg.c.cron_lines
             history.malformed += seg.c.malformed
             history.unreadable_stamps += seg.c.unreadable
+            history.untrusted += seg.c.untrusted
         history.sources.append(
             SourceInfo(
                 str(path),
@@ -400,6 +401,7 @@ def _read(
                 sum(s.c.lines for s in segs),
                 sum(s.c.cron_lines for s in segs),
                 sum(s.c.malformed for s in segs),
+                untrusted=sum(s.c.untrusted for s in segs),
             )
         )
         rest = segs[1:] if started else segs

@@ -80,6 +80,7 @@ class Counters:
     cron_lines: int = 0
     malformed: int = 0
     unreadable: int = 0
+    untrusted: int = 0  # journal cron lines whose trusted sender (_UID) was not root: not read (journal.py)
     dialects: set[str] = field(default_factory=set)
 
 
