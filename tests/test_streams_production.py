@@ -385,6 +385,9 @@ def test_forbid_job_ending_while_redis_is_down_runs_once(
     assert run.exit_status == 0
 
 
+DEADLINE = 5  # seconds: the missed-run policy's starting deadline in the replay test
+
+
 @needs_root
 @pytest.mark.slow
 def test_a_dead_letter_is_replayed_through_the_stream_once_after_the_job_is_fixed(
@@ -393,12 +396,14 @@ def test_a_dead_letter_is_replayed_through_the_stream_once_after_the_job_is_fixe
     """The Streams target's recovery path, as the Celery target's: a scheduled run that failed for good
     (retries used up) is listed, the job is fixed, `--replay` puts it back on the job's stream with its
     payload and `scheduled_for`, the real consumer runs it once past the instant's claim (which the failed
-    run holds), and a second replay of the same dead letter is refused."""
+    run holds) and past the missed-run deadline (the operator replays after it, as one would), and a
+    second replay of the same dead letter is refused."""
     srv = start_redis(tmp_path / "redis")
     servers.append(srv)
     fixed, tries = tmp_path / "fixed", tmp_path / "tries"
     line = f"0 3 * * * root echo x >> {tries}; test -e {fixed} || {{ echo not fixed; exit 75; }}"
-    args = ("--transient-exit", "75", "--policy", "retry_backoff=0.2", "--policy", "max_retries=1")
+    policies = ("retry_backoff=0.2", "max_retries=1", f"starting_deadline={DEADLINE}")
+    args = ("--transient-exit", "75", *(x for p in policies for x in ("--policy", p)))
     p = Project(tmp_path, _root(tmp_path, [line]), srv.url, *args, "--no-history")
     projects.append(p)
     job = p.job("not fixed")
@@ -415,6 +420,7 @@ def test_a_dead_letter_is_replayed_through_the_stream_once_after_the_job_is_fixe
     assert dl["source"] == "streams" and dl["scheduled_for"] == when and dl["attempts"] == 2
 
     fixed.touch()
+    time.sleep(max(0.0, when + DEADLINE + 1 - time.time()))  # the operator comes back after the deadline
     r = CliRunner().invoke(cli_app, ["dead-letters", "--replay", dl["id"], "--project", str(p.out), *ledger])
     assert r.exit_code == 0, r.output
     entry = r.stdout.split()[-1]
