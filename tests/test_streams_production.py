@@ -439,3 +439,29 @@ def test_a_dead_letter_is_replayed_through_the_stream_once_after_the_job_is_fixe
     assert p.redis.xinfo_stream(stream_key(p.pkg))["last-generated-id"] == entry  # nothing was added
     wait_for(lambda: not p.pending() and p.redis.xlen(stream_key(p.pkg)) == 0, why="the stream drained")
     assert len(p.runs()) == 3
+
+
+def test_replay_refuses_a_dead_letter_this_streams_project_cannot_send(
+    tmp_path: Path, servers: list[RedisServer], projects: list[Project]
+) -> None:
+    """A Celery run's dead letter names a task, and a job gone from jobs.py would be dead-lettered unrun by
+    the consumers: both are refused (exit 4), nothing is added and the record stays `dead`."""
+    srv = start_redis(tmp_path / "redis")
+    servers.append(srv)
+    p = Project(tmp_path, _root(tmp_path, ["0 3 * * * root echo kept"]), srv.url, "--no-history")
+    projects.append(p)
+    base = {"scheduled_for": 1_800_000_000.0, "payload": None, "status": "dead", "created": 1_800_000_000.0}
+    docs = {
+        "celery": {**base, "job_id": p.job("echo kept"), "task": f"{p.pkg}.jobs.x.run", "source": "celery"},
+        "gone": {**base, "job_id": "gone-00000000", "task": stream_key(p.pkg), "source": "streams"},
+    }
+    with open_ledger(tmp_path, store=str(p.ledger)) as led:
+        for key, doc in docs.items():
+            led.put(KIND, key, {**doc, "id": key, "task_id": "t-" + key})
+    ledger = ["--root", str(tmp_path), "--store", str(p.ledger)]
+    for key, why in (("celery", "is a celery run"), ("gone", "no longer in")):
+        r = CliRunner().invoke(cli_app, ["dead-letters", "--replay", key, "--project", str(p.out), *ledger])
+        assert r.exit_code == 4 and why in r.stderr, r.output
+    assert p.redis.xlen(stream_key(p.pkg)) == 0
+    with open_ledger(tmp_path, store=str(p.ledger)) as led:
+        assert [d["status"] for d in led.list(KIND)] == ["dead", "dead"]

@@ -53,7 +53,10 @@ def _streams_sender(project: Path, package: str, redis_url: str | None) -> Calla
             raise ReplayRefused(f"job {doc.get('job_id')} is no longer in {project}/{package}/jobs.py")
         client = streams.connect(redis_url or jobs.REDIS_URL)
         try:
-            return streams.replay(client, jobs.PROJECT, doc, (jobs.RETENTION or {}).get("jobs"))
+            retention = (
+                getattr(jobs, "RETENTION", None) or {}
+            )  # a project generated before retention had none
+            return streams.replay(client, jobs.PROJECT, doc, retention.get("jobs"))
         finally:
             client.close()
 
