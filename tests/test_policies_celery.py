@@ -320,6 +320,11 @@ def test_permanent_failure_is_dead_lettered_after_the_maximum_and_replays(shared
         assert led.get(KIND, dl["id"])["status"] == "replayed"
         again = [d for d in led.list(KIND) if d["task_id"] == new_id]
     assert len(again) == 1 and again[0]["status"] == "dead"  # the replay failed for good too: its own record
+    res = CliRunner().invoke(
+        app,
+        ["dead-letters", "--replay", dl["id"], "--project", str(shared.out), "--store", str(shared.ledger)],
+    )
+    assert res.exit_code == 4 and "already replayed at" in res.stderr and new_id in res.stderr, res.output
 
 
 @SHARED

@@ -22,6 +22,8 @@ import redis
 from typer.testing import CliRunner
 
 from cronshift.cli.app import app as cli_app
+from cronshift.ledger.store import open_ledger
+from cronshift.runtime.deadletters import KIND
 from cronshift.runtime.streams import (
     Consumer,
     Scheduler,
@@ -381,3 +383,85 @@ def test_forbid_job_ending_while_redis_is_down_runs_once(
     assert ran.read_text() == "once\n" and consumer.poll() is None
     (run,) = p.runs()
     assert run.exit_status == 0
+
+
+DEADLINE = 5  # seconds: the missed-run policy's starting deadline in the replay test
+
+
+@needs_root
+@pytest.mark.slow
+def test_a_dead_letter_is_replayed_through_the_stream_once_after_the_job_is_fixed(
+    tmp_path: Path, servers: list[RedisServer], projects: list[Project]
+) -> None:
+    """The Streams target's recovery path, as the Celery target's: a scheduled run that failed for good
+    (retries used up) is listed, the job is fixed, `--replay` puts it back on the job's stream with its
+    payload and `scheduled_for`, the real consumer runs it once past the instant's claim (which the failed
+    run holds) and past the missed-run deadline (the operator replays after it, as one would), and a
+    second replay of the same dead letter is refused."""
+    srv = start_redis(tmp_path / "redis")
+    servers.append(srv)
+    fixed, tries = tmp_path / "fixed", tmp_path / "tries"
+    line = f"0 3 * * * root echo x >> {tries}; test -e {fixed} || {{ echo not fixed; exit 75; }}"
+    policies = ("retry_backoff=0.2", "max_retries=1", f"starting_deadline={DEADLINE}")
+    args = ("--transient-exit", "75", *(x for p in policies for x in ("--policy", p)))
+    p = Project(tmp_path, _root(tmp_path, [line]), srv.url, *args, "--no-history")
+    projects.append(p)
+    job = p.job("not fixed")
+    p.consumer()
+    when = float(int(time.time()))  # the instant the scheduler sends, through the scheduler's own `fire`
+    assert fire(p.redis, p.pkg, job, when) is not None
+    failed = wait_for(lambda: [r for r in p.runs() if r.extra.get("dead_letter")], why="a dead letter")
+    assert [r.exit_status for r in p.runs()] == [75, 75]  # the first run and its one retry
+    ledger = ["--root", str(tmp_path), "--store", str(p.ledger)]
+    r = CliRunner().invoke(cli_app, ["dead-letters", "--list", "--json", *ledger])
+    assert r.exit_code == 0, r.output
+    (dl,) = json.loads(r.stdout)["dead_letters"]
+    assert dl["id"] == failed[0].extra["dead_letter"] and dl["status"] == "dead"
+    assert dl["source"] == "streams" and dl["scheduled_for"] == when and dl["attempts"] == 2
+
+    fixed.touch()
+    time.sleep(max(0.0, when + DEADLINE + 1 - time.time()))  # the operator comes back after the deadline
+    r = CliRunner().invoke(cli_app, ["dead-letters", "--replay", dl["id"], "--project", str(p.out), *ledger])
+    assert r.exit_code == 0, r.output
+    entry = r.stdout.split()[-1]
+    runs = wait_for(lambda: [x for x in p.runs() if x.extra.get("stream_entry") == entry], why="the replay")
+    (replayed,) = runs
+    assert replayed.exit_status == 0 and not replayed.extra.get("skipped"), replayed.extra
+    assert replayed.scheduled_for == when and replayed.job_id == job
+    assert replayed.extra["trigger_id"].startswith(dl["task_id"] + "-replay-")
+    assert tries.read_text() == "x\nx\nx\n"  # two failed attempts, then the replay: once
+    with open_ledger(tmp_path, store=str(p.ledger)) as led:
+        doc = led.get(KIND, dl["id"])
+    assert doc["status"] == "replayed" and doc["replay_entry"] == entry
+
+    r = CliRunner().invoke(cli_app, ["dead-letters", "--replay", dl["id"], "--project", str(p.out), *ledger])
+    assert r.exit_code == 4 and "already replayed" in r.stderr, r.output
+    assert p.redis.xinfo_stream(stream_key(p.pkg))["last-generated-id"] == entry  # nothing was added
+    wait_for(lambda: not p.pending() and p.redis.xlen(stream_key(p.pkg)) == 0, why="the stream drained")
+    assert len(p.runs()) == 3
+
+
+def test_replay_refuses_a_dead_letter_this_streams_project_cannot_send(
+    tmp_path: Path, servers: list[RedisServer], projects: list[Project]
+) -> None:
+    """A Celery run's dead letter names a task, and a job gone from jobs.py would be dead-lettered unrun by
+    the consumers: both are refused (exit 4), nothing is added and the record stays `dead`."""
+    srv = start_redis(tmp_path / "redis")
+    servers.append(srv)
+    p = Project(tmp_path, _root(tmp_path, ["0 3 * * * root echo kept"]), srv.url, "--no-history")
+    projects.append(p)
+    base = {"scheduled_for": 1_800_000_000.0, "payload": None, "status": "dead", "created": 1_800_000_000.0}
+    docs = {
+        "celery": {**base, "job_id": p.job("echo kept"), "task": f"{p.pkg}.jobs.x.run", "source": "celery"},
+        "gone": {**base, "job_id": "gone-00000000", "task": stream_key(p.pkg), "source": "streams"},
+    }
+    with open_ledger(tmp_path, store=str(p.ledger)) as led:
+        for key, doc in docs.items():
+            led.put(KIND, key, {**doc, "id": key, "task_id": "t-" + key})
+    ledger = ["--root", str(tmp_path), "--store", str(p.ledger)]
+    for key, why in (("celery", "is a celery run"), ("gone", "no longer in")):
+        r = CliRunner().invoke(cli_app, ["dead-letters", "--replay", key, "--project", str(p.out), *ledger])
+        assert r.exit_code == 4 and why in r.stderr, r.output
+    assert p.redis.xlen(stream_key(p.pkg)) == 0
+    with open_ledger(tmp_path, store=str(p.ledger)) as led:
+        assert [d["status"] for d in led.list(KIND)] == ["dead", "dead"]

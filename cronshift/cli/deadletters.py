@@ -2,17 +2,15 @@
 
 Dead letters live in the ledger the workers write to (CRONSHIFT_LEDGER / CRONSHIFT_LEDGER_REDIS on the
 worker; here `--store` or `--redis`), or in the policy state Redis when the workers had no ledger.
-A replay sends the same task with the same payload and `scheduled_for` through the generated project
-(`--project DIR`), as a new message; the record is marked replayed with the new task id.
+A replay sends the run again with the same payload and `scheduled_for` through the generated project
+(`--project DIR`, Celery or Streams, told apart by its files), as a new message under an id derived from
+the original's; the record is marked replayed with the new task id or stream entry, and a second replay of
+it is refused (`cronshift.shadow.replay`, `cronshift.runtime.deadletters.replay`).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
-import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,24 +21,12 @@ from rich.table import Table
 from cronshift.cli.common import CELERY_BROKER_SCHEMES, JsonOpt, RootOpt, check_url
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail, text
 from cronshift.ledger.store import open_ledger
-from cronshift.runtime.deadletters import KIND
-from cronshift.runtime.state import REPLAY
+from cronshift.runtime.deadletters import KIND, NoSuchDeadLetter
+from cronshift.shadow.replay import ReplayRefused, replay_dead_letter
 
 
 def _iso(ts: Any) -> str:
     return "-" if ts is None else datetime.fromtimestamp(float(ts), UTC).isoformat(timespec="seconds")
-
-
-def _send(project: Path, package: str | None, broker: str | None, doc: dict[str, Any]) -> str:
-    from cronshift.shadow.celery_side import load_project  # finds the package, applies the broker override
-
-    _triggers, pkg = load_project(project, package, broker)
-    app = importlib.import_module(f"{pkg}.app").app
-    kwargs = {"payload": doc.get("payload"), "scheduled_for": doc.get("scheduled_for")}
-    # A task id derived from the original lets the replay through the claim on its scheduled_for (which the
-    # original holds) while counting its deliveries afresh.
-    task_id = f"{doc.get('task_id') or 'notask'}{REPLAY}{uuid.uuid4().hex[:8]}"
-    return str(app.send_task(doc["task"], kwargs=kwargs, task_id=task_id).id)
 
 
 def dead_letters(
@@ -50,7 +36,9 @@ def dead_letters(
         Path | None, typer.Option("--project", help="The generated project directory (for --replay).")
     ] = None,
     package: Annotated[str | None, typer.Option("--package", help="Its package, if several.")] = None,
-    broker: Annotated[str | None, typer.Option("--broker", help="Broker URL override.")] = None,
+    broker: Annotated[
+        str | None, typer.Option("--broker", help="Broker URL override (Streams: its Redis).")
+    ] = None,
     store: Annotated[str | None, typer.Option("--store", help="Ledger store (SQLite path).")] = None,
     redis: Annotated[str | None, typer.Option("--redis", help="Ledger or state Redis URL.")] = None,
     root: RootOpt = Path("/"),
@@ -83,22 +71,25 @@ def dead_letters(
                 )  # fmt: skip
             env.out.print(table)
             return
-        doc = ledger.get(KIND, replay)
-        if doc is None:
-            fail(env, f"no dead letter {replay}", ExitStatus.USAGE)
         if project is None:
             fail(env, "--replay needs --project DIR (the generated project)", ExitStatus.USAGE)
-        added = str(project) not in sys.path
         try:
-            new_id = _send(project, package, broker, doc)
-        except Exception as e:
+            target, doc = replay_dead_letter(ledger, replay, project, package, broker)
+        except NoSuchDeadLetter as e:
+            fail(env, str(e), ExitStatus.USAGE)
+        except ReplayRefused as e:
+            fail(env, f"{project}: {e}", ExitStatus.REFUSED)
+        except Exception as e:  # no project there, broker or Redis unreachable: one line
             fail(env, f"{project}: replay of {replay} failed: {type(e).__name__}: {e}", ExitStatus.ERROR)
-        finally:
-            if added and str(project) in sys.path:
-                sys.path.remove(str(project))
-        doc = {**doc, "status": "replayed", "replayed_at": time.time(), "replay_task_id": new_id}
-        ledger.put(KIND, replay, doc)
+    if target == "streams":
+        if json:
+            emit_json(env, {"replayed": replay, "target": target, "stream": doc["task"],
+                            "entry": doc["replay_entry"]})  # fmt: skip
+        else:
+            env.stdout.write(f"replayed {replay} to {doc['task']} as entry {doc['replay_entry']}\n")
+        return
+    new_id = doc["replay_task_id"]
     if json:
-        emit_json(env, {"replayed": replay, "task_id": new_id})
+        emit_json(env, {"replayed": replay, "target": target, "task_id": new_id})
     else:
         env.stdout.write(f"replayed {replay} as task {new_id}\n")

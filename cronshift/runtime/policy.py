@@ -95,6 +95,12 @@ class PolicyRun:
     def attempt(self) -> int:
         return self.transport.attempt
 
+    @property
+    def replay(self) -> bool:
+        """A dead letter an operator sent again (`cronshift dead-letters --replay`): it runs however late,
+        as a retry does; the missed-run policy is for runs nobody asked for by hand."""
+        return state.REPLAY in self.task_id
+
     def need_state(self, what: str) -> Any:
         if self.r is None:
             raise state.NoStateStore(
@@ -216,7 +222,7 @@ class PolicyRun:
         late = now - sf
         if missed == "skip":
             deadline = float(pol.get("starting_deadline") or 0)
-            if deadline and late > deadline and self.attempt == 0:
+            if deadline and late > deadline and self.attempt == 0 and not self.replay:
                 return self.skip(
                     f"missed-run policy skip: starting {late:.0f} s after its time, past the "
                     f"{deadline:.0f} s starting deadline"
@@ -224,7 +230,8 @@ class PolicyRun:
         elif missed == "run-once":
             r = self.need_state("missed-run policy run-once")
             last = state.last_start(r, self.spec["id"])
-            if last is not None and sf < float(last["start"]) and last.get("task_id") != self.task_id:
+            covered = last is not None and sf < float(last["start"]) and last.get("task_id") != self.task_id
+            if covered and not self.replay:
                 return self.skip(
                     "missed-run policy run-once: a run started after this one's time, so the missed "
                     "runs are covered by it"

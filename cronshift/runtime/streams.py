@@ -39,6 +39,7 @@ from typing import Any
 import redis
 
 from cronshift.runtime import state
+from cronshift.runtime.deadletters import replay_id
 from cronshift.runtime.execute import JobFailed
 from cronshift.runtime.policy import JobDeadLettered, PolicyRun
 from cronshift.runtime.schedules import cronsim_schedule
@@ -52,6 +53,7 @@ __all__ = [
     "enqueue",
     "fire",
     "group_name",
+    "replay",
     "run_scheduler",
     "scheduler_main",
     "stream_key",
@@ -210,6 +212,28 @@ def enqueue(
     """Add one run of `job_id` to the project's stream; return the entry id. `payload` must be JSON."""
     pipe = _client(target).pipeline(transaction=False)
     _trimmed_xadd(pipe, stream_key(project), _entry(job_id, payload, None), retention)
+    return str(pipe.execute()[0])
+
+
+def replay(
+    target: str | redis.Redis, project: str, doc: Mapping[str, Any], retention: Retention | None = None
+) -> str:
+    """Add dead letter `doc` (a document `cronshift dead-letters` lists) to the project's stream again, as a
+    new entry with its payload and `scheduled_for`; return the entry id.
+
+    Not through `fire`: the scheduler's marker for that instant is set, so fire would refuse it. The entry's
+    trigger id is derived from the failed one's (`deadletters.replay_id`): the consumer's claim on the
+    instant (`state.claim`), which the failed run holds, lets exactly this entry through, and a redelivery
+    of it too. ValueError if the dead letter came from another project's stream."""
+    if doc.get("task") != stream_key(project):
+        raise ValueError(
+            f"dead letter of {doc.get('task')!r}, not of this project's stream {stream_key(project)}"
+        )
+    sf = doc.get("scheduled_for")
+    fields = _entry(str(doc["job_id"]), doc.get("payload"), None if sf is None else float(sf))
+    fields["trigger_id"] = replay_id(str(doc.get("task_id") or ""))
+    pipe = _client(target).pipeline(transaction=False)
+    _trimmed_xadd(pipe, stream_key(project), fields, retention)
     return str(pipe.execute()[0])
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "Project",
     "ScratchStore",
     "load_project",
+    "project_target",
     "start_private_redis",
 ]
 
@@ -74,6 +75,13 @@ def _package(project: Path, package: str | None) -> str:
             f"{project}: expected one generated package (app.py + triggers.py), found {found}"
         )
     return found[0]
+
+
+def project_target(project: Path, package: str | None) -> tuple[str, str]:
+    """("streams" | "celery", package) of a generated project. The manifest records file digests only, so
+    the generated files say it: a Streams project has consumer.py (and jobs.py), a Celery one app.py."""
+    pkg = _package(project, package)
+    return ("streams" if (project / pkg / "consumer.py").exists() else "celery"), pkg
 
 
 def load_project(project: Path, package: str | None, broker: str | None) -> tuple[ModuleType, str]:
