@@ -394,11 +394,24 @@ def test_offset_free_schedules_are_stock_crontabs_in_a_utc_app(text: str) -> Non
         assert "UTC" in entry.why and zone in entry.why
 
 
-def test_wall_clock_schedules_are_never_written_in_utc() -> None:
-    for text in ["0 3 * * *", "30 2 * * *", "5 */2 * * *", "*/15 * * * 1", "0 * 1 * *", "*/15 0-23 * * *"]:
+# Kolkata's wall clock is UTC+5:30 all through the window: a schedule that follows it is a crontab in UTC
+# where its shifted table is a cron set (see the fixed-offset tests below), and keeps the class where not.
+KOLKATA_IN_UTC = {
+    "0 3 * * *": "crontab",  # 21:30 UTC every day
+    "30 2 * * *": "crontab",
+    "5 */2 * * *": "crontab",  # :35 at even hours UTC
+    "*/15 * * * 1": "crontab",  # Sunday 18:30 .. Monday 18:15 UTC: four entries (see below)
+    "0 * 1 * *": "cronsim",  # the 1st's first hours are the last day of the month before in UTC
+    "*/15 0-23 * * *": "crontab",
+}
+
+
+def test_wall_clock_schedules_are_written_in_utc_only_where_the_zone_keeps_one_offset() -> None:
+    for text, kolkata in KOLKATA_IN_UTC.items():
         for zone in DST_ZONES:
             tr = translate(parse(text), zone, YEAR, app_zone="UTC")
-            assert [e.kind for e in tr.entries] == ["cronsim"], (text, zone)
+            want = kolkata if zone == "Asia/Kolkata" else "cronsim"
+            assert {e.kind for e in tr.entries} == {want}, (text, zone)
             assert tr.proof is not None and tr.proof.identical, (text, zone)
 
 
@@ -604,6 +617,11 @@ SHIFTED = {
     ("Asia/Kolkata", "30 8 1 * *"): [
         {"minute": "0", "hour": "3", "day_of_month": "1", "month_of_year": "*", "day_of_week": "*"}
     ],
+    # 03:00 and 03:45 are 21:30 and 22:15 UTC: one entry per minute set.
+    ("Asia/Kolkata", "0,45 3 * * *"): [
+        {"minute": "30", "hour": "21", **EVERY_DAY, "day_of_week": "*"},
+        {"minute": "15", "hour": "22", **EVERY_DAY, "day_of_week": "*"},
+    ],
     # 03:00-06:00 at :00: three on the day before in UTC, one on the day itself: two entries, never both.
     ("Asia/Kolkata", "0 3-6 * * 1-5"): [
         {"minute": "30", "hour": "21-23", **EVERY_DAY, "day_of_week": "0-4"},
@@ -631,7 +649,6 @@ def test_fixed_time_jobs_in_a_zone_without_offset_changes_are_stock_crontabs_in_
         ("Asia/Kolkata", "30 2 1 * *"),  # the 1st at 02:30 is the last day of the month before in UTC
         ("Asia/Kolkata", "30 2 * 1 *"),  # January's days in Kolkata start on 31 December in UTC
         ("Asia/Kolkata", "30 2 1 * 1"),  # dom OR dow, shifted a day: no crontab says it
-        ("Asia/Kolkata", "0,45 3 * * *"),  # 21:30 and 22:15 UTC: not one minute set times one hour set
         ("Europe/Berlin", "30 2 * * *"),  # two offsets over the window: the wall clock moves in UTC
         ("America/New_York", "30 20 * * 1-5"),
     ],
@@ -666,7 +683,7 @@ def test_shifted_utc_crontabs_fire_at_crons_instants_over_the_window_by_celerys_
     tr = translate(expr, zone, YEAR, app_zone="UTC")
     assert tr.entries and all(e.kind == "crontab" for e in tr.entries)
     got = sorted(t for e in tr.entries for t in celery_fires(e, "UTC", start, end))
-    assert got == sorted(want) and len(got) > 1000
+    assert got == sorted(want) and len(got) >= 60  # 5 years: 60 monthly fires, ~1300 weekday ones
     scheds = [e.schedule(proof_app("UTC")) for e in tr.entries]
     prev = start.astimezone(UTC) - timedelta(seconds=1)
     clock = [prev]
@@ -713,3 +730,24 @@ def test_a_utc_app_puts_fixed_offset_jobs_on_stock_crontabs(tmp_path: Path) -> N
     app_py = (tmp_path / "out2/cronjobs/app.py").read_text()
     assert 'timezone="UTC"' in app_py and app_py.count('cronsim_schedule("') == 2
     assert "only for a schedule that selects every hour and day" not in app_py
+
+
+def test_a_shifted_utc_entry_that_is_wrong_is_caught() -> None:
+    """The UTC day-by-day structure and the simulation catch a shift that forgets the weekdays' move or the
+    half hour, and name the first instants."""
+    expr = parse("30 2 * * 1-5")
+
+    def entry(minute: str, hour: str, dow: str) -> tuple[BeatEntry, ...]:
+        fields = (("minute", minute), ("hour", hour), ("day_of_month", "*"), ("month_of_year", "*"),
+                  ("day_of_week", dow))  # fmt: skip
+        return (BeatEntry("crontab", fields, zone="UTC"),)
+
+    assert prove(expr, entry("0", "21", "0-4"), "Asia/Kolkata", YEAR, app_zone="UTC").identical
+    unmoved = prove(expr, entry("0", "21", "1-5"), "Asia/Kolkata", YEAR, app_zone="UTC")
+    assert not unmoved.identical
+    assert unmoved.differences[:2] == (
+        {"instant": "2026-01-03T02:30:00+05:30", "cron": 0, "celery": 1},  # Saturday in Kolkata
+        {"instant": "2026-01-05T02:30:00+05:30", "cron": 1, "celery": 0},  # Monday
+    )
+    whole_hour = prove(expr, entry("30", "21", "0-4"), "Asia/Kolkata", YEAR, app_zone="UTC")
+    assert whole_hour.differences[0] == {"instant": "2026-01-01T02:30:00+05:30", "cron": 1, "celery": 0}
