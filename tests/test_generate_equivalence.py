@@ -751,3 +751,19 @@ def test_a_shifted_utc_entry_that_is_wrong_is_caught() -> None:
     )
     whole_hour = prove(expr, entry("30", "21", "0-4"), "Asia/Kolkata", YEAR, app_zone="UTC")
     assert whole_hour.differences[0] == {"instant": "2026-01-01T02:30:00+05:30", "cron": 1, "celery": 0}
+
+
+def test_a_utc_server_puts_a_fixed_offset_cron_tz_job_on_a_stock_crontab() -> None:
+    """A UTC server (the app is UTC already): CRON_TZ=Asia/Kolkata jobs get their shifted crontab, and the one
+    that cannot keeps the class with the reason."""
+    from cronshift.generate.celery import BeatZone
+
+    daily, monthly = parse("30 2 * * *"), parse("30 2 1 * *")
+    bz = BeatZone.choose([(daily, "Asia/Kolkata"), (monthly, "Asia/Kolkata")], "UTC", YEAR)
+    assert bz.zone == "UTC"
+    (entry,) = bz.translations[(daily, "Asia/Kolkata")].entries
+    assert entry.source() == (
+        'crontab(minute="0", hour="21", day_of_month="*", month_of_year="*", day_of_week="*")'
+    )
+    (kept,) = bz.translations[(monthly, "Asia/Kolkata")].entries
+    assert kept.kind == "cronsim" and "day-of-month is restricted" in kept.why

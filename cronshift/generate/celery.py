@@ -284,7 +284,10 @@ class BeatZone:
                     out[k] = f
                     continue
                 e, z = k
-                w = _other_zone_why(z) if z != timezone else _local_why(f, z, utc_ok[k], timezone, utc_class)
+                if z == timezone:
+                    w = _local_why(f, z, utc_ok[k], timezone, utc_class)
+                else:  # a CRON_TZ zone: in a UTC app, what stops a crontab in UTC
+                    w = _utc_class_why(e, z, year) if is_utc(timezone) else _other_zone_why(z)
                 args.append((e, z, year, app, w, False))
         keys2 = [(a[0], a[1]) for a in args]
         out.update(zip(keys2, _map(_final_one, args), strict=True))

@@ -255,8 +255,8 @@ def utc_tables(expr: CronExpr, zone: str, year: int) -> UtcTables:
     if len(offsets) != 1:
         return UtcTables(
             (),
-            f"this schedule follows {zone}'s wall clock, whose UTC offset changes over the proof range, and "
-            "it does not select every hour and day: no crontab in UTC fires at its instants",
+            f"this schedule follows {zone}'s wall clock, whose UTC offset changes over the proof range: no "
+            "crontab in UTC fires at its instants",
         )
     return _shifted_tables(expr, zone, next(iter(offsets)))
 
