@@ -543,10 +543,7 @@ WRONG_UTC = textwrap.dedent(
         got = real(expr, zone, year)
         return None if got is None else frozenset((m + 1) % 60 for m in got)
 
-    eq.utc_minutes = off_by_one
-    import cronshift.generate.celery as gc
-
-    gc.utc_minutes = off_by_one
+    eq.utc_minutes = off_by_one  # utc_tables (generate's only way to UTC minutes) reads it from here
     from cronshift.__main__ import main
 
     main(sys.argv[1:])

@@ -743,8 +743,17 @@ def _structure_elsewhere(
     Celery selects every hour, day and month, and at each offset o the zone takes the entries' minutes
     (duplicates counted) are cron's minute set shifted by o; or the zone never changes its offset and
     `_structure_shifted` finds the same minutes on every UTC day. Anything else is left to simulation."""
+    return _structure_offset_free(expr, entries, app, zone, year) or _structure_shifted(
+        expr, entries, app, model, app_zone
+    )
+
+
+def _structure_offset_free(
+    expr: CronExpr, entries: tuple[BeatEntry, ...], app: Celery, zone: str, year: int
+) -> bool:
+    """Every hour and day, in cron and in each entry: the minutes shifted by each offset of the zone."""
     if expr.hour != _ALL["hour"] or expr.month != _ALL["month_of_year"] or len(_cron_days(expr)) != 31 * 7:
-        return _structure_shifted(expr, entries, app, model, app_zone)
+        return False
     minutes: Counter[int] = Counter()
     for e in entries:
         if e.kind != "crontab":
@@ -756,9 +765,7 @@ def _structure_elsewhere(
             return False
         minutes.update(m)
     start, end = proof_range(zone, year)
-    if all(minutes == Counter((m - o) % 60 for m in expr.minute) for o in _offsets(zone, start, end)):
-        return True
-    return _structure_shifted(expr, entries, app, model, app_zone)
+    return all(minutes == Counter((m - o) % 60 for m in expr.minute) for o in _offsets(zone, start, end))
 
 
 def _structure_shifted(
