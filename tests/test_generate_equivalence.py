@@ -20,6 +20,7 @@ from cronshift.generate.equivalence import (
     CronModel,
     celery_fires,
     crontab_entries,
+    proof_app,
     proof_range,
     prove,
     transitions,
@@ -393,11 +394,24 @@ def test_offset_free_schedules_are_stock_crontabs_in_a_utc_app(text: str) -> Non
         assert "UTC" in entry.why and zone in entry.why
 
 
-def test_wall_clock_schedules_are_never_written_in_utc() -> None:
-    for text in ["0 3 * * *", "30 2 * * *", "5 */2 * * *", "*/15 * * * 1", "0 * 1 * *", "*/15 0-23 * * *"]:
+# Kolkata's wall clock is UTC+5:30 all through the window: a schedule that follows it is a crontab in UTC
+# where its shifted table is a cron set (see the fixed-offset tests below), and keeps the class where not.
+KOLKATA_IN_UTC = {
+    "0 3 * * *": "crontab",  # 21:30 UTC every day
+    "30 2 * * *": "crontab",
+    "5 */2 * * *": "crontab",  # :35 at even hours UTC
+    "*/15 * * * 1": "crontab",  # Sunday 18:30 .. Monday 18:15 UTC: four entries (see below)
+    "0 * 1 * *": "cronsim",  # the 1st's first hours are the last day of the month before in UTC
+    "*/15 0-23 * * *": "crontab",
+}
+
+
+def test_wall_clock_schedules_are_written_in_utc_only_where_the_zone_keeps_one_offset() -> None:
+    for text, kolkata in KOLKATA_IN_UTC.items():
         for zone in DST_ZONES:
             tr = translate(parse(text), zone, YEAR, app_zone="UTC")
-            assert [e.kind for e in tr.entries] == ["cronsim"], (text, zone)
+            want = kolkata if zone == "Asia/Kolkata" else "cronsim"
+            assert {e.kind for e in tr.entries} == {want}, (text, zone)
             assert tr.proof is not None and tr.proof.identical, (text, zone)
 
 
@@ -529,10 +543,7 @@ WRONG_UTC = textwrap.dedent(
         got = real(expr, zone, year)
         return None if got is None else frozenset((m + 1) % 60 for m in got)
 
-    eq.utc_minutes = off_by_one
-    import cronshift.generate.celery as gc
-
-    gc.utc_minutes = off_by_one
+    eq.utc_minutes = off_by_one  # utc_tables (generate's only way to UTC minutes) reads it from here
     from cronshift.__main__ import main
 
     main(sys.argv[1:])
@@ -588,3 +599,168 @@ def test_a_wrong_class_in_a_utc_app_makes_generate_exit_3(tmp_path: Path) -> Non
     assert {"instant": "2027-03-28T03:00:00+02:00", "cron": 1, "celery": 0} in bad["schedule_proof"][
         "differences"
     ]
+
+
+# -- zones with one UTC offset over the proof window: fixed-time jobs shifted into a UTC crontab ----------
+
+EVERY_DAY = {"day_of_month": "*", "month_of_year": "*"}
+# (zone, schedule) -> the UTC crontab fields of each entry. Kolkata is +5:30 and Phoenix -7:00 all through
+# the window: 02:30 in Kolkata is 21:00 UTC the day before (weekdays move back one), 20:30 in Phoenix is
+# 03:30 UTC the day after (forward one); 08:30 in Kolkata stays on its day, so its day fields stay too.
+SHIFTED = {
+    ("Asia/Kolkata", "30 2 * * *"): [{"minute": "0", "hour": "21", **EVERY_DAY, "day_of_week": "*"}],
+    ("Asia/Kolkata", "30 2 * * 1-5"): [{"minute": "0", "hour": "21", **EVERY_DAY, "day_of_week": "0-4"}],
+    ("America/Phoenix", "30 20 * * 1-5"): [{"minute": "30", "hour": "3", **EVERY_DAY, "day_of_week": "2-6"}],
+    ("Asia/Kolkata", "30 8 1 * *"): [
+        {"minute": "0", "hour": "3", "day_of_month": "1", "month_of_year": "*", "day_of_week": "*"}
+    ],
+    # 03:00 and 03:45 are 21:30 and 22:15 UTC: one entry per minute set.
+    ("Asia/Kolkata", "0,45 3 * * *"): [
+        {"minute": "30", "hour": "21", **EVERY_DAY, "day_of_week": "*"},
+        {"minute": "15", "hour": "22", **EVERY_DAY, "day_of_week": "*"},
+    ],
+    # 03:00-06:00 at :00: three on the day before in UTC, one on the day itself: two entries, never both.
+    ("Asia/Kolkata", "0 3-6 * * 1-5"): [
+        {"minute": "30", "hour": "21-23", **EVERY_DAY, "day_of_week": "0-4"},
+        {"minute": "30", "hour": "0", **EVERY_DAY, "day_of_week": "1-5"},
+    ],
+}
+
+
+@pytest.mark.parametrize(("zone", "text"), list(SHIFTED))
+def test_fixed_time_jobs_in_a_zone_without_offset_changes_are_stock_crontabs_in_utc(
+    zone: str, text: str
+) -> None:
+    tr = translate(parse(text), zone, YEAR, app_zone="UTC")
+    assert [e.kind for e in tr.entries] == ["crontab"] * len(SHIFTED[(zone, text)]), tr.notes
+    assert [dict(e.fields) for e in tr.entries] == SHIFTED[(zone, text)]
+    assert all(e.zone == "UTC" and zone in e.why and "one UTC offset" in e.why for e in tr.entries)
+    assert tr.proof is not None and tr.proof.identical and tr.proof.fires > 0
+    start, end = proof_range(zone, YEAR)
+    assert tr.proof.window == (start.isoformat(), end.isoformat())
+
+
+@pytest.mark.parametrize(
+    ("zone", "text"),
+    [
+        ("Asia/Kolkata", "30 2 1 * *"),  # the 1st at 02:30 is the last day of the month before in UTC
+        ("Asia/Kolkata", "30 2 * 1 *"),  # January's days in Kolkata start on 31 December in UTC
+        ("Asia/Kolkata", "30 2 1 * 1"),  # dom OR dow, shifted a day: no crontab says it
+        ("Europe/Berlin", "30 2 * * *"),  # two offsets over the window: the wall clock moves in UTC
+        ("America/New_York", "30 20 * * 1-5"),
+    ],
+)
+def test_shifts_no_crontab_says_keep_the_class(zone: str, text: str) -> None:
+    tr = translate(parse(text), zone, YEAR, app_zone="UTC")
+    assert [e.kind for e in tr.entries] == ["cronsim"], (zone, text)
+    assert tr.entries[0].zone == zone
+    assert tr.proof is not None and tr.proof.identical
+
+
+@pytest.mark.parametrize(("zone", "text"), list(SHIFTED))
+def test_shifted_utc_crontabs_fire_at_crons_instants_over_the_window_by_celerys_own_code(
+    zone: str, text: str
+) -> None:
+    """Independently of prove(): in a zone whose offset never changes cron fires at each local minute its
+    table selects (discover.schedule's `matches`), one run each; Celery's crontab in a UTC app, driven
+    through the whole window by its remaining_estimate, and asked is_due just before and at each instant,
+    sends at exactly those instants."""
+    expr, tz = parse(text), ZoneInfo(zone)
+    start, end = proof_range(zone, YEAR)
+    assert transitions(zone, start.astimezone(UTC), end.astimezone(UTC)) == ()
+    want: list[datetime] = []
+    day = start.date()
+    while day < end.date():
+        for h in sorted(expr.hour):
+            for m in sorted(expr.minute):
+                local = datetime(day.year, day.month, day.day, h, m)
+                if expr.matches(local):
+                    want.append(local.replace(tzinfo=tz).astimezone(UTC))
+        day += timedelta(days=1)
+    tr = translate(expr, zone, YEAR, app_zone="UTC")
+    assert tr.entries and all(e.kind == "crontab" for e in tr.entries)
+    got = sorted(t for e in tr.entries for t in celery_fires(e, "UTC", start, end))
+    assert got == sorted(want) and len(got) >= 60  # 5 years: 60 monthly fires, ~1300 weekday ones
+    scheds = [e.schedule(proof_app("UTC")) for e in tr.entries]
+    prev = start.astimezone(UTC) - timedelta(seconds=1)
+    clock = [prev]
+    for s in scheds:
+        s.nowfun = lambda: clock[0]
+    for t in got[:400]:
+        clock[0] = t - timedelta(seconds=1)
+        assert not any(s.is_due(prev).is_due for s in scheds), t
+        clock[0] = t
+        assert sum(s.is_due(prev).is_due for s in scheds) == 1, t
+        prev = t
+
+
+def test_a_utc_app_puts_fixed_offset_jobs_on_stock_crontabs(tmp_path: Path) -> None:
+    """A Berlin root whose app goes UTC, with cronie's CRON_TZ=Asia/Kolkata jobs: the ones whose shift is a
+    cron set leave the list of jobs on cronshift's class, on the console, in --json and in app.py."""
+    root = _zone_root(tmp_path, "Europe/Berlin", ["*/15 * * * *", "0 * * * *", "30 2 * * *"])
+    with (root / "etc/cron.d/jobs").open("a") as f:
+        f.write("CRON_TZ=Asia/Kolkata\n")
+        f.writelines(
+            f"{x} root /usr/local/bin/kolkata{k}\n"
+            for k, x in enumerate(["30 2 * * *", "30 2 * * 1-5", "30 2 1 * *"])
+        )
+    r = _generate(root, tmp_path / "out", "--dialect", "cronie", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["beat"]["timezone"] == "UTC"
+    assert all(j["schedule_proof"]["identical"] for j in doc["jobs"])
+    by_cmd = {j["id"]: j for j in doc["jobs"]}
+    kinds = {jid: [e["kind"] for e in j["beat_entries"]] for jid, j in by_cmd.items()}
+    schedules = sorted(j["beat_entries"][0]["schedule"] for j in doc["jobs"])
+    every = 'day_of_month="*", month_of_year="*"'
+    assert f'crontab(minute="0", hour="21", {every}, day_of_week="*")' in schedules
+    assert f'crontab(minute="0", hour="21", {every}, day_of_week="0-4")' in schedules
+    assert 'cronsim_schedule("30 2 1 * *", "Asia/Kolkata")' in schedules
+    assert 'cronsim_schedule("30 2 * * *", "Europe/Berlin")' in schedules
+    custom = [jid for jid, k in kinds.items() if k == ["cronsim"]]
+    assert len(custom) == 2 and sorted(doc["beat"]["custom_class_jobs"]) == sorted(custom)
+    (monthly,) = [j for j in doc["jobs"] if "Asia/Kolkata" in j["beat_entries"][0]["schedule"]]
+    assert "day-of-month" in monthly["beat_entries"][0]["why"]
+    console = _generate(root, tmp_path / "out2", "--dialect", "cronie")
+    assert console.returncode == 0, console.stderr
+    assert f"2 job(s) ({', '.join(sorted(custom))}): " in console.stdout
+    app_py = (tmp_path / "out2/cronjobs/app.py").read_text()
+    assert 'timezone="UTC"' in app_py and app_py.count('cronsim_schedule("') == 2
+    assert "only for a schedule that selects every hour and day" not in app_py
+
+
+def test_a_shifted_utc_entry_that_is_wrong_is_caught() -> None:
+    """The UTC day-by-day structure and the simulation catch a shift that forgets the weekdays' move or the
+    half hour, and name the first instants."""
+    expr = parse("30 2 * * 1-5")
+
+    def entry(minute: str, hour: str, dow: str) -> tuple[BeatEntry, ...]:
+        fields = (("minute", minute), ("hour", hour), ("day_of_month", "*"), ("month_of_year", "*"),
+                  ("day_of_week", dow))  # fmt: skip
+        return (BeatEntry("crontab", fields, zone="UTC"),)
+
+    assert prove(expr, entry("0", "21", "0-4"), "Asia/Kolkata", YEAR, app_zone="UTC").identical
+    unmoved = prove(expr, entry("0", "21", "1-5"), "Asia/Kolkata", YEAR, app_zone="UTC")
+    assert not unmoved.identical
+    assert unmoved.differences[:2] == (
+        {"instant": "2026-01-03T02:30:00+05:30", "cron": 0, "celery": 1},  # Saturday in Kolkata
+        {"instant": "2026-01-05T02:30:00+05:30", "cron": 1, "celery": 0},  # Monday
+    )
+    whole_hour = prove(expr, entry("30", "21", "0-4"), "Asia/Kolkata", YEAR, app_zone="UTC")
+    assert whole_hour.differences[0] == {"instant": "2026-01-01T02:30:00+05:30", "cron": 1, "celery": 0}
+
+
+def test_a_utc_server_puts_a_fixed_offset_cron_tz_job_on_a_stock_crontab() -> None:
+    """A UTC server (the app is UTC already): CRON_TZ=Asia/Kolkata jobs get their shifted crontab, and the one
+    that cannot keeps the class with the reason."""
+    from cronshift.generate.celery import BeatZone
+
+    daily, monthly = parse("30 2 * * *"), parse("30 2 1 * *")
+    bz = BeatZone.choose([(daily, "Asia/Kolkata"), (monthly, "Asia/Kolkata")], "UTC", YEAR)
+    assert bz.zone == "UTC"
+    (entry,) = bz.translations[(daily, "Asia/Kolkata")].entries
+    assert entry.source() == (
+        'crontab(minute="0", hour="21", day_of_month="*", month_of_year="*", day_of_week="*")'
+    )
+    (kept,) = bz.translations[(monthly, "Asia/Kolkata")].entries
+    assert kept.kind == "cronsim" and "day-of-month is restricted" in kept.why

@@ -35,7 +35,7 @@ from cronshift.generate.equivalence import (
     is_utc,
     prove,
     stock_translation,
-    utc_minutes,
+    utc_tables,
 )
 from cronshift.generate.plan import Plan, plan_for
 from cronshift.model import CronJob, Dialect
@@ -236,7 +236,9 @@ class BeatZone:
     crontabs are stored with timezone UTC). Cron's own zone is kept unless UTC leaves strictly fewer jobs on
     cronshift's class, the only entry django-celery-beat cannot store: in a DST zone a schedule that does
     not follow the wall clock (`*/15 * * * *`) needs the class in a local app, and one that does
-    (`0 3 * * *`) needs it in a UTC app."""
+    (`0 3 * * *`) needs it in a UTC app. A CRON_TZ zone with one UTC offset over the proof range (Kolkata)
+    needs the class in any other zone's app, and in a UTC app only where its shifted table is no crontab
+    (`utc_tables`)."""
 
     zone: str
     why: str
@@ -254,7 +256,7 @@ class BeatZone:
                 out[(expr, zone)] = class_translation(expr, zone, year, timezone)  # the no-entry message
         first = dict(zip(keys, _map(_stock_one, [(e, z, year, timezone) for e, z in keys]), strict=True))
         local_class = sum(w for k, w in weights.items() if not isinstance(first[k], Translation))
-        utc_ok = {k: is_utc(k[1]) or utc_minutes(k[0], k[1], year) is not None for k in keys}
+        utc_ok = {k: is_utc(k[1]) or bool(utc_tables(k[0], k[1], year).tables) for k in keys}
         utc_class = sum(w for k, w in weights.items() if not utc_ok[k])
         go_utc = not is_utc(timezone) and utc_class < local_class
         app = "UTC" if go_utc else timezone
@@ -265,15 +267,15 @@ class BeatZone:
                 "offset, so its crontab is written in UTC"
             )
             if utc_class:
-                why += f"; the {utc_class} that follow the wall clock use cronshift's class, with their zone"
-            args = [(e, z, year, app, _follows_wall_clock(z), True) for e, z in keys]
+                why += f"; the {utc_class} that no crontab in UTC says use cronshift's class, with their zone"
+            args = [(e, z, year, app, _utc_class_why(e, z, year), True) for e, z in keys]
         else:
             why = f"cron reads the wall clock of the server's zone ({timezone}); beat reads crontabs in it"
             gain = sum(w for k, w in weights.items() if utc_ok[k] and not isinstance(first[k], Translation))
             if gain:
                 why += (
                     f". In UTC {gain} job(s) on cronshift's class would get a stock crontab, but {utc_class} "
-                    "that follow the wall clock would need the class: no fewer, so the app keeps cron's zone"
+                    "that no crontab in UTC says would need the class: no fewer, so the app keeps cron's zone"
                 )
             args = []
             for k in keys:
@@ -282,19 +284,21 @@ class BeatZone:
                     out[k] = f
                     continue
                 e, z = k
-                w = _other_zone_why(z) if z != timezone else _local_why(f, z, utc_ok[k], timezone, utc_class)
+                if z == timezone:
+                    w = _local_why(f, z, utc_ok[k], timezone, utc_class)
+                else:  # a CRON_TZ zone: in a UTC app, what stops a crontab in UTC
+                    w = _utc_class_why(e, z, year) if is_utc(timezone) else _other_zone_why(z)
                 args.append((e, z, year, app, w, False))
         keys2 = [(a[0], a[1]) for a in args]
         out.update(zip(keys2, _map(_final_one, args), strict=True))
         return cls(app, why, out, local_class, utc_class)
 
 
-def _follows_wall_clock(zone: str) -> str:
-    return (
-        f"this schedule follows {zone}'s wall clock (cronshift writes a crontab in UTC, the app's zone, only "
-        f"for a schedule that selects every hour and day), so cronshift's class carries {zone} "
-        "(django-celery-beat cannot store it)"
-    )
+def _utc_class_why(expr: CronExpr, zone: str, year: int) -> str:
+    """Why a job in a UTC app keeps cronshift's class: what stops a crontab in UTC (see `utc_tables`)."""
+    shifted = utc_tables(expr, zone, year)
+    why = shifted.why if not shifted.tables else "the stock crontab in UTC for it did not pass its proof"
+    return f"{why}; so cronshift's class carries {zone} (django-celery-beat cannot store it)"
 
 
 def _other_zone_why(zone: str) -> str:
@@ -313,7 +317,7 @@ def _local_why(first: str, zone: str, utc_ok: bool, timezone: str, utc_class: in
     if utc_ok:
         why += (
             f". A stock crontab in UTC would be exact, but the app keeps {timezone}: a UTC app would put "
-            f"{utc_class} job(s) that follow the wall clock on the class instead"
+            f"{utc_class} job(s) that no crontab in UTC says on the class instead"
         )
     return why
 

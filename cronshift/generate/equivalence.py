@@ -19,6 +19,8 @@ no full list of instants is ever built.
 A schedule that does not follow the local wall clock can leave the local zone: see `utc_minutes`. Its stock
 crontab is then written in UTC for an app whose zone is UTC, and proved the same way (the structure is
 compared at each offset the zone takes; beat's roll-over at UTC month boundaries is simulated as well).
+So can any schedule in a zone that keeps one UTC offset over the whole range (Kolkata), where its table
+shifted by that offset is a cron set (`utc_tables`); its structure is compared UTC day by UTC day.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ __all__ = [
     "stock_translation",
     "translate",
     "utc_minutes",
+    "utc_tables",
 ]
 
 UTC_ZONES = ("UTC", "Etc/UTC", "")
@@ -219,14 +222,128 @@ def utc_minutes(expr: CronExpr, zone: str, year: int) -> frozenset[int] | None:
     return next(iter(shifted)) if len(shifted) == 1 else None
 
 
+Table = tuple[frozenset[int], frozenset[int], frozenset[int], frozenset[int], frozenset[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class UtcTables:
+    """A schedule's stock crontab tables in UTC, one per entry (minute, hour, day of month, month, day of
+    week), and why; no tables: no stock crontab in UTC says the schedule, and `why` says what stops it."""
+
+    tables: tuple[Table, ...]
+    why: str
+
+
+@functools.lru_cache(maxsize=4096)
+def utc_tables(expr: CronExpr, zone: str, year: int) -> UtcTables:
+    """The stock crontabs in UTC (the app's zone) for cron's `expr` in `zone`, where a cron set says it.
+
+    Two cases, each still proved by `prove` before generate writes it:
+    - a schedule that fires at the same instants whatever the zone's offset (`utc_minutes`);
+    - a zone with one UTC offset over the whole proof range (Kolkata, +5:30): cron's instants are its
+      table shifted by that offset (`_shifted_tables`)."""
+    minutes = utc_minutes(expr, zone, year)
+    if minutes is not None:
+        shift = "" if minutes == expr.minute else f" (minute {_spec('minute', minutes)} in UTC)"
+        why = (
+            f"stock crontab in UTC, the app's zone: the schedule selects every hour and day, so it fires at "
+            f"the same instants whatever {zone}'s offset{shift}; proved across each offset change"
+        )
+        return UtcTables(((minutes, expr.hour, expr.dom, expr.month, expr.dow),), why)
+    start, end = proof_range(zone, year)
+    offsets = _offsets(zone, start, end)
+    if len(offsets) != 1:
+        return UtcTables(
+            (),
+            f"this schedule follows {zone}'s wall clock, whose UTC offset changes over the proof range: no "
+            "crontab in UTC fires at its instants",
+        )
+    return _shifted_tables(expr, zone, next(iter(offsets)))
+
+
+def _hhmm(offset: int) -> str:
+    h, m = divmod(abs(offset), 60)
+    return f"{'-' if offset < 0 else '+'}{h:02}:{m:02}"
+
+
+def _shifted_tables(expr: CronExpr, zone: str, offset: int) -> UtcTables:
+    """Cron's table in a zone that keeps one UTC offset, shifted into UTC, when cron sets say the result.
+
+    Local time t (minutes into the day) on local day L is UTC minute t - offset, on L's day before, on L
+    or on L's day after (k = -1, 0, 1). The local times are grouped by k, and each group's UTC hours by
+    their minute set: one entry per minute set (a whole-hour offset keeps one; a half hour splits an hour's
+    minutes into those before and after :30, so at most three), with disjoint UTC times, so no two entries
+    select one minute. Group k = 0 keeps cron's day fields (same date). Another k moves every
+    selected day by k: exact only when every month is selected and the day rule depends on the weekday
+    alone (dom '*', or both '*'): the weekdays rotate by k. A day-of-month or a month would land on the
+    day before or after (1 May 02:30 in Kolkata is 30 April 21:00 UTC), which no crontab says. When every
+    day of every month is selected the day move is invisible, and the groups are one table."""
+    zone_off = f"{zone} keeps one UTC offset ({_hhmm(offset)}) over the proof range"
+    no = f"{zone_off}, but cron's table shifted by it into UTC is no set of crontabs: "
+    groups: dict[int, list[int]] = {}
+    for t in sorted(h * 60 + m for h in expr.hour for m in expr.minute):
+        k, u = divmod(t - offset, 1440)
+        groups.setdefault(k, []).append(u)
+    days = _cron_days(expr)
+    every_month = expr.month == _ALL["month_of_year"]
+    if every_month and len(days) == 31 * 7:
+        groups = {0: sorted(u for us in groups.values() for u in us)}
+    weekdays = frozenset(w for _d, w in days)
+    weekday_only = days == {(d, w) for d in range(1, 32) for w in weekdays}
+    tables: list[Table] = []
+    moves = []
+    for k, us in sorted(groups.items()):
+        by_hour: dict[int, set[int]] = {}
+        for u in us:
+            by_hour.setdefault(u // 60, set()).add(u % 60)
+        parts: dict[frozenset[int], set[int]] = {}  # minute set -> the UTC hours that have it
+        for h, ms in sorted(by_hour.items()):
+            parts.setdefault(frozenset(ms), set()).add(h)
+        if k == 0:
+            tables.extend(
+                (mins, frozenset(hours), d, mo, w)
+                for mins, hours in parts.items()
+                for d, mo, w in _day_fields(expr)
+            )
+            continue
+        side = "before" if k < 0 else "after"
+        if not every_month:
+            return UtcTables((), no + f"its jobs land on the day {side} in UTC, and the month is restricted")
+        if not weekday_only:
+            return UtcTables(
+                (),
+                no + f"its jobs land on the day {side} in UTC, and day-of-month is restricted (the "
+                "UTC day would be the one before or after each selected day of the month)",
+            )
+        dow = frozenset((w + k) % 7 for w in weekdays)
+        tables.extend(
+            (mins, frozenset(hours), _ALL["day_of_month"], expr.month, dow) for mins, hours in parts.items()
+        )
+        moves.append(f"on the day {side}, weekdays moved by {k:+d}")
+    if len(tables) > 1:
+        moves.append(f"{len(tables)} entries that never select the same minute")
+    why = (
+        f"stock crontab in UTC, the app's zone: {zone_off}, so cron's instants are its table shifted by it"
+        + (f" ({'; '.join(moves)})" if moves else "")
+        + "; proved"
+    )
+    return UtcTables(tuple(tables), why)
+
+
 def crontab_entries(expr: CronExpr, zone: str = "UTC") -> tuple[BeatEntry, ...]:
-    """Stock crontab entries equal to cron's table (wall-clock minutes; DST is the proof's business).
+    """Stock crontab entries equal to cron's table (wall-clock minutes; DST is the proof's business)."""
+    if not (expr.minute and expr.hour):
+        return ()
+    return tuple(_crontab_entry(expr.minute, expr.hour, d, mo, w, zone) for d, mo, w in _day_fields(expr))
+
+
+def _day_fields(expr: CronExpr) -> list[tuple[frozenset[int], frozenset[int], frozenset[int]]]:
+    """(day of month, month, day of week) of each crontab cron's day rule and month field need.
 
     Celery ANDs day-of-month with day-of-week; cron ORs them when neither field starts with '*'. The OR
     becomes two entries that never select the same day: (dom set, any weekday) and (weekday set, every
     other dom), so beat never sends twice on a day that matches both."""
-    m, h, mo = expr.minute, expr.hour, expr.month
-    dom, dow = expr.dom, expr.dow
+    mo, dom, dow = expr.month, expr.dom, expr.dow
     if expr.dom_star or expr.dow_star:
         pairs = [(dom, dow)]
     else:
@@ -235,14 +352,14 @@ def crontab_entries(expr: CronExpr, zone: str = "UTC") -> tuple[BeatEntry, ...]:
             pairs.append((dom, _ALL["day_of_week"]))
         if dow:
             pairs.append((_ALL["day_of_month"] - dom, dow))
-    out: list[BeatEntry] = []
+    out = []
     for d, w in pairs:
-        if not (d and w and m and h and mo):
+        if not (d and w and mo):
             continue
         if not any(day <= _DAYS_IN_MONTH[mon] for mon in mo for day in d):
             continue  # Celery refuses a dom/month pair that never occurs; it adds no fire either
-        out.append(_crontab_entry(m, h, d, mo, w, zone))
-    return tuple(out)
+        out.append((d, mo, w))
+    return out
 
 
 _DAYS_IN_MONTH = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
@@ -612,13 +729,29 @@ def _structure(expr: CronExpr, entries: tuple[BeatEntry, ...], app: Celery, mode
 
 
 def _structure_elsewhere(
-    expr: CronExpr, entries: tuple[BeatEntry, ...], app: Celery, zone: str, year: int
+    expr: CronExpr,
+    entries: tuple[BeatEntry, ...],
+    app: Celery,
+    zone: str,
+    year: int,
+    model: CronModel,
+    app_zone: str,
 ) -> bool:
     """Stock entries read in another zone (UTC) than cron's: the same instants at every steady offset?
 
     True only where the structure decides it: cron selects every hour and day, every entry parsed by
     Celery selects every hour, day and month, and at each offset o the zone takes the entries' minutes
-    (duplicates counted) are cron's minute set shifted by o. Anything else is left to simulation."""
+    (duplicates counted) are cron's minute set shifted by o; or the zone never changes its offset and
+    `_structure_shifted` finds the same minutes on every UTC day. Anything else is left to simulation."""
+    return _structure_offset_free(expr, entries, app, zone, year) or _structure_shifted(
+        expr, entries, app, model, app_zone
+    )
+
+
+def _structure_offset_free(
+    expr: CronExpr, entries: tuple[BeatEntry, ...], app: Celery, zone: str, year: int
+) -> bool:
+    """Every hour and day, in cron and in each entry: the minutes shifted by each offset of the zone."""
     if expr.hour != _ALL["hour"] or expr.month != _ALL["month_of_year"] or len(_cron_days(expr)) != 31 * 7:
         return False
     minutes: Counter[int] = Counter()
@@ -633,6 +766,58 @@ def _structure_elsewhere(
         minutes.update(m)
     start, end = proof_range(zone, year)
     return all(minutes == Counter((m - o) % 60 for m in expr.minute) for o in _offsets(zone, start, end))
+
+
+def _structure_shifted(
+    expr: CronExpr, entries: tuple[BeatEntry, ...], app: Celery, model: CronModel, app_zone: str
+) -> bool:
+    """Stock entries read in UTC for a zone that keeps one offset o over the range: the same minutes on
+    every UTC day of the range?
+
+    Without an offset change cron fires once at each local minute its table selects (the model has no
+    loop windows), so UTC day D holds, from each local day L of D-1, D, D+1 that cron's day rule selects
+    (the model's `day_ok`), each table time t (minutes into L) at minute t - o + (L - D) * 1440 of D when
+    that lies in D and in the range. The entries' minutes of D are their tables as Celery parsed them.
+    Compared per UTC day, duplicates counted; a day's verdict depends only on which of those days are
+    selected and on the range's cut, so each distinct pattern is compared once."""
+    if model.trans or not is_utc(app_zone) or any(e.kind != "crontab" for e in entries):
+        return False
+    o = _off(model.tz, model.start)
+    if model.start.astimezone(model.tz).utcoffset() != timedelta(minutes=o):
+        return False  # an offset of seconds (only before 1972): leave it to simulation
+    tables = [_entry_table(e, app) for e in entries]
+    times = [h * 60 + m for h in expr.hour for m in expr.minute]
+    first, last = model.start.date(), (model.end - _SECOND).date()  # UTC dates
+    seen: set[tuple[Any, ...]] = set()
+    d = first
+    while d <= last:
+        day0 = datetime(d.year, d.month, d.day, tzinfo=UTC)
+        lo = max(0, int((model.start - day0).total_seconds() // 60))
+        hi = min(1440, -int(-(model.end - day0).total_seconds() // 60))
+        cron_days = tuple(model.day_ok(d + timedelta(days=j)) for j in (-1, 0, 1))
+        beat_days = tuple(d.month in mo and day(d) for _m, _h, mo, day in tables)
+        key = (cron_days, beat_days, lo, hi)
+        if key not in seen:
+            seen.add(key)
+            want = Counter(
+                u
+                for j, ok in zip((-1, 0, 1), cron_days, strict=True)
+                if ok
+                for t in times
+                if lo <= (u := t - o + j * 1440) < hi
+            )
+            got = Counter(
+                u
+                for (ms, hs, _mo, _day), ok in zip(tables, beat_days, strict=True)
+                if ok
+                for h in hs
+                for m in ms
+                if lo <= (u := h * 60 + m) < hi
+            )
+            if want != got:
+                return False
+        d += timedelta(days=1)
+    return True
 
 
 @functools.cache
@@ -675,7 +860,7 @@ def prove(
     diffs: dict[datetime, tuple[int, int]] = {}
     checks = 0
     elsewhere = app_zone != zone and any(e.kind == "crontab" for e in entries)
-    if elsewhere and not _structure_elsewhere(expr, entries, app, zone, year):
+    if elsewhere and not _structure_elsewhere(expr, entries, app, zone, year, model, app_zone):
         # No structural argument: run beat and cron's loop side by side over the whole range, a month at a
         # time (slow for a minute-level schedule; generate only writes entries the structure covers).
         a = model.start
@@ -760,8 +945,10 @@ def stock_translation(
     the proof says they are exact; None when no stock crontab is (or the schedule has no entry at all).
 
     In cron's own zone the entries are cron's fields. In a UTC app they are the UTC minutes of a schedule
-    that does not follow the wall clock (`utc_minutes`), and nothing else: a schedule that does follow it
-    (`0 3 * * *` in Berlin) is at 02:00 UTC in winter and 01:00 UTC in summer, which no crontab says."""
+    that does not follow the wall clock (`utc_minutes`), or cron's table shifted by the one offset of a zone
+    without offset changes over the proof range (`utc_tables`), and nothing else: a schedule that follows
+    a changing wall clock (`0 3 * * *` in Berlin) is at 02:00 UTC in winter and 01:00 UTC in summer, which
+    no crontab says."""
     if _no_entry(expr) is not None:
         return None
     app_zone = zone if app_zone is None else app_zone
@@ -774,15 +961,11 @@ def stock_translation(
                 "OR is split into two entries that never select the same day"
             )
     elif is_utc(app_zone):
-        minutes = utc_minutes(expr, zone, year)
-        if minutes is None:
+        shifted = utc_tables(expr, zone, year)
+        if not shifted.tables:
             return None
-        stock = (_crontab_entry(minutes, expr.hour, expr.dom, expr.month, expr.dow, app_zone),)
-        shift = "" if minutes == expr.minute else f" (minute {_spec('minute', minutes)} in UTC)"
-        why = (
-            f"stock crontab in UTC, the app's zone: the schedule selects every hour and day, so it fires at "
-            f"the same instants whatever {zone}'s offset{shift}; proved across each offset change"
-        )
+        stock = tuple(_crontab_entry(*t, app_zone) for t in shifted.tables)
+        why = shifted.why
     else:
         return None
     proof = prove(expr, stock, zone, year, first_difference=True, app_zone=app_zone)
