@@ -53,9 +53,8 @@ def _streams_sender(project: Path, package: str, redis_url: str | None) -> Calla
             raise ReplayRefused(f"job {doc.get('job_id')} is no longer in {project}/{package}/jobs.py")
         client = streams.connect(redis_url or jobs.REDIS_URL)
         try:
-            retention = (
-                getattr(jobs, "RETENTION", None) or {}
-            )  # a project generated before retention had none
+            # A project generated before retention existed has no RETENTION.
+            retention = getattr(jobs, "RETENTION", None) or {}
             return streams.replay(client, jobs.PROJECT, doc, retention.get("jobs"))
         finally:
             client.close()
