@@ -170,6 +170,31 @@ def test_heartbeat_keeps_a_lock_past_its_expiry_and_only_the_owner_releases(
     assert holder_info(redis_server.url, "hb-job")["token"] is None
 
 
+def test_an_instant_runs_once_and_each_dead_letter_replays_it_once(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """Two replays of one dead letter sent at once (two operators, a repeated command) must not both run:
+    the first to arrive takes the instant, the other is a duplicate; a replay can itself be replayed."""
+    r = state.client(redis_server.url)
+    job, at = f"claim-{os.getpid()}-{random.random()}", 1_800_000_000.0
+    try:
+        assert state.claim(r, job, at, "orig") is None
+        assert state.claim(r, job, at, "orig") is None  # a retry or redelivery of the same message
+        assert state.claim(r, job, at, "other") == "orig"  # a second message for the instant
+        first, second = "orig-replay-aaaa1111", "orig-replay-bbbb2222"
+        assert state.claim(r, job, at, first) is None
+        assert state.claim(r, job, at, second) == "orig"  # the same dead letter replayed twice
+        assert state.claim(r, job, at, first) is None  # the replay's own retry
+        assert state.claim(r, job, at, "orig") == "orig"  # the dead original, delivered again
+        again = first + "-replay-cccc3333"  # the replay failed for good too and is replayed in turn
+        assert state.claim(r, job, at, again) is None
+        assert state.claim(r, job, at, second + "-replay-dddd4444") == "orig"
+        assert state.claim(r, job, at + 60, second) is None  # another instant is its own
+    finally:
+        r.delete(*r.keys(f"cronshift:claim:{job}:*"))
+        r.close()
+
+
 def test_generate_chooses_from_history_unless_told_not_to(tmp_path: Path, debian_root: Path) -> None:
     from tests.test_generate import run as gen
 

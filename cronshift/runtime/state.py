@@ -53,15 +53,31 @@ def count_delivery(r: redis.Redis, task_id: str, attempt: int) -> int:
     return int(pipe.execute()[0])
 
 
+# Atomic, so that two replays of one dead letter sent at once cannot both pass: the first to arrive becomes
+# the instant's head, the other is a duplicate. KEYS: the claim, its head; ARGV: task id, ttl, REPLAY.
+_CLAIM = (
+    "local owner = redis.call('get', KEYS[1]); "
+    "if not owner then redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]); return false end; "
+    "local head = redis.call('get', KEYS[2]) or owner; "
+    "if ARGV[1] == head or ARGV[1] == '' then return false end; "
+    "local pre = head .. ARGV[3]; "
+    "if string.sub(ARGV[1], 1, #pre) == pre then "
+    "redis.call('set', KEYS[2], ARGV[1], 'EX', ARGV[2]); return false end; "
+    "return owner"
+)
+
+
 def claim(r: redis.Redis, job_id: str, scheduled_for: float, task_id: str) -> str | None:
-    """Claim a fire instant for one task; the other task's id when it is already claimed (a duplicate)."""
+    """Claim a fire instant for one task; the owner's id when it is already claimed (a duplicate).
+
+    The same message again (a retry, a redelivery) passes. So does one replay of it: a message whose id is
+    the instant's latest accepted id plus `-replay-<random>` becomes the new latest (a replay that failed for
+    good can be replayed in turn); a second replay of the same dead letter does not."""
     key = f"cronshift:claim:{job_id}:{scheduled_for:.0f}"
-    if r.set(key, task_id, nx=True, ex=KEEP):
+    other = r.eval(_CLAIM, 2, key, key + ":head", task_id, KEEP, REPLAY)
+    if other is None:
         return None
-    owner = r.get(key)
-    owner_s = owner.decode() if owner else ""
-    # the same message again (a retry, a redelivery), or a replay of its dead letter
-    return None if task_id in (owner_s, "") or task_id.startswith(owner_s + REPLAY) else owner_s
+    return other.decode() if isinstance(other, bytes) else str(other)
 
 
 _ADVANCE = (
