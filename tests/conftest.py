@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 import uuid
 from pathlib import Path
 
@@ -12,6 +14,16 @@ import pytest
 PROJECT = Path(__file__).resolve().parent.parent
 FIXTURES = PROJECT / "fixtures"
 CORPUS = PROJECT.parent / "shared" / "corpus"
+
+
+# Jobs get the signal dispositions cron's children get: the defaults. A suite started in the background
+# (`cmd &`) or under nohup inherits SIGINT or SIGHUP ignored, passes that on to every process it starts, and
+# a shell cannot trap a signal ignored on entry: the signal tests' jobs then never end. Python resets its own
+# handlers to the defaults across exec, so these reach every subprocess as SIG_DFL.
+if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for _sig in (signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM):
+        signal.signal(_sig, signal.SIG_DFL)
 
 
 def copy_tree(src: Path, dst: Path) -> Path:

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import shlex
 import signal
 import socket
@@ -249,10 +250,15 @@ def test_signals_to_the_wrapper_reach_the_job(root: Path, sig: signal.Signals) -
     results = []
     for argv in (job, [*wrapper_argv(), "--root", str(root), "--", *job]):
         p = subprocess.Popen(argv, env=cron_env(root), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        assert p.stdout is not None
-        assert p.stdout.readline() == b"ready\n"
-        p.send_signal(sig)
-        results.append((p.stdout.read(), p.wait(timeout=30)))
+        try:
+            assert p.stdout is not None
+            assert p.stdout.readline() == b"ready\n"
+            p.send_signal(sig)
+            out, _ = p.communicate(timeout=30)  # a job that never got the signal fails here, not hangs
+            results.append((out, p.returncode))
+        finally:
+            p.kill()
+            p.wait()
     assert results[0] == results[1] == (f"got {sig.name}\n".encode(), 7)
 
 
@@ -571,6 +577,14 @@ def test_the_sigpipe_disposition_is_passed_through(root: Path, ignore: bool) -> 
     assert bare & bit == wrap & bit == (bit if ignore else 0)
 
 
+def _read_pty(fd: int, pid: int, deadline: float) -> bytes:
+    """The next output on a pty, or the child killed and a failure once the deadline passed."""
+    if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError(f"pid {pid}: no end before the deadline")
+    return os.read(fd, 1024)
+
+
 def test_ctrl_c_on_a_terminal_reaches_the_job_and_returns_its_status(root: Path) -> None:
     """^C on a terminal: the job runs its cleanup, its output and exit status come back, and the wrapper
     prints no KeyboardInterrupt traceback."""
@@ -583,14 +597,17 @@ def test_ctrl_c_on_a_terminal_reaches_the_job_and_returns_its_status(root: Path)
         if pid == 0:  # the child: a session leader with the pty as its terminal, in its foreground
             os.execve(argv[0] if "/" in argv[0] else "/bin/sh", argv, cron_env(root))
         got = b""
-        while b"ready" not in got:
-            got += os.read(fd, 1024)
-        os.write(fd, b"\x03")  # the terminal's ^C: SIGINT to the foreground process group
-        with contextlib.suppress(OSError):
-            while chunk := os.read(fd, 1024):
-                got += chunk
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
+        deadline = time.monotonic() + 30  # a job that never got the ^C fails the test, never hangs it
+        try:
+            while b"ready" not in got:
+                got += _read_pty(fd, pid, deadline)
+            os.write(fd, b"\x03")  # the terminal's ^C: SIGINT to the foreground process group
+            with contextlib.suppress(OSError):
+                while chunk := _read_pty(fd, pid, deadline):
+                    got += chunk
+        finally:
+            _, status = os.waitpid(pid, 0)
+            os.close(fd)
         results.append((b"cleanup" in got, b"Traceback" in got, os.waitstatus_to_exitcode(status)))
     assert results[0] == results[1] == (True, False, 130)
 
