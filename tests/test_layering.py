@@ -30,6 +30,7 @@ LAYERS: list[str] = [
     "runtime",  # what generated code imports at run time
     "generate",  # plans and generated projects
     "shadow",  # shadow sessions, comparison, verdicts
+    "replay",  # a dead letter sent again through a generated project (reads it with shadow's loader)
     "edit",  # the only crontab writer, and retire / wrap on top of it
     "board",  # where each job stands on the migration path (reads every stage's records)
     "report",  # the HTML report (reads the board)

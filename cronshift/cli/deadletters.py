@@ -5,7 +5,7 @@ worker; here `--store` or `--redis`), or in the policy state Redis when the work
 A replay sends the run again with the same payload and `scheduled_for` through the generated project
 (`--project DIR`, Celery or Streams, told apart by its files), as a new message under an id derived from
 the original's; the record is marked replayed with the new task id or stream entry, and a second replay of
-it is refused (`cronshift.shadow.replay`, `cronshift.runtime.deadletters.replay`).
+it is refused (`cronshift.replay`, `cronshift.runtime.deadletters.replay`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from rich.table import Table
 from cronshift.cli.common import CELERY_BROKER_SCHEMES, JsonOpt, RootOpt, check_url
 from cronshift.cli.output import Env, ExitStatus, emit_json, fail, text
 from cronshift.ledger.store import open_ledger
+from cronshift.replay import ReplayRefused, replay_dead_letter
 from cronshift.runtime.deadletters import KIND, NoSuchDeadLetter
-from cronshift.shadow.replay import ReplayRefused, replay_dead_letter
 
 
 def _iso(ts: Any) -> str:
