@@ -106,10 +106,10 @@ class Project:
 
     def __init__(self, path: Path, package: str | None, job: CronJob) -> None:
         self.path = path.resolve()
-        self.package = package = _package(self.path, package)
-        self.job_id = job.id
         # The Redis Streams target: one jobs.py (the SPECs) read by the runtime's consumer.
-        self.target = "streams" if (self.path / package / "consumer.py").exists() else "celery"
+        self.target, self.package = project_target(self.path, package)
+        package = self.package
+        self.job_id = job.id
         self.module = f"{package}.jobs" if self.target == "streams" else f"{package}.jobs.{_slug(job.id)}"
         task_file = self.path / package / "jobs" / f"{_slug(job.id)}.py"
         if self.target == "streams":
