@@ -1,11 +1,14 @@
 """Find cron's logs under a root and read them, oldest first, into per-job evidence.
 
-Big plain files are cut into byte ranges at line boundaries and read by forked workers into compact events;
-the pieces are then merged, de-duplicated and paired in one time-ordered pass (pairing.py), so the result
-does not depend on how the history was split into files or pieces. That pass runs as the history is read:
-what is older than the first line of every file or piece still to read is paired and let go (see _read).
-Memory: blocks of 1 MiB, 29 bytes per cron line of the file being read (its first piece is paired as soon
-as it is read; the workers' pieces are held whole) and of the last SLACK before it, and per-job aggregates.
+Big plain files are cut into byte ranges at line boundaries, pieces of at most PIECE_MAX bytes read a batch
+at a time (one by this process, the others by forked workers) into compact events; the pieces are then
+merged, de-duplicated and paired in one time-ordered pass (pairing.py), so the result does not depend on
+how the history was split into files or pieces. That pass runs as the history is read: what is older than
+the first line of every file or piece still to read is paired and let go (see _read).
+Memory: blocks of 1 MiB, 29 bytes per cron line of one batch of pieces (`workers` x PIECE_MAX bytes of a
+plain file, however big; a gzipped or journal file is one piece, read whole) and of the last SLACK before
+it, and the per-job evidence (24 bytes a run: its start, and its duration once ended). A read that has to
+start again in one pass (see _read) holds the whole history.
 """
 
 from __future__ import annotations
@@ -446,12 +449,14 @@ def _read(
     watch: Callable[[int], None] | None = None,
 ) -> tuple[Pairer | None, History]:
     """Read every file, join, de-duplicate and pair. The history is paired as it is read, oldest first:
-    after each file (and after this process's first piece of a big file, while the workers still read
-    theirs), what happened more than SLACK before the first line of every file or piece still to read is
-    joined and paired, so memory holds about one rotation's worth of events, not the whole history, and
-    pairing overlaps the workers' reading. A file or piece with a line older than what was already paired
-    (SLACK was not enough, a file out of order, a year guessed again) makes the whole read start again
-    without streaming, so the result never depends on it."""
+    after each file and each piece of a big one (this process's piece while the workers still read theirs,
+    their pieces while the workers read the next batch), what happened more than SLACK before the first line
+    of every file or piece still to read is joined and paired, so memory holds about one rotation's worth of
+    events, or one batch of pieces of a bigger file, not the whole history, and pairing overlaps the
+    workers' reading. A file or piece with a line older than what was already paired (SLACK was not enough,
+    a file out of order, a clock set back, a year guessed again) makes the whole read start again without
+    streaming, so the result never depends on it. `watch` (for tests) gets the number of events held after
+    each piece is taken."""
     paths = [Path(p) for p in paths]
     history = History()
     nworkers = workers or min(os.cpu_count() or 1, 4)
