@@ -799,31 +799,32 @@ def test_a_later_batch_older_than_what_was_paired_reads_the_file_again_in_one_pa
             os.waitpid(pid, os.WNOHANG)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, 2, 3])
 def test_years_are_checked_across_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
     """Classic stamps have no year: each piece guesses its own from the file's mtime and the guesses must
     chain. December to February in many batches: each January and February piece is in the next year, no
     read again. Fourteen months in one file: a piece in the first months guesses a year too late, which is
-    seen in a later batch, after pairing began, so the read starts again in one pass: the one-pass years."""
+    seen in a later batch, after pairing began, so the read starts again in one pass: the one-pass years.
+    A file whose last lines are after its mtime (a month later): only its last piece shows the guesses were
+    wrong, after the others were paired: read again in one pass too, with the one-pass answer."""
     import cronshift.history.logfiles as lf
 
-    for span, step, again in (
-        (timedelta(days=80), timedelta(minutes=20), False),
-        (timedelta(days=425), timedelta(hours=1), True),
+    for end, span, step, mtime, again in (
+        (datetime(2027, 2, 20, tzinfo=UTC), timedelta(days=80), timedelta(minutes=20), None, False),
+        (datetime(2027, 2, 20, tzinfo=UTC), timedelta(days=425), timedelta(hours=1), None, True),
+        (datetime(2027, 2, 1, 12, tzinfo=UTC), timedelta(days=20), timedelta(minutes=20), 1.5, True),
     ):
-        end = datetime(2027, 2, 20, tzinfo=UTC)
-        mtime = end.timestamp()
+        stamp = (end - timedelta(days=mtime or 0)).timestamp()
         ev = _every(end - span, int(span / step), step)
         log = write(tmp_path / f"{span.days}" / "syslog", with_noise(ev, "web-01"))
-        os.utime(log, (mtime, mtime))
+        os.utime(log, (stamp, stamp))
         now = datetime(2027, 2, 21, tzinfo=UTC)
         whole = lf._read([log], JOBS, lf.Options(tz=UTC), now, None, None, 1, stream=False)[1]
         tick = whole.per_job["tick"]
-        assert (
-            tick.runs == len(ev) // 4 and min(tick.starts) == (end - span + timedelta(seconds=1)).timestamp()
-        )
+        first = (end - span + timedelta(seconds=1)).timestamp()
+        assert tick.runs == len(ev) // 4 and (mtime or min(tick.starts) == first)
         with monkeypatch.context() as m:
             m.setattr(lf, "PIECE_MAX", 64 << 10)
             m.setattr(lf, "PARALLEL_MIN", 0)
