@@ -7,8 +7,8 @@ how the history was split into files or pieces. That pass runs as the history is
 the first line of every file or piece still to read is paired and let go (see _read).
 Memory: blocks of 1 MiB, 29 bytes per cron line of one batch of pieces (`workers` x PIECE_MAX bytes of a
 plain file, however big; a gzipped or journal file is one piece, read whole) and of the last SLACK before
-it, and the per-job evidence (24 bytes a run: its start, and its duration once ended). A read that has to
-start again in one pass (see _read) holds the whole history.
+it, and the per-job evidence (about 30 bytes a run: its start, and its duration once ended). A read that
+has to start again in one pass (see _read) holds the whole history.
 """
 
 from __future__ import annotations
@@ -332,9 +332,7 @@ def _parse_file(
             segs.extend(mine)
             got: list[Segment] = []
             while kids:
-                pid, fd = kids[0]
-                seg = _collect(pid, fd)
-                kids.pop(0)
+                seg = _collect(*kids.pop(0))
                 k = len(got)
                 if seg is None:  # a worker failed: parse its range here
                     seg = parse(*rest[k], None)
