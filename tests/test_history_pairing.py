@@ -837,3 +837,23 @@ def test_years_are_checked_across_batches(
             h = read_history([log], JOBS, None, None, now, workers=workers)
         assert calls == ([True, False] if again else [True]), span
         assert _summary(h) == _summary(whole) and list(h.per_job["tick"].starts) == list(tick.starts), span
+
+
+def test_the_head_of_a_piece_is_the_first_line_it_owns(tmp_path: Path) -> None:
+    """What is paired stops short of the first stamp of the next piece to read (less SLACK): a piece cut at
+    a line start owns that line, so its head is that line's stamp, not the next line's (half an hour later
+    here, an hour's slack would not cover two)."""
+    import cronshift.history.logfiles as lf
+
+    at = [T0, T0 + timedelta(minutes=30), T0 + timedelta(minutes=60)]
+    text = [
+        f"{classic(t)} web-01 CRON[{10 + k}]: (root) CMD ([{20 + k}] /usr/local/bin/tick)"
+        for k, t in enumerate(at)
+    ]
+    log = write(tmp_path / "syslog", text)
+    opts = lf.Options(tz=UTC)
+    cut = len(text[0]) + 1  # the second line begins here
+    assert lf._head_second(log, opts, 2026, 0) == at[0].timestamp()
+    assert lf._head_second(log, opts, 2026, cut) == at[1].timestamp()
+    assert lf._head_second(log, opts, 2026, cut - 5) == at[1].timestamp()  # inside the first line
+    assert lf._head_second(log, opts, 2026, cut + 1) == at[2].timestamp()  # inside the second
