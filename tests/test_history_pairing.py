@@ -713,7 +713,7 @@ def _one_pass(lf, paths: list[Path]):
 
 
 def _batched(lf, paths: list[Path], workers: int):
-    """Streamed, with the number of events held after each piece was taken, and the calls to _read."""
+    """Streamed, with the number of events held after each piece was taken."""
     held: list[int] = []
     h = lf._read(paths, JOBS, lf.Options(tz=NOW.tzinfo), NOW, None, None, workers, watch=held.append)[1]
     return h, held
