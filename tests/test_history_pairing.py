@@ -14,6 +14,7 @@ import pytest
 
 from cronshift.history.evidence import Evidence
 from cronshift.history.logfiles import find_logs, iter_runs, read_history
+from cronshift.history.pairing import Pairer
 from cronshift.model import CronJob, Format, SourceRef
 from cronshift.rank import metrics, score
 
@@ -686,3 +687,173 @@ def test_cutting_a_piece_at_a_second_keeps_file_order_on_both_sides() -> None:
         before, after = cut(seg, second)
         assert list(before.ev.pid) == [i for i, x in enumerate(ts) if x < second], (trial, second)
         assert list(after.ev.pid) == [i for i, x in enumerate(ts) if x >= second], (trial, second)
+
+
+# -- one big file, read a batch of pieces at a time ------------------------------------------------------
+
+
+def _every(start: datetime, count: int, step: timedelta) -> list[tuple]:
+    """Debian `-L 15`: tick every `step` (20 s, ended), with pam lines, sorted by time."""
+    out: list[tuple[datetime, str]] = []
+    for k in range(count):
+        fire = start + k * step + timedelta(seconds=1)
+        child, jp = 3000 + 4 * (k % 5000), 3001 + 4 * (k % 5000)
+        end = fire + timedelta(seconds=20)
+        out.append((fire, f"CRON[{child}]: pam_unix(cron:session): session opened for user root"))
+        out.append((fire, f"CRON[{child}]: (root) CMD ([{jp}] /usr/local/bin/tick)"))
+        out.append((end, f"CRON[{jp}]: (root) END ([{jp}] /usr/local/bin/tick)"))
+        out.append((end, f"CRON[{child}]: pam_unix(cron:session): session closed for user root"))
+    out.sort(key=lambda x: x[0])
+    return [(t, f"{classic(t)} web-01 {line}") for t, line in out]
+
+
+def _one_pass(lf, paths: list[Path]):
+    """The reference: the whole history held and paired at once, the file read by one process."""
+    return lf._read(paths, JOBS, lf.Options(tz=NOW.tzinfo), NOW, None, None, 1, stream=False)[1]
+
+
+def _batched(lf, paths: list[Path], workers: int):
+    """Streamed, with the number of events held after each piece was taken."""
+    held: list[int] = []
+    h = lf._read(paths, JOBS, lf.Options(tz=NOW.tzinfo), NOW, None, None, workers, watch=held.append)[1]
+    return h, held
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_one_big_file_is_paired_a_batch_at_a_time_in_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """A 2 GB syslog that is never rotated must not cost memory in proportion to its size: it is read as
+    pieces of at most PIECE_MAX bytes, `workers` at a time, each batch paired before the next is held.
+    Doubling the file leaves the most events held at once where it was; the result is the one-pass one."""
+    import cronshift.history.logfiles as lf
+
+    monkeypatch.setattr(lf, "PIECE_MAX", 64 << 10)
+    monkeypatch.setattr(lf, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(lf, "SLACK", 60.0)
+    peaks = []
+    for minutes in (2000, 4000):
+        log = write(
+            tmp_path / str(minutes) / "syslog",
+            with_noise(debian_l15(minutes, start=T0 - timedelta(days=6)), "web-01"),
+        )
+        whole = _one_pass(lf, [log])
+        assert whole.per_job["tick"].runs == whole.per_job["sync"].runs == minutes
+        fed: list[int] = []
+        feed = Pairer.feed
+        monkeypatch.setattr(
+            Pairer, "feed", lambda self, m, f=feed, n=fed: (n.append(len(m.order)), f(self, m))[1]
+        )
+        h, held = _batched(lf, [log], workers)
+        monkeypatch.setattr(Pairer, "feed", feed)
+        assert _summary(h) == _summary(whole)
+        # events of one piece at most (cron lines of PIECE_MAX bytes, the file's density), and the slack
+        per_piece = whole.cron_lines * lf.PIECE_MAX // log.stat().st_size + 1
+        bound = (workers + 1) * per_piece
+        assert len(held) > 2 * (minutes // 1000) and max(held) <= bound, (max(held), bound)
+        assert max(fed) <= bound and sum(fed) >= whole.cron_lines // 2, (max(fed), bound)
+        peaks.append((max(held), bound))
+    (small, bound), (big, _) = peaks
+    assert big <= bound and small <= bound < whole.cron_lines // 4  # the same bound, a fraction of the file
+
+
+def test_a_later_batch_older_than_what_was_paired_reads_the_file_again_in_one_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run from a day earlier written three fifths into a big file (a clock set back, lines
+    replayed), past the 64 KiB head of its piece: its batch comes after the earlier ones were paired, so
+    the read starts again in one pass, the workers still reading are stopped, and the answer is the one-pass
+    one, that run included."""
+    import cronshift.history.logfiles as lf
+
+    monkeypatch.setattr(lf, "PIECE_MAX", 1 << 20)
+    monkeypatch.setattr(lf, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(lf, "SLACK", 60.0)
+    text = with_noise(debian_l15(3000, start=T0 - timedelta(days=6)), "web-01")
+    at = len(text) * 3 // 5
+    old = datetime.strptime(text[at][:15], "%b %d %H:%M:%S").replace(year=2026, tzinfo=UTC) - timedelta(
+        hours=24
+    )
+    back = [
+        (old, "CRON[90001]: (root) CMD ([90002] /usr/local/bin/tick)"),
+        (old + timedelta(seconds=5), "CRON[90002]: (root) END ([90002] /usr/local/bin/tick)"),
+    ]
+    text[at:at] = [f"{classic(t)} web-01 {line}" for t, line in back]
+    log = write(tmp_path / "syslog", text)
+    whole = _one_pass(lf, [log])
+    assert whole.per_job["tick"].runs == 3001 and whole.orphan_ends == 0
+    calls: list[bool] = []
+    read = lf._read
+    monkeypatch.setattr(lf, "_read", lambda *a, **k: (calls.append(k.get("stream", True)), read(*a, **k))[1])
+    kids: list[int] = []
+    fork = lf._fork_parse
+    monkeypatch.setattr(lf, "_fork_parse", lambda args: (kids.append((r := fork(args))[0]), r)[1])
+    for workers in (1, 2):
+        calls.clear()
+        h = read_history([log], JOBS, None, None, NOW, workers=workers)
+        assert calls == [True, False], workers
+        assert _summary(h) == _summary(whole), workers
+    assert kids
+    for pid in kids:  # every worker was waited for, those stopped too
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_years_are_checked_across_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """Classic stamps have no year: each piece guesses its own from the file's mtime and the guesses must
+    chain. December to February in many batches: each January and February piece is in the next year, no
+    read again. Fourteen months in one file: a piece in the first months guesses a year too late, which is
+    seen in a later batch, after pairing began, so the read starts again in one pass: the one-pass years.
+    A file whose last lines are after its mtime (a month later): only its last piece shows the guesses were
+    wrong, after the others were paired: read again in one pass too, with the one-pass answer."""
+    import cronshift.history.logfiles as lf
+
+    for end, span, step, mtime, again in (
+        (datetime(2027, 2, 20, tzinfo=UTC), timedelta(days=80), timedelta(minutes=20), None, False),
+        (datetime(2027, 2, 20, tzinfo=UTC), timedelta(days=425), timedelta(hours=1), None, True),
+        (datetime(2027, 2, 1, 12, tzinfo=UTC), timedelta(days=20), timedelta(minutes=20), 1.5, True),
+    ):
+        stamp = (end - timedelta(days=mtime or 0)).timestamp()
+        ev = _every(end - span, int(span / step), step)
+        log = write(tmp_path / f"{span.days}" / "syslog", with_noise(ev, "web-01"))
+        os.utime(log, (stamp, stamp))
+        now = datetime(2027, 2, 21, tzinfo=UTC)
+        whole = lf._read([log], JOBS, lf.Options(tz=UTC), now, None, None, 1, stream=False)[1]
+        tick = whole.per_job["tick"]
+        first = (end - span + timedelta(seconds=1)).timestamp()
+        assert tick.runs == len(ev) // 4 and (mtime or min(tick.starts) == first)
+        with monkeypatch.context() as m:
+            m.setattr(lf, "PIECE_MAX", 64 << 10)
+            m.setattr(lf, "PARALLEL_MIN", 0)
+            m.setattr(lf, "SLACK", 60.0)
+            calls: list[bool] = []
+            read = lf._read
+            m.setattr(
+                lf, "_read", lambda *a, c=calls, r=read, **k: (c.append(k.get("stream", True)), r(*a, **k))[1]
+            )
+            h = read_history([log], JOBS, None, None, now, workers=workers)
+        assert calls == ([True, False] if again else [True]), span
+        assert _summary(h) == _summary(whole) and list(h.per_job["tick"].starts) == list(tick.starts), span
+
+
+def test_the_head_of_a_piece_is_the_first_line_it_owns(tmp_path: Path) -> None:
+    """What is paired stops short of the first stamp of the next piece to read (less SLACK): a piece cut at
+    a line start owns that line, so its head is that line's stamp, not the next line's (half an hour later
+    here, an hour's slack would not cover two)."""
+    import cronshift.history.logfiles as lf
+
+    at = [T0, T0 + timedelta(minutes=30), T0 + timedelta(minutes=60)]
+    text = [
+        f"{classic(t)} web-01 CRON[{10 + k}]: (root) CMD ([{20 + k}] /usr/local/bin/tick)"
+        for k, t in enumerate(at)
+    ]
+    log = write(tmp_path / "syslog", text)
+    opts = lf.Options(tz=UTC)
+    cut = len(text[0]) + 1  # the second line begins here
+    assert lf._head_second(log, opts, 2026, 0) == at[0].timestamp()
+    assert lf._head_second(log, opts, 2026, cut) == at[1].timestamp()
+    assert lf._head_second(log, opts, 2026, cut - 5) == at[1].timestamp()  # inside the first line
+    assert lf._head_second(log, opts, 2026, cut + 1) == at[2].timestamp()  # inside the second
