@@ -47,6 +47,23 @@ def run(*args: str) -> tuple[int, str, str]:
     return r.exit_code, r.stdout, r.stderr
 
 
+def one_file_root(tmp_path: Path, name: str, crontab: str, zone: str = "UTC") -> Path:
+    """A root holding root's passwd line, a zone and one cron.d file: what a generated-worker test needs."""
+    root = tmp_path / "root"
+    (root / "etc/cron.d").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc/timezone").write_text(f"{zone}\n")
+    (root / "etc/cron.d" / name).write_text(crontab)
+    return root
+
+
+def generate_for_worker(root: Path, out: Path, package: str, broker: str) -> None:
+    """`cronshift generate --all` of `root` into `out` for a real worker on `broker`, at a fixed now."""
+    args = ["--all", "--root", str(root), "--out", str(out), "--package", package, "--broker", broker]
+    code, _out, err = run(*args, "--now", "2026-03-01T00:00")
+    assert code == 0, err
+
+
 def hostile_root(tmp_path: Path) -> Path:
     root = tmp_path / "root"
     (root / "etc/cron.d").mkdir(parents=True)

@@ -14,13 +14,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from tests.support.celery_worker import start_celery, start_worker
 from tests.support.celery_worker import stop as _stop
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401 - fixture
 from tests.support.users import throwaway_user  # noqa: F401 - fixture
-from tests.test_generate import _cli
+from tests.test_generate import generate_for_worker, one_file_root
 
 PROJECT = Path(__file__).resolve().parent.parent
 RUFF = str(Path(sys.executable).with_name("ruff"))
@@ -51,12 +50,7 @@ def project(
     )
     out = tmp_path / "out"
     pkg = "e2e_" + uuid.uuid4().hex[:6]
-    r = CliRunner().invoke(
-        _cli(),
-        ["generate", "--all", "--root", str(root), "--out", str(out), "--package", pkg,
-         "--broker", redis_server.url, "--now", "2026-03-01T00:00"],
-    )  # fmt: skip
-    assert r.exit_code == 0, r.stderr
+    generate_for_worker(root, out, pkg, redis_server.url)
     subprocess.run([RUFF, "check", "--no-cache", str(out)], check=True)
     env = {**os.environ, "PYTHONPATH": f"{out}:{PROJECT}", "CRONSHIFT_LEDGER": str(tmp_path / "ledger.db")}
     worker = start_worker(pkg, cwd=out, env=env, log=tmp_path / "worker.log")
@@ -152,19 +146,10 @@ def test_beat_fires_every_minute_entry_on_the_minute(tmp_path: Path, redis_serve
     says "edit freely"). The entry is the one source of the schedule: the run it sends is on time, not
     skipped as months late against a second copy of the old schedule."""
     fired = tmp_path / "fired.txt"
-    root = tmp_path / "root"
-    (root / "etc/cron.d").mkdir(parents=True)
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
-    (root / "etc/timezone").write_text("UTC\n")
-    (root / "etc/cron.d/tick").write_text(f"0 0 1 1 * root date -u --iso-8601=seconds >> {fired}\n")
+    root = one_file_root(tmp_path, "tick", f"0 0 1 1 * root date -u --iso-8601=seconds >> {fired}\n")
     out = tmp_path / "out"
     pkg = "beat_" + uuid.uuid4().hex[:6]
-    r = CliRunner().invoke(
-        _cli(),
-        ["generate", "--all", "--root", str(root), "--out", str(out), "--package", pkg,
-         "--broker", redis_server.url, "--now", "2026-03-01T00:00"],
-    )  # fmt: skip
-    assert r.exit_code == 0, r.stderr
+    generate_for_worker(root, out, pkg, redis_server.url)
     app_py = out / pkg / "app.py"
     yearly = 'crontab(minute="0", hour="0", day_of_month="1", month_of_year="1", day_of_week="*")'
     assert yearly in app_py.read_text()
@@ -182,22 +167,12 @@ def test_real_beat_runs_a_utc_app_made_from_a_dst_zone(tmp_path: Path, redis_ser
     Real beat sends it on the minute and the run is not skipped: the instant beat stamps (from the UTC
     entry) is the one cron would have used."""
     fired = tmp_path / "fired.txt"
-    root = tmp_path / "root"
-    (root / "etc/cron.d").mkdir(parents=True)
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
-    (root / "etc/timezone").write_text("Europe/Berlin\n")
-    (root / "etc/cron.d/tick").write_text(
-        f"* * * * * root date -u --iso-8601=seconds >> {fired}\n*/15 * * * * root true\n"
-        "30 2 * * * root true\n"
-    )
+    tab = f"* * * * * root date -u --iso-8601=seconds >> {fired}\n*/15 * * * * root true\n"
+    tab += "30 2 * * * root true\n"
+    root = one_file_root(tmp_path, "tick", tab, zone="Europe/Berlin")
     out = tmp_path / "out"
     pkg = "utc_" + uuid.uuid4().hex[:6]
-    r = CliRunner().invoke(
-        _cli(),
-        ["generate", "--all", "--root", str(root), "--out", str(out), "--package", pkg,
-         "--broker", redis_server.url, "--now", "2026-03-01T00:00"],
-    )  # fmt: skip
-    assert r.exit_code == 0, r.stderr
+    generate_for_worker(root, out, pkg, redis_server.url)
     app_py = (out / pkg / "app.py").read_text()
     assert 'timezone="UTC"' in app_py and 'cronsim_schedule("30 2 * * *", "Europe/Berlin")' in app_py
     assert 'crontab(minute="*", hour="*", day_of_month="*", month_of_year="*", day_of_week="*")' in app_py
@@ -215,16 +190,9 @@ def test_same_project_runs_on_rabbitmq(tmp_path: Path) -> None:
         socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
     except OSError:
         pytest.skip("no RabbitMQ on 127.0.0.1:5672")
-    root = tmp_path / "root"
-    (root / "etc/cron.d").mkdir(parents=True)
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
-    (root / "etc/timezone").write_text("UTC\n")
-    (root / "etc/cron.d/amqp").write_text(f"0 6 * * * root echo via-amqp > {tmp_path / 'amqp.txt'}\n")
+    root = one_file_root(tmp_path, "amqp", f"0 6 * * * root echo via-amqp > {tmp_path / 'amqp.txt'}\n")
     out, pkg = tmp_path / "out", "amqp_" + uuid.uuid4().hex[:6]  # the package names the queue: unique
-    broker = "amqp://guest:guest@127.0.0.1:5672//"
-    args = ["generate", "--all", "--root", str(root), "--out", str(out), "--package", pkg, "--broker", broker]
-    r = CliRunner().invoke(_cli(), [*args, "--now", "2026-03-01T00:00"])
-    assert r.exit_code == 0, r.stderr
+    generate_for_worker(root, out, pkg, "amqp://guest:guest@127.0.0.1:5672//")
     assert (
         'backend=os.environ.get("CRONSHIFT_RESULT_BACKEND", "rpc://")' in (out / pkg / "app.py").read_text()
     )

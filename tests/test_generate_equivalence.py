@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -331,11 +330,7 @@ def test_a_wrong_schedule_class_makes_generate_exit_3(tmp_path: Path) -> None:
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     (root / "etc/timezone").write_text("Europe/Berlin\n")
     (root / "etc/cron.d/gap").write_text("30 2 * * * root /usr/local/bin/nightly\n")
-    out = tmp_path / "out"
-    argv = ["generate", "--all", "--out", str(out), "--root", str(root), "--no-history", "--json"]
-    argv += ["--now", "2026-03-01T00:00"]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    r = subprocess.run([sys.executable, "-c", WRONG_CLASS, *argv], capture_output=True, text=True, env=env)
+    r = _generate(root, tmp_path / "out", "--json", patched=WRONG_CLASS)
     assert r.returncode == 3, r.stderr
     job = json.loads(r.stdout)["jobs"][0]
     assert job["beat_entries"][0]["kind"] == "cronsim"
@@ -343,9 +338,7 @@ def test_a_wrong_schedule_class_makes_generate_exit_3(tmp_path: Path) -> None:
     assert not proof["identical"]
     assert {"instant": "2027-03-28T03:00:00+02:00", "cron": 1, "celery": 0} in proof["differences"]
     # The same run with the real class proves identical and exits 0.
-    ok = subprocess.run(
-        [sys.executable, "-m", "cronshift", *argv], capture_output=True, text=True, env=env, cwd=os.getcwd()
-    )
+    ok = _generate(root, tmp_path / "out", "--json")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["jobs"][0]["schedule_proof"]["identical"]
 
@@ -460,7 +453,11 @@ def _zone_root(tmp_path: Path, zone: str, lines: list[str]) -> Path:
     return root
 
 
-def _generate(root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _generate(
+    root: Path, out: Path, *extra: str, patched: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`cronshift generate --all` of `root` as cron's minimal PATH would run it; `patched`: a script that
+    breaks a piece of cronshift on purpose, then runs the same command line."""
     argv = [
         "generate",
         "--all",
@@ -473,7 +470,8 @@ def _generate(root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess
         "2026-03-01T00:00",
     ]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(out.parent)}
-    return subprocess.run([sys.executable, "-m", "cronshift", *argv, *extra], capture_output=True, text=True,
+    how = ["-c", patched] if patched else ["-m", "cronshift"]
+    return subprocess.run([sys.executable, *how, *argv, *extra], capture_output=True, text=True,
                           env=env, cwd=PROJECT)  # fmt: skip
 
 
@@ -554,19 +552,7 @@ WRONG_UTC = textwrap.dedent(
 def test_a_wrong_utc_translation_is_refused_by_its_proof(tmp_path: Path) -> None:
     """UTC minutes off by one: the proof rejects each stock entry, and the class (proved) takes its place."""
     root = _zone_root(tmp_path, "Europe/Berlin", ["*/15 * * * *", "0 * * * *"])
-    argv = [
-        "generate",
-        "--all",
-        "--out",
-        str(tmp_path / "out"),
-        "--root",
-        str(root),
-        "--no-history",
-        "--json",
-    ]
-    argv += ["--now", "2026-03-01T00:00"]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    r = subprocess.run([sys.executable, "-c", WRONG_UTC, *argv], capture_output=True, text=True, env=env)
+    r = _generate(root, tmp_path / "out", "--json", patched=WRONG_UTC)
     assert r.returncode == 0, r.stderr
     jobs = json.loads(r.stdout)["jobs"]
     assert [j["beat_entries"][0]["kind"] for j in jobs] == ["cronsim", "cronsim"]
@@ -578,19 +564,7 @@ def test_a_wrong_utc_translation_is_refused_by_its_proof(tmp_path: Path) -> None
 def test_a_wrong_class_in_a_utc_app_makes_generate_exit_3(tmp_path: Path) -> None:
     """The exit-3 path in a UTC app: the wall-clock job's class, proved in that app, is deliberately late."""
     root = _zone_root(tmp_path, "Europe/Berlin", ["*/15 * * * *", "0 * * * *", "30 2 * * *"])
-    argv = [
-        "generate",
-        "--all",
-        "--out",
-        str(tmp_path / "out"),
-        "--root",
-        str(root),
-        "--no-history",
-        "--json",
-    ]
-    argv += ["--now", "2026-03-01T00:00"]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    r = subprocess.run([sys.executable, "-c", WRONG_CLASS, *argv], capture_output=True, text=True, env=env)
+    r = _generate(root, tmp_path / "out", "--json", patched=WRONG_CLASS)
     assert r.returncode == 3, r.stderr
     doc = json.loads(r.stdout)
     assert doc["beat"]["timezone"] == "UTC"

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from typer.testing import CliRunner
 
 from cronshift.ledger.resp import RUNTIME_STREAM, STREAM
 from cronshift.ledger.store import open_ledger
 from cronshift.runtime.records import LedgerConfigError, read_private_url
 from tests.support.celery_worker import stop
 from tests.support.redis_server import RedisServer, start_redis
-from tests.test_generate import _cli
+from tests.test_generate import generate_for_worker, one_file_root
 
 PROJECT = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -75,18 +74,9 @@ def test_runtime_records_are_written_with_its_own_acl_user_and_readers_cannot_fo
     tmp_path: Path, acl_redis: tuple[RedisServer, dict[str, str]]
 ) -> None:
     server, urls = acl_redis
-    root = tmp_path / "root"
-    (root / "etc/cron.d").mkdir(parents=True)
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
-    (root / "etc/timezone").write_text("UTC\n")
-    (root / "etc/cron.d/acl").write_text("0 3 * * * root echo ran-by-celery\n")
+    root = one_file_root(tmp_path, "acl", "0 3 * * * root echo ran-by-celery\n")
     out, pkg = tmp_path / "out", "acl_" + uuid.uuid4().hex[:6]
-    r = CliRunner().invoke(
-        _cli(),
-        ["generate", "--all", "--root", str(root), "--out", str(out), "--package", pkg,
-         "--broker", server.url, "--now", "2026-03-01T00:00"],
-    )  # fmt: skip
-    assert r.exit_code == 0, r.stderr
+    generate_for_worker(root, out, pkg, server.url)
     (doc,) = (out / pkg / "jobs").glob("*.md")
     assert "CRONSHIFT_LEDGER_REDIS_CONFIG" in doc.read_text()
 
