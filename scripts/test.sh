@@ -36,4 +36,7 @@ python3 -m venv .venv
 # Several pytest-xdist workers: most tests wait (Celery workers starting, cron minute boundaries), so more
 # workers than cores. Tests that share something one at a time carry an xdist_group mark (loadgroup keeps
 # a group on one worker). CRONSHIFT_TEST_WORKERS overrides the count; `-n 0` runs in one process.
-exec .venv/bin/python -m pytest -n "${CRONSHIFT_TEST_WORKERS:-4}" --dist loadgroup "$@"
+# In CI (CI set, a clean clone) pytest writes no .pytest_cache into the checkout.
+cache=()
+[ -n "${CI:-}" ] && cache=(-p no:cacheprovider)
+exec .venv/bin/python -m pytest -n "${CRONSHIFT_TEST_WORKERS:-4}" --dist loadgroup "${cache[@]}" "$@"
